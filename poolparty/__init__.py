@@ -1,0 +1,32 @@
+"""poolparty: multiprocessing.Pool's map and starmap on SLURM, Sun Grid Engine or locally.
+
+    import poolparty
+    pool = poolparty.Pool()             # SLURM arrays if sbatch is found, else local
+    results = pool.map(lambda x: x * x, range(1000))
+"""
+
+from .errors import (
+    ChunksLostError,
+    InvalidInputError,
+    PoolpartyError,
+    RemoteTraceback,
+    SchedulerCommandError,
+    SchedulerNotFoundError,
+)
+from .pool import Pool, UnpicklableError
+from .scheduler import Scheduler, State
+from .version import __version__
+
+__all__ = [
+    "ChunksLostError",
+    "InvalidInputError",
+    "Pool",
+    "PoolpartyError",
+    "RemoteTraceback",
+    "Scheduler",
+    "SchedulerCommandError",
+    "SchedulerNotFoundError",
+    "State",
+    "UnpicklableError",
+    "__version__",
+]

@@ -1,0 +1,40 @@
+"""Splitting tasks into chunks: one chunk is one job (or one array element).
+
+On a batch scheduler a job costs seconds of scheduling and interpreter start-up, so
+one job per trivial task is the slowest possible map. By default the tasks are cut
+into about two chunks per job slot: every slot gets work in the first wave, a slow
+chunk has a second wave to hide behind, and a lost job costs little to redo.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .errors import InvalidInputError
+
+CHUNKS_PER_SLOT = 2
+
+
+def default_chunksize(num_tasks: int, max_running: int) -> int:
+    """About CHUNKS_PER_SLOT chunks per slot that may run at once."""
+    return max(1, math.ceil(num_tasks / (CHUNKS_PER_SLOT * max(1, max_running))))
+
+
+def check_chunksize(chunksize: object) -> int | None:
+    """None (choose for me) or a positive int; anything else is an error now."""
+    if chunksize is None:
+        return None
+    if isinstance(chunksize, bool) or not isinstance(chunksize, int):
+        raise InvalidInputError(
+            f"chunksize must be a positive int or None, not {chunksize!r}."
+        )
+    if chunksize <= 0:
+        raise InvalidInputError(
+            f"chunksize must be at least 1, not {chunksize}; leave it None for a default."
+        )
+    return chunksize
+
+
+def chunk_bounds(num_tasks: int, chunksize: int) -> list[range]:
+    """The task positions of each chunk, in order."""
+    return [range(start, min(start + chunksize, num_tasks)) for start in range(0, num_tasks, chunksize)]

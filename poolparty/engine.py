@@ -1,0 +1,179 @@
+"""The one engine loop: write -> submit -> poll -> resubmit -> gather.
+
+Every backend runs through :class:`MapRun`; only the :class:`Scheduler` differs.
+Policy lives here and nowhere else:
+
+- Looking for result files is cheap and done often; asking the scheduler is expensive
+  and done at most once per ``polling_interval``, with one call for all jobs.
+- A job in an ERROR state is cancelled and resubmitted. A chunk missing from the queue
+  without a result on two polls in a row is lost and resubmitted (a job just submitted
+  may not show yet; a result on NFS may show late). Each chunk is submitted at most
+  ``1 + max_num_resubmissions`` times; past that :class:`ChunksLostError`.
+- A result that reached the work_dir is used, even from a job thought lost.
+- A failing scheduler query is logged and tried again at the next poll: one bad poll
+  never kills a map.
+- On any way out but success (a task raised, chunks lost, Ctrl-C) every job of the
+  map still queued is cancelled and the work_dir is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import time
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from .errors import ChunksLostError, RemoteTraceback, SchedulerCommandError
+from .scheduler import Scheduler, State
+from .work_dir import WorkDir
+
+MIN_NAP = 0.02
+MAX_NAP = 0.5
+MISSING_POLLS_BEFORE_LOST = 2
+
+
+@dataclass
+class ChunkStatus:
+    tasks: range
+    submissions: int = 0
+    missing_polls: int = 0
+    done: bool = False
+
+
+@dataclass
+class MapRun:
+    """Drives one map's chunks through the scheduler until each has a result."""
+
+    scheduler: Scheduler
+    work_dir: WorkDir
+    chunks: list[range]
+    polling_interval: float
+    max_num_resubmissions: int
+    log: logging.Logger
+    status: dict[int, ChunkStatus] = field(init=False)
+    _last_query: float = field(init=False, default=0.0)
+
+    def __post_init__(self) -> None:
+        self.status = {i: ChunkStatus(tasks) for i, tasks in enumerate(self.chunks)}
+
+    # ------------------------------------------------------------------ the loop
+    def outcomes(self) -> Iterator[tuple[int, list]]:
+        """Yield ``(chunk_id, outcomes)`` as results arrive, until every chunk has one.
+
+        Any way out but exhaustion cancels the map's remaining jobs, so a caller that
+        stops iterating (or is interrupted) leaves nothing queued.
+        """
+        finished = False
+        try:
+            yield from self._gather_archived()
+            self._submit([c for c, s in self.status.items() if not s.done])
+            nap = MIN_NAP
+            while not all(s.done for s in self.status.values()):
+                arrived = self._gather()
+                yield from arrived
+                if time.monotonic() - self._last_query >= self.polling_interval:
+                    yield from self._poll()
+                nap = MIN_NAP if arrived else min(nap * 1.5, MAX_NAP, self.polling_interval)
+                if not arrived:
+                    time.sleep(nap)
+            finished = True
+        finally:
+            if not finished:
+                self._cancel_unfinished()
+
+    def _gather_archived(self) -> Iterator[tuple[int, list]]:
+        """Results a previous client of this work_dir already gathered (resume)."""
+        for chunk_id, blob in self.work_dir.archived_results():
+            if chunk_id in self.status and not self.status[chunk_id].done:
+                self.status[chunk_id].done = True
+                yield chunk_id, pickle.loads(blob)
+
+    def _gather(self) -> list[tuple[int, list]]:
+        """Read new result files, archive them, and return their outcomes."""
+        blobs: dict[int, bytes] = {}
+        for chunk_id in self.work_dir.new_result_ids():
+            chunk = self.status.get(chunk_id)
+            if chunk is None or chunk.done:  # a duplicate from a resubmitted job
+                self.work_dir.result_path(chunk_id).unlink(missing_ok=True)
+                continue
+            blobs[chunk_id] = self.work_dir.read_result(chunk_id)
+        arrived = [(chunk_id, pickle.loads(blob)) for chunk_id, blob in sorted(blobs.items())]
+        self.work_dir.archive(blobs)
+        for chunk_id, _ in arrived:
+            self.status[chunk_id].done = True
+        return arrived
+
+    # ------------------------------------------------------------------ scheduler calls
+    def _submit(self, chunk_ids: list[int]) -> None:
+        if not chunk_ids:
+            return
+        self.scheduler.submit(self.work_dir, chunk_ids)
+        for chunk_id in chunk_ids:
+            self.status[chunk_id].submissions += 1
+            self.status[chunk_id].missing_polls = 0
+        self._last_query = time.monotonic()
+        self.log.info("submitted %d chunk(s) to %s", len(chunk_ids), self.scheduler.name)
+
+    def _poll(self) -> Iterator[tuple[int, list]]:
+        """Ask the scheduler once; resubmit chunks in ERROR or lost from the queue."""
+        self._last_query = time.monotonic()
+        try:
+            states = self.scheduler.query(self.work_dir)
+        except SchedulerCommandError as error:
+            self.log.warning("could not ask the scheduler, trying again next poll: %s", error)
+            return
+        # Results may have landed while the scheduler answered: a job that just left
+        # the queue must not be taken for lost.
+        yield from self._gather()
+        in_error, lost = [], []
+        for chunk_id, chunk in self.status.items():
+            if chunk.done or chunk.submissions == 0:
+                continue
+            state = states.get(chunk_id)
+            if state is State.ERROR:
+                in_error.append(chunk_id)
+            elif state is None:
+                chunk.missing_polls += 1
+                if chunk.missing_polls >= MISSING_POLLS_BEFORE_LOST:
+                    lost.append(chunk_id)
+            else:
+                chunk.missing_polls = 0
+        if in_error:
+            self.log.warning("chunk(s) %s in an error state: cancelling them", in_error)
+            self.scheduler.cancel(self.work_dir, in_error)
+        if lost:
+            self.log.warning("chunk(s) %s left the queue without a result", lost)
+        self._resubmit(in_error + lost)
+
+    def _resubmit(self, chunk_ids: list[int]) -> None:
+        over_limit = [c for c in chunk_ids if self.status[c].submissions > self.max_num_resubmissions]
+        if over_limit:
+            raise ChunksLostError(
+                {c: (self.status[c].tasks, self.work_dir.log_tail(c)) for c in over_limit},
+                self.work_dir.path,
+            )
+        for chunk_id in chunk_ids:
+            self.work_dir.archive_logs_of(chunk_id)
+        self._submit(chunk_ids)
+
+    def _cancel_unfinished(self) -> None:
+        """Best effort: a failure here must not hide the exception being raised."""
+        unfinished = [c for c, s in self.status.items() if not s.done and s.submissions]
+        if not unfinished:
+            return
+        try:
+            self.scheduler.cancel(self.work_dir, unfinished)
+            self.log.warning("cancelled the %d unfinished chunk(s) of this map", len(unfinished))
+        except Exception as error:  # noqa: BLE001
+            self.log.error("could not cancel jobs of this map: %s", error)
+
+
+def raise_task_error(outcome: tuple, task_index: int, work_dir: WorkDir | None) -> None:
+    """Re-raise a task's exception as multiprocessing does: same type and message,
+    the remote traceback attached as the cause."""
+    _, error, traceback_text = outcome
+    error.__cause__ = RemoteTraceback(f'\n"""\n{traceback_text}"""')
+    if hasattr(error, "add_note") and work_dir is not None:
+        error.add_note(f"(poolparty: raised by task {task_index}; work_dir kept: {work_dir.path})")
+    raise error

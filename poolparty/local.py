@@ -1,0 +1,100 @@
+"""The fallback where no scheduler exists: each chunk runs as a local worker process.
+
+It goes through the same engine, work_dir and worker module as a cluster backend, so a
+map behaves the same on a laptop as on SLURM (order, exceptions, cloudpickled
+functions, files left behind); only the queue is a list in this process.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterable, Sequence
+
+from .scheduler import Scheduler, State
+from .work_dir import WorkDir
+
+
+class Local(Scheduler):
+    """Runs at most ``max_workers`` chunks at once as child processes.
+
+    A thread per slot waits on one child at a time, so a slot is refilled the moment
+    a chunk ends, without waiting for the engine's next poll.
+    """
+
+    name = "local"
+
+    def __init__(self, max_workers: int | None = None) -> None:
+        self.default_max_running = max_workers or os.cpu_count() or 1
+        self._slots = ThreadPoolExecutor(self.default_max_running, thread_name_prefix="poolparty")
+        self._lock = threading.Lock()
+        self._states: dict[tuple[str, int], State] = {}
+        self._processes: dict[tuple[str, int], subprocess.Popen] = {}
+        self._cancelled: set[tuple[str, int]] = set()
+
+    def submit(self, work_dir: WorkDir, chunk_ids: Sequence[int]) -> None:
+        for chunk_id in chunk_ids:
+            key = (work_dir.map_id, chunk_id)
+            with self._lock:
+                self._states[key] = State.PENDING
+                self._cancelled.discard(key)
+            self._slots.submit(self._run, work_dir, chunk_id)
+
+    def query(self, work_dir: WorkDir) -> dict[int, State]:
+        with self._lock:
+            return {c: s for (m, c), s in self._states.items() if m == work_dir.map_id}
+
+    def cancel(self, work_dir: WorkDir, chunk_ids: Iterable[int]) -> None:
+        with self._lock:
+            for chunk_id in chunk_ids:
+                key = (work_dir.map_id, chunk_id)
+                self._cancelled.add(key)
+                self._states.pop(key, None)
+                process = self._processes.pop(key, None)
+                if process is not None:
+                    _kill_group(process)
+
+    def close(self) -> None:
+        with self._lock:
+            self._cancelled.update(self._states)
+            for process in self._processes.values():
+                _kill_group(process)
+        self._slots.shutdown(wait=True, cancel_futures=True)
+
+    def _run(self, work_dir: WorkDir, chunk_id: int) -> None:
+        key = (work_dir.map_id, chunk_id)
+        with self._lock:
+            if key in self._cancelled:
+                return
+            self._states[key] = State.RUNNING
+            self._processes[key] = self._start(work_dir, chunk_id)
+            process = self._processes[key]
+        process.wait()
+        with self._lock:
+            if self._processes.get(key) is process:
+                del self._processes[key]
+                self._states.pop(key, None)
+
+    def _start(self, work_dir: WorkDir, chunk_id: int) -> subprocess.Popen:
+        log_name = f"{chunk_id}.local.{len(work_dir.jobs_of_chunk(chunk_id))}.log"
+        log_fd = os.open(work_dir.logs_dir / log_name, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            process = subprocess.Popen(
+                ["/bin/sh", str(work_dir.script_path), str(chunk_id)],
+                stdin=subprocess.DEVNULL, stdout=log_fd, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        finally:
+            os.close(log_fd)
+        work_dir.record_jobs(f"local-{process.pid}", {chunk_id: (None, log_name)})
+        return process
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

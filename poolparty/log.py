@@ -1,0 +1,78 @@
+"""Logging for poolparty: the ``poolparty`` logger and a JSON-lines file per map.
+
+json_line_logger 0.0.10 builds its JSON by pasting the message into a ``%(message)s``
+format string, so a message holding a quote, a backslash or a newline (a path on
+Windows, a traceback, sbatch's stderr) makes an invalid line. We keep its file logger
+and its field names (t, l, m, c) but give it a formatter that encodes every field with
+:func:`json.dumps`, so each line always parses.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import json_line_logger
+
+log = logging.getLogger("poolparty")
+
+
+class JsonLineFormatter(logging.Formatter):
+    """One JSON object per record, with json_line_logger's keys, always valid JSON."""
+
+    def __init__(self) -> None:
+        super().__init__(datefmt=json_line_logger.DATEFMT_ISO8601)
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.exc_info:
+            message += "\n" + self.formatException(record.exc_info)
+        fields = {
+            "t": f"{self.formatTime(record, self.datefmt)}.{int(record.msecs):03d}",
+            "l": record.levelname,
+            "m": message,
+            "c": f"{record.pathname}:{record.funcName}:{record.lineno}",
+        }
+        return json.dumps(fields, ensure_ascii=False)
+
+
+def json_file_logger(path: str | os.PathLike, name: str) -> logging.Logger:
+    """json_line_logger.LoggerFile with its formatter replaced by a correct one."""
+    logger = json_line_logger.LoggerFile(path=str(path), name=name)
+    for handler in logger.handlers:
+        handler.setFormatter(JsonLineFormatter())
+    os.chmod(path, 0o600)
+    return logger
+
+
+def map_logger(path: Path, map_id: str) -> logging.Logger:
+    """A logger for one map: its records go to ``path`` (JSON lines) and, through the
+    ``poolparty`` logger, to the console when verbose. One per map, so maps running
+    side by side in threads never write into each other's log."""
+    logger = logging.getLogger(f"poolparty.map.{map_id}")
+    logger.setLevel(logging.INFO)
+    for handler in json_file_logger(path, name=f"poolparty.file.{map_id}").handlers:
+        logger.addHandler(handler)
+    return logger
+
+
+def close_map_logger(logger: logging.Logger) -> None:
+    """Close the file and forget the logger (maps are many; loggers live forever)."""
+    for handler in list(logger.handlers):
+        handler.close()
+        logger.removeHandler(handler)
+    logging.Logger.manager.loggerDict.pop(logger.name, None)
+
+
+def configure_verbose(verbose: bool) -> None:
+    """``verbose=True``: show poolparty's INFO messages on stderr (once)."""
+    if not verbose:
+        return
+    log.setLevel(logging.INFO)
+    if not any(getattr(h, "_poolparty_console", False) for h in log.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("poolparty: %(message)s"))
+        handler._poolparty_console = True  # type: ignore[attr-defined]
+        log.addHandler(handler)

@@ -1,0 +1,162 @@
+"""The seam between the pool engine and a batch scheduler.
+
+A backend answers three questions and nothing else: submit these chunks, which of this
+map's jobs are still in the queue and in which :class:`State`, cancel these chunks.
+Whether a chunk *succeeded* is never the scheduler's call: that is decided by its result
+file in the work_dir (a job that left the queue may have finished, crashed, or its
+result may still be on its way over NFS).
+
+All subprocess I/O of every backend goes through :func:`run_command`, so retries,
+backoff and time limits are written once.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+import logging
+import subprocess
+import time
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
+
+from .errors import SchedulerCommandError
+
+if TYPE_CHECKING:
+    from .work_dir import WorkDir
+
+log = logging.getLogger("poolparty")
+
+
+class State(enum.Enum):
+    """What the engine needs to know about a job that is still in the queue."""
+
+    PENDING = "pending"  # waiting for resources: leave it alone
+    RUNNING = "running"  # running or completing: leave it alone
+    ERROR = "error"  # stuck in an error state: the engine cancels and resubmits it
+
+
+class Scheduler(abc.ABC):
+    """One batch system, seen through the three calls the engine makes.
+
+    Backends keep what they learn at submission (job ids) in the work_dir via
+    :meth:`WorkDir.record_jobs`, so a client that died can re-attach to its jobs.
+    """
+
+    #: Name used in logs and by ``Pool(backend=...)``.
+    name: str = "scheduler"
+
+    #: A default for how many chunks run at once when the user gives no limit.
+    default_max_running: int = 8
+
+    @abc.abstractmethod
+    def submit(self, work_dir: "WorkDir", chunk_ids: Sequence[int]) -> None:
+        """Queue one job per chunk (an array backend makes as few calls as it can)."""
+
+    @abc.abstractmethod
+    def query(self, work_dir: "WorkDir") -> dict[int, State]:
+        """Return the state of every chunk of this map still in the queue.
+
+        Must make ONE scheduler call for all jobs of the map: clusters suffer from
+        clients that poll job by job. A chunk absent from the answer has left the
+        queue. Raises :class:`SchedulerCommandError` when the scheduler can't be asked.
+        """
+
+    @abc.abstractmethod
+    def cancel(self, work_dir: "WorkDir", chunk_ids: Iterable[int]) -> None:
+        """Remove these chunks' jobs from the queue; a job already gone is no error."""
+
+    def check_available(self) -> None:
+        """Raise :class:`SchedulerNotFoundError` when the scheduler can't be used here."""
+
+    def close(self) -> None:
+        """Release what the backend holds (processes, threads); the pool calls it once."""
+
+
+def _decode(data: bytes | str | None) -> str:
+    if data is None:
+        return ""
+    if isinstance(data, bytes):
+        return data.decode("utf-8", errors="replace")
+    return data
+
+
+def run_command(
+    argv: Sequence[str],
+    timeout: float,
+    is_transient: Callable[[SchedulerCommandError], bool] = lambda error: True,
+    sleep: Callable[[float], None] = time.sleep,
+) -> str:
+    """Run a scheduler command and return its stdout, retrying transient failures.
+
+    Real clusters have bad minutes: ``Socket timed out``, a controller restarting, a
+    command that hangs. Each attempt gets a share of ``timeout``; failures judged
+    transient are retried with exponential backoff until ``timeout`` seconds have
+    passed in total. Then, or at once for a permanent failure (``invalid partition``),
+    raise :class:`SchedulerCommandError` carrying argv, exit code, stdout and stderr.
+    Commands are always argv lists: nothing is ever interpreted by a shell.
+    """
+    deadline = time.monotonic() + timeout
+    attempt_timeout = max(1.0, timeout / 3)
+    backoff = 0.25
+    while True:
+        remaining = deadline - time.monotonic()
+        error = _run_once(argv, min(attempt_timeout, max(remaining, 0.5)))
+        if isinstance(error, str):
+            return error
+        if not is_transient(error):
+            raise error
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise error
+        log.warning("%s; retrying in %.1f s", str(error).splitlines()[0], backoff)
+        sleep(min(backoff, remaining))
+        backoff = min(backoff * 2, 10.0)
+
+
+def _run_once(argv: Sequence[str], timeout: float) -> str | SchedulerCommandError:
+    """One attempt: stdout on success, the error (not raised) on failure."""
+    try:
+        done = subprocess.run(
+            list(argv), capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL
+        )
+    except subprocess.TimeoutExpired as timed_out:
+        return SchedulerCommandError(
+            argv, None, _decode(timed_out.stdout), _decode(timed_out.stderr),
+            reason=f"no answer within {timeout:.0f} s",
+        )
+    except OSError as os_error:
+        return SchedulerCommandError(argv, None, "", str(os_error), reason="could not start")
+    stdout, stderr = _decode(done.stdout), _decode(done.stderr)
+    if done.returncode != 0:
+        return SchedulerCommandError(argv, done.returncode, stdout, stderr)
+    return stdout
+
+
+def compress_ranges(numbers: Iterable[int]) -> str:
+    """``[0, 1, 2, 5, 7, 8]`` -> ``"0-2,5,7-8"``: the index syntax of job arrays."""
+    sorted_numbers = sorted(set(numbers))
+    parts: list[str] = []
+    start = previous = None
+    for number in sorted_numbers:
+        if start is None:
+            start = previous = number
+        elif number == previous + 1:
+            previous = number
+        else:
+            parts.append(f"{start}" if start == previous else f"{start}-{previous}")
+            start = previous = number
+    if start is not None:
+        parts.append(f"{start}" if start == previous else f"{start}-{previous}")
+    return ",".join(parts)
+
+
+def expand_ranges(text: str) -> list[int]:
+    """``"0-2,5,7-8:1"`` -> ``[0, 1, 2, 5, 7, 8]``; a ``%N`` throttle suffix is ignored."""
+    numbers: list[int] = []
+    text = text.strip().strip("[]").split("%")[0]
+    for part in filter(None, text.split(",")):
+        bounds, _, step = part.partition(":")
+        first, _, last = bounds.partition("-")
+        stop = int(last) if last else int(first)
+        numbers.extend(range(int(first), stop + 1, int(step) if step else 1))
+    return numbers

@@ -1,0 +1,372 @@
+"""WorkDir: the only owner of file names and of the on-disk format of one map.
+
+Layout of ``<root>/<map_id>/`` (mode 0700, every file private to the user)::
+
+    map.json             what the map is: number of tasks, chunksize, python, backend
+    function.pkl         cloudpickle of (function, star, initializer, initargs)
+    tasks.pkl            the pickled chunks, one after the other
+    tasks.idx            offsets into tasks.pkl: 8 bytes per chunk + 1 (the worker seeks)
+    job.sh               the job script the scheduler runs
+    jobs.jsonl           one line per submission: job id, and for each chunk its index/log
+    results/<chunk>.pkl  written by workers (temporary name, then renamed: atomic)
+    logs/                stdout+stderr of running jobs, named by the backend
+    results.zip          results gathered by the client; the small files are then deleted
+    logs.zip             logs of finished jobs
+    client.log.jsonl     the client's log, one JSON object per line
+
+So a running map holds O(running chunks) files and a finished one about ten.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+import secrets
+import shlex
+import shutil
+import stat
+import struct
+import sys
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+from .errors import InvalidInputError
+
+_OFFSET = struct.Struct("<Q")
+_RESULT_NAME = re.compile(r"^(\d+)\.pkl$")
+
+
+@dataclass(frozen=True)
+class JobRef:
+    """Where one chunk went: the scheduler's job id, its array index and its log file."""
+
+    job_id: str
+    index: int | None
+    log_name: str
+
+
+def new_map_id() -> str:
+    """A readable, sortable id that two maps started in the same second never share."""
+    return time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(4)
+
+
+def default_root() -> Path:
+    """``./.poolparty`` in the current directory: on clusters it is on the shared disk."""
+    return Path.cwd() / ".poolparty"
+
+
+def _make_private_dir(path: Path) -> None:
+    """Create ``path`` with mode 0700 whatever the umask."""
+    os.mkdir(path, 0o700)
+    os.chmod(path, 0o700)
+
+
+def check_private(path: Path) -> None:
+    """Refuse a file or directory that another user owns or others can write.
+
+    Pickles run code when loaded: a pickle that someone else could have replaced is
+    never loaded.
+    """
+    info = os.stat(path)
+    if info.st_uid != os.getuid():
+        raise PermissionError(f"{path} is owned by uid {info.st_uid}, not by you: refusing it")
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise PermissionError(f"{path} is writable by others: refusing it")
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` (mode 0600) under a temporary name, then rename."""
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as file:
+        file.write(data)
+    os.replace(temporary, path)
+
+
+class WorkDir:
+    """One map's directory; every path and format decision lives here."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.map_id = self.path.name
+        self.results_dir = self.path / "results"
+        self.logs_dir = self.path / "logs"
+        self._jobs_of_chunk: dict[int, list[JobRef]] = {}
+        self._chunk_of_job: dict[tuple[str, int | None], int] = {}
+
+    # ------------------------------------------------------------------ creation
+    @classmethod
+    def create(cls, root: str | os.PathLike | None) -> "WorkDir":
+        """Make a new private directory for one map under ``root``.
+
+        Raises :class:`InvalidInputError` naming the fix when ``root`` can't be used.
+        """
+        root_path = Path(root).expanduser().absolute() if root else default_root()
+        if not root_path.exists():
+            try:
+                root_path.parent.mkdir(parents=True, exist_ok=True)
+                if not root_path.exists():
+                    _make_private_dir(root_path)
+            except OSError as error:
+                raise InvalidInputError(
+                    f"work_dir {str(root_path)!r} does not exist and can't be created "
+                    f"({error.strerror}). Pass work_dir= a directory you can write, on a disk "
+                    f"the compute nodes share."
+                ) from error
+        if not root_path.is_dir():
+            raise InvalidInputError(f"work_dir {str(root_path)!r} is not a directory.")
+        if not os.access(root_path, os.W_OK | os.X_OK):
+            raise InvalidInputError(
+                f"work_dir {str(root_path)!r} is not writable by you. Pass work_dir= a "
+                f"directory you can write, on a disk the compute nodes share."
+            )
+        work_dir = cls(root_path / new_map_id())
+        _make_private_dir(work_dir.path)
+        _make_private_dir(work_dir.results_dir)
+        _make_private_dir(work_dir.logs_dir)
+        return work_dir
+
+    # ------------------------------------------------------------------ inputs
+    def write_inputs(
+        self,
+        function_blob: bytes,
+        chunk_blobs: Iterable[bytes],
+        metadata: dict[str, Any],
+    ) -> int:
+        """Write the function, the chunks and map.json; return the number of chunks."""
+        _write_private(self.path / "function.pkl", function_blob)
+        offsets = [0]
+        descriptor = os.open(self.path / "tasks.pkl", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "wb") as tasks_file:
+            for blob in chunk_blobs:
+                tasks_file.write(blob)
+                offsets.append(offsets[-1] + len(blob))
+        _write_private(self.path / "tasks.idx", b"".join(_OFFSET.pack(o) for o in offsets))
+        _write_private(self.path / "map.json", json.dumps(metadata, indent=1).encode())
+        return len(offsets) - 1
+
+    def write_job_script(self, python_path: str) -> Path:
+        """The script every job runs: the fixed worker module, nothing generated."""
+        script = self.path / "job.sh"
+        text = (
+            "#!/bin/sh\n"
+            f"# poolparty map {self.map_id}: runs chunks of tasks; arguments say which.\n"
+            f"exec {shlex.quote(python_path)} -m poolparty.worker "
+            f"{shlex.quote(str(self.path))} \"$@\"\n"
+        )
+        _write_private(script, text.encode())
+        os.chmod(script, 0o700)
+        return script
+
+    @property
+    def script_path(self) -> Path:
+        return self.path / "job.sh"
+
+    def metadata(self) -> dict[str, Any]:
+        return json.loads((self.path / "map.json").read_text())
+
+    def read_function(self) -> bytes:
+        """The pickled function, after checking nobody else could have written it."""
+        return self._read_private(self.path / "function.pkl")
+
+    def read_chunk(self, chunk_id: int) -> bytes:
+        """One chunk's pickled tasks, read by seeking: the worker never loads them all."""
+        check_private(self.path)
+        with open(self.path / "tasks.idx", "rb") as index:
+            index.seek(chunk_id * _OFFSET.size)
+            start, stop = struct.unpack("<QQ", index.read(2 * _OFFSET.size))
+        tasks_path = self.path / "tasks.pkl"
+        check_private(tasks_path)
+        with open(tasks_path, "rb") as tasks_file:
+            tasks_file.seek(start)
+            return tasks_file.read(stop - start)
+
+    def _read_private(self, path: Path) -> bytes:
+        check_private(self.path)
+        check_private(path)
+        return path.read_bytes()
+
+    # ------------------------------------------------------------------ results
+    def result_path(self, chunk_id: int) -> Path:
+        return self.results_dir / f"{chunk_id}.pkl"
+
+    def write_result(self, chunk_id: int, blob: bytes) -> None:
+        """Called by the worker: atomic, so a half-written result is never read."""
+        _write_private(self.result_path(chunk_id), blob)
+
+    def new_result_ids(self) -> list[int]:
+        """Chunk ids with a result file waiting to be gathered (cheap: one listdir)."""
+        found = []
+        with os.scandir(self.results_dir) as entries:
+            for entry in entries:
+                match = _RESULT_NAME.match(entry.name)
+                if match:
+                    found.append(int(match.group(1)))
+        return found
+
+    def read_result(self, chunk_id: int) -> bytes:
+        return self._read_private(self.result_path(chunk_id))
+
+    def archive(self, results: dict[int, bytes]) -> None:
+        """Move gathered results and their jobs' logs into the zip archives.
+
+        The small files are deleted only after the archive is closed, so a crash in
+        between leaves a result in both places, never in neither.
+        """
+        if not results:
+            return
+        self._append_to_zip("results.zip", {f"{c}.pkl": blob for c, blob in results.items()})
+        logs = {}
+        for chunk_id in results:
+            for ref in self._jobs_of_chunk.get(chunk_id, []):
+                log_path = self.logs_dir / ref.log_name
+                if log_path.exists():
+                    logs[f"{chunk_id}/{ref.log_name}"] = log_path.read_bytes()
+        self._append_to_zip("logs.zip", logs)
+        for chunk_id in results:
+            self.result_path(chunk_id).unlink(missing_ok=True)
+            for ref in self._jobs_of_chunk.get(chunk_id, []):
+                (self.logs_dir / ref.log_name).unlink(missing_ok=True)
+
+    def archived_results(self) -> Iterator[tuple[int, bytes]]:
+        """Results already gathered into results.zip (by this client or an earlier one)."""
+        for name, blob in _read_zip(self.path / "results.zip"):
+            match = _RESULT_NAME.match(name)
+            if match:
+                yield int(match.group(1)), blob
+
+    def _append_to_zip(self, name: str, members: dict[str, bytes]) -> None:
+        if not members:
+            return
+        path = self.path / name
+        if not path.exists():
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.close(descriptor)
+            mode = "w"
+        else:
+            mode = "a"
+        with zipfile.ZipFile(path, mode, compression=zipfile.ZIP_DEFLATED, compresslevel=1) as z:
+            for member, blob in members.items():
+                z.writestr(member, blob)
+        with open(path, "rb") as file:
+            os.fsync(file.fileno())
+
+    # ------------------------------------------------------------------ jobs and logs
+    def record_jobs(self, job_id: str, chunks: dict[int, tuple[int | None, str]]) -> None:
+        """Remember that ``job_id`` runs these chunks: ``{chunk: (array index, log name)}``.
+
+        Kept in memory for the poll loop and appended to jobs.jsonl so a client that
+        died can find its jobs again.
+        """
+        for chunk_id, (index, log_name) in chunks.items():
+            ref = JobRef(str(job_id), index, log_name)
+            self._jobs_of_chunk.setdefault(chunk_id, []).append(ref)
+            self._chunk_of_job[(ref.job_id, index)] = chunk_id
+        line = json.dumps({"job_id": str(job_id), "chunks": {str(c): v for c, v in chunks.items()}})
+        with open(self.path / "jobs.jsonl", "a", opener=_private_opener) as file:
+            file.write(line + "\n")
+
+    def chunk_of_job(self, job_id: str, index: int | None) -> int | None:
+        """The chunk a scheduler job (and array index) runs; None if not of this map."""
+        return self._chunk_of_job.get((job_id, index))
+
+    def jobs_of_chunk(self, chunk_id: int) -> list[JobRef]:
+        return list(self._jobs_of_chunk.get(chunk_id, []))
+
+    def submitted_jobs(self) -> dict[tuple[str, int | None], int]:
+        return dict(self._chunk_of_job)
+
+    def log_tail(self, chunk_id: int, max_bytes: int = 4000) -> str:
+        """The end of the newest log of a chunk: what the user needs to see on failure."""
+        for ref in reversed(self._jobs_of_chunk.get(chunk_id, [])):
+            path = self.logs_dir / ref.log_name
+            if path.exists():
+                with open(path, "rb") as file:
+                    file.seek(max(0, path.stat().st_size - max_bytes))
+                    return file.read().decode("utf-8", errors="replace")
+        return ""
+
+    def archive_logs_of(self, chunk_id: int) -> None:
+        """Keep the logs of a job that died (for the user) in logs.zip, then delete them."""
+        logs = {}
+        for ref in self._jobs_of_chunk.get(chunk_id, []):
+            path = self.logs_dir / ref.log_name
+            if path.exists():
+                logs[f"{chunk_id}/{ref.log_name}"] = path.read_bytes()
+        self._append_to_zip("logs.zip", logs)
+        for name in logs:
+            (self.logs_dir / name.split("/", 1)[1]).unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ housekeeping
+    def count_files(self) -> int:
+        return sum(len(files) for _, _, files in os.walk(self.path))
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    def __repr__(self) -> str:
+        return f"WorkDir({str(self.path)!r})"
+
+
+def _private_opener(path: str, flags: int) -> int:
+    return os.open(path, flags, 0o600)
+
+
+def _read_zip(path: Path) -> Iterator[tuple[str, bytes]]:
+    """Members of a zip archive; a damaged archive (client killed while appending) is
+    salvaged member by member from its local headers instead of being lost."""
+    if not path.exists():
+        return
+    check_private(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = [(info.filename, archive.read(info)) for info in archive.infolist()]
+    except (zipfile.BadZipFile, EOFError, OSError):
+        members = list(_salvage_zip(path.read_bytes()))
+    yield from members
+
+
+def _salvage_zip(data: bytes) -> Iterator[tuple[str, bytes]]:
+    """Read complete members of a zip whose central directory is missing or torn."""
+    import zlib
+
+    header = struct.Struct("<4sHHHHHIIIHH")
+    position = 0
+    while position + header.size <= len(data):
+        fields = header.unpack_from(data, position)
+        if fields[0] != b"PK\x03\x04":
+            return
+        method, crc, size, name_length, extra_length = fields[3], fields[6], fields[7], fields[9], fields[10]
+        name_start = position + header.size
+        data_start = name_start + name_length + extra_length
+        raw = data[data_start : data_start + size]
+        if len(raw) < size:
+            return
+        name = data[name_start : name_start + name_length].decode("utf-8", errors="replace")
+        blob = zlib.decompress(raw, -15) if method == zipfile.ZIP_DEFLATED else raw
+        if zlib.crc32(blob) != crc:
+            return
+        yield name, blob
+        position = data_start + size
+
+
+def python_is_usable(python_path: str) -> bool:
+    """True when ``python_path`` is an executable file (a command name is looked up)."""
+    resolved = shutil.which(python_path)
+    return resolved is not None and os.access(resolved, os.X_OK)
+
+
+def describe_python(python_path: str | None) -> str:
+    return python_path or sys.executable
+
+
+def chunk_names(chunk_ids: Sequence[int]) -> str:
+    """A short human list: ``3, 7, 9 and 12 more``."""
+    shown = ", ".join(str(c) for c in list(chunk_ids)[:5])
+    rest = len(chunk_ids) - 5
+    return shown + (f" and {rest} more" if rest > 0 else "")

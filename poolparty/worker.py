@@ -1,0 +1,98 @@
+"""Runs one chunk of tasks on a compute node.
+
+    python -m poolparty.worker WORK_DIR CHUNK_ID
+    python -m poolparty.worker WORK_DIR --array BASE ENV_VAR
+
+The second form is for job arrays: the chunk is BASE plus the array index the
+scheduler puts in ENV_VAR (SLURM_ARRAY_TASK_ID, SGE_TASK_ID).
+
+A fixed module rather than generated source: what runs on the node is the same
+reviewed code for every map. Each task's outcome is stored as ``(True, value)`` or
+``(False, exception, traceback_text)``; the chunk's outcomes are written to
+``results/<chunk>.pkl`` under a temporary name and renamed, so a worker killed
+mid-write never leaves something that looks like a result. An exception in the user's
+function is a result (it is re-raised in the caller), not a crash of the job.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+import traceback
+from typing import Any, Callable, Sequence
+
+import cloudpickle
+
+from .errors import RemoteError
+from .work_dir import WorkDir
+
+Outcome = tuple  # (True, value) | (False, exception, traceback_text)
+
+
+def parse_chunk_id(argv: Sequence[str], environ: dict[str, str]) -> int:
+    """The chunk this job runs, from ``CHUNK_ID`` or ``--array BASE ENV_VAR``."""
+    if argv[0] == "--array":
+        base, variable = int(argv[1]), argv[2]
+        return base + int(environ[variable])
+    return int(argv[0])
+
+
+def run_task(function: Callable, task: Any, star: bool) -> Outcome:
+    try:
+        return (True, function(*task) if star else function(task))
+    except Exception as error:  # noqa: BLE001 - the caller decides what to re-raise
+        return (False, error, traceback.format_exc())
+
+
+def encode_outcomes(outcomes: list[Outcome], first_task: int) -> bytes:
+    """Pickle the chunk's outcomes; an unpicklable value or exception becomes an error
+    naming its task, instead of losing the whole chunk."""
+    try:
+        return cloudpickle.dumps(outcomes)
+    except Exception:
+        pass
+    safe: list[Outcome] = []
+    for offset, outcome in enumerate(outcomes):
+        try:
+            cloudpickle.dumps(outcome)
+            safe.append(outcome)
+        except Exception as error:  # noqa: BLE001
+            what = "result" if outcome[0] else f"exception {type(outcome[1]).__name__}"
+            message = (
+                f"task {first_task + offset}: its {what} could not be pickled to send it "
+                f"back ({type(error).__name__}: {error})"
+            )
+            text = outcome[2] if not outcome[0] else ""
+            safe.append((False, RemoteError(message), text))
+    return cloudpickle.dumps(safe)
+
+
+def run_chunk(work_dir: WorkDir, chunk_id: int) -> None:
+    function, star, initializer, initargs = pickle.loads(work_dir.read_function())
+    first_task, tasks = pickle.loads(work_dir.read_chunk(chunk_id))
+    failed_setup = run_task(initializer, initargs, star=True) if initializer else (True, None)
+    if failed_setup[0]:
+        outcomes = [run_task(function, task, star) for task in tasks]
+    else:  # every task of the chunk reports the initializer's exception
+        outcomes = [failed_setup] * len(tasks)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    work_dir.write_result(chunk_id, encode_outcomes(outcomes, first_task))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if len(arguments) < 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    work_dir = WorkDir(arguments[0])
+    chunk_id = parse_chunk_id(arguments[1:], dict(os.environ))
+    print(f"poolparty worker: map {work_dir.map_id} chunk {chunk_id} on {os.uname().nodename}",
+          file=sys.stderr, flush=True)
+    run_chunk(work_dir, chunk_id)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

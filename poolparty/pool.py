@@ -224,7 +224,20 @@ class Pool:
             "backend": self._scheduler.name,
             "client_pid": os.getpid(),
             "client_host": os.uname().nodename,
+            "import_paths": client_import_paths(),
         }
+
+
+def client_import_paths() -> list[str]:
+    """The client's sys.path entries that are its own code, not an installation: the
+    worker adds them so functions pickled by reference import on the node."""
+    installed = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    paths = []
+    for entry in sys.path:
+        path = os.path.realpath(entry or os.getcwd())
+        if not any(path == root or path.startswith(root + os.sep) for root in installed):
+            paths.append(path)
+    return list(dict.fromkeys(paths))
 
 
 class UnpicklableError(InvalidInputError, TypeError):

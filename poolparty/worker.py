@@ -68,14 +68,38 @@ def encode_outcomes(outcomes: list[Outcome], first_task: int) -> bytes:
     return cloudpickle.dumps(safe)
 
 
-def run_chunk(work_dir: WorkDir, chunk_id: int) -> None:
+def add_client_import_paths(paths: Sequence[str]) -> None:
+    """Make the client's own modules importable here (its script's folder, a notebook's
+    directory, PYTHONPATH entries): functions defined there are pickled by reference."""
+    sys.path[:0] = [p for p in paths if p not in sys.path and os.path.isdir(p)]
+
+
+def load_chunk(work_dir: WorkDir, chunk_id: int) -> tuple[Callable, bool, list, int]:
+    """Unpickle what a chunk needs; returns (function, star, tasks, first task index)."""
     function, star, initializer, initargs = pickle.loads(work_dir.read_function())
     first_task, tasks = pickle.loads(work_dir.read_chunk(chunk_id))
-    failed_setup = run_task(initializer, initargs, star=True) if initializer else (True, None)
-    if failed_setup[0]:
+    if initializer is not None:
+        initializer(*initargs)
+    return function, star, tasks, first_task
+
+
+def run_chunk(work_dir: WorkDir, chunk_id: int) -> None:
+    """Run every task of one chunk and write their outcomes as one result file.
+
+    A failure to set up (a module missing on this node, an initializer raising) is
+    reported as the outcome of every task of the chunk: the caller sees the real
+    exception at once, instead of the job being resubmitted to fail again.
+    """
+    metadata = work_dir.metadata()
+    add_client_import_paths(metadata.get("import_paths", []))
+    try:
+        function, star, tasks, first_task = load_chunk(work_dir, chunk_id)
+    except Exception as error:  # noqa: BLE001
+        first_task = chunk_id * metadata["chunksize"]
+        count = min(metadata["chunksize"], metadata["num_tasks"] - first_task)
+        outcomes = [(False, error, traceback.format_exc())] * count
+    else:
         outcomes = [run_task(function, task, star) for task in tasks]
-    else:  # every task of the chunk reports the initializer's exception
-        outcomes = [failed_setup] * len(tasks)
     sys.stdout.flush()
     sys.stderr.flush()
     work_dir.write_result(chunk_id, encode_outcomes(outcomes, first_task))

@@ -1,0 +1,96 @@
+"""What a user relies on, on every backend: results in order, errors, files left."""
+
+from __future__ import annotations
+
+import os
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import poolparty
+
+
+def square_plus(x, offset=0):
+    return x * x + offset
+
+
+class Boom(ValueError):
+    pass
+
+
+def explode_on_seven(x):
+    if x == 7:
+        raise Boom(f"task {x} exploded")
+    return x
+
+
+def files_under(path: Path) -> list[Path]:
+    return [p for p in path.rglob("*") if p.is_file()] if path.exists() else []
+
+
+def test_map_of_a_lambda_returns_results_in_input_order(backend):
+    pool = backend.make_pool()
+    offset = 3  # captured by the closure: cloudpickle carries it to the jobs
+    assert pool.map(lambda x: x * x + offset, range(200)) == [x * x + 3 for x in range(200)]
+
+
+def test_starmap_unpacks_argument_tuples(backend):
+    pool = backend.make_pool()
+    assert pool.starmap(square_plus, [(1, 1), (2, 0), (3, 10)], chunksize=1) == [2, 4, 19]
+
+
+def test_success_removes_the_work_dir(backend, work_root):
+    backend.make_pool().map(abs, [-1, -2], chunksize=1)
+    assert list(work_root.iterdir()) == []
+
+
+def test_keep_work_dir_leaves_about_ten_files_with_results_and_logs_archived(backend, work_root):
+    backend.make_pool(keep_work_dir=True).map(print, range(30), chunksize=1)
+    (map_dir,) = work_root.iterdir()
+    assert len(files_under(map_dir)) <= 10
+    with zipfile.ZipFile(map_dir / "results.zip") as results:
+        assert len(results.namelist()) == 30
+    with zipfile.ZipFile(map_dir / "logs.zip") as logs:
+        printed = b"".join(logs.read(name) for name in logs.namelist())
+    assert b"\n29\n" in printed  # the tasks' stdout is kept
+
+
+def test_a_raising_task_raises_its_exception_with_the_remote_traceback(backend, work_root):
+    pool = backend.make_pool()
+    with pytest.raises(Boom, match="task 7 exploded") as caught:
+        pool.map(explode_on_seven, range(10), chunksize=2)
+    assert isinstance(caught.value.__cause__, poolparty.RemoteTraceback)
+    assert "explode_on_seven" in str(caught.value.__cause__)
+    (map_dir,) = work_root.iterdir()  # kept, for inspection and to resume
+    assert (map_dir / "function.pkl").exists()
+
+
+def test_an_empty_iterable_returns_an_empty_list_and_submits_nothing(backend, work_root):
+    assert backend.make_pool().map(abs, []) == []
+    assert not work_root.exists() or list(work_root.iterdir()) == []
+    assert backend.queued_jobs() == []
+
+
+def test_work_dir_is_private_whatever_the_umask(backend, work_root):
+    old = os.umask(0)
+    try:
+        backend.make_pool(keep_work_dir=True).map(abs, [1, 2], chunksize=1)
+    finally:
+        os.umask(old)
+    (map_dir,) = work_root.iterdir()
+    assert map_dir.stat().st_mode & 0o777 == 0o700
+    for path in files_under(map_dir):
+        assert path.stat().st_mode & 0o077 == 0, path
+
+
+def test_two_maps_started_at_once_do_not_collide(backend, work_root):
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = backend.make_pool()
+    with ThreadPoolExecutor(2) as threads:
+        first = threads.submit(pool.map, lambda x: ("a", x), range(20))
+        second = threads.submit(pool.map, lambda x: ("b", x), range(20))
+        assert first.result() == [("a", x) for x in range(20)]
+        assert second.result() == [("b", x) for x in range(20)]

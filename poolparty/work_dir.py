@@ -120,13 +120,17 @@ class WorkDir:
                 ) from error
         if not root_path.is_dir():
             raise InvalidInputError(f"work_dir {str(root_path)!r} is not a directory.")
+        not_writable = InvalidInputError(
+            f"work_dir {str(root_path)!r} is not writable by you. Pass work_dir= a "
+            f"directory you can write, on a disk the compute nodes share."
+        )
         if not os.access(root_path, os.W_OK | os.X_OK):
-            raise InvalidInputError(
-                f"work_dir {str(root_path)!r} is not writable by you. Pass work_dir= a "
-                f"directory you can write, on a disk the compute nodes share."
-            )
+            raise not_writable
         work_dir = cls(root_path / new_map_id())
-        _make_private_dir(work_dir.path)
+        try:
+            _make_private_dir(work_dir.path)
+        except OSError as error:
+            raise not_writable from error
         _make_private_dir(work_dir.results_dir)
         _make_private_dir(work_dir.logs_dir)
         return work_dir

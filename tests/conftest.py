@@ -67,7 +67,8 @@ def work_root(tmp_path: Path) -> Path:
 def local_backend(work_root: Path) -> Backend:
     def make_pool(**options: Any) -> poolparty.Pool:
         options.setdefault("polling_interval", 0.2)
-        return poolparty.Pool(backend="local", work_dir=work_root, **options)
+        options.setdefault("work_dir", work_root)
+        return poolparty.Pool(backend="local", **options)
 
     return Backend("local", make_pool)
 
@@ -80,9 +81,8 @@ def dummy_slurm_backend(work_root: Path, tmp_path: Path) -> Backend:
     def make_pool(**options: Any) -> poolparty.Pool:
         options.setdefault("polling_interval", 0.2)
         options.setdefault("call_timeout", 10)
-        return poolparty.Pool(
-            backend="slurm-array", work_dir=work_root, commands=queue.commands(), **options
-        )
+        options.setdefault("work_dir", work_root)
+        return poolparty.Pool(backend="slurm-array", commands=queue.commands(), **options)
 
     def queued_jobs() -> list[str]:
         return [str(job) for job in queue.jobs()]
@@ -111,7 +111,8 @@ def real_slurm_backend(work_root: Path) -> Backend:
 
     def make_pool(**options: Any) -> poolparty.Pool:
         options.setdefault("polling_interval", 0.5)
-        return poolparty.Pool(backend="slurm-array", work_dir=work_root, **options)
+        options.setdefault("work_dir", work_root)
+        return poolparty.Pool(backend="slurm-array", **options)
 
     return Backend("real-slurm-array", make_pool, squeue_jobs_named, scancel_running)
 

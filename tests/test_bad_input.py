@@ -1,0 +1,105 @@
+"""Bad input: a clear error naming the problem and the fix, before anything is submitted."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+
+import poolparty
+
+
+def test_a_function_that_cannot_be_pickled_is_refused_before_submitting(backend, work_root):
+    lock = threading.Lock()
+    with pytest.raises(poolparty.UnpicklableError, match="can't be pickled"):
+        backend.make_pool().map(lambda x: (lock, x), range(3))
+    assert backend.queued_jobs() == []
+
+
+def test_a_task_that_cannot_be_pickled_is_named(backend):
+    tasks = [1, 2, threading.Lock()]
+    with pytest.raises(poolparty.UnpicklableError, match="task 2"):
+        backend.make_pool().map(id, tasks)
+    assert backend.queued_jobs() == []
+
+
+def test_a_non_iterable_is_a_type_error(backend):
+    with pytest.raises(TypeError, match="not iterable"):
+        backend.make_pool().map(abs, 5)
+
+
+@pytest.mark.parametrize("chunksize", [0, -1, 1.5, "2"])
+def test_a_bad_chunksize_is_refused(backend, chunksize):
+    with pytest.raises(poolparty.InvalidInputError, match="chunksize"):
+        backend.make_pool().map(abs, [1], chunksize=chunksize)
+
+
+def test_a_generator_raising_midway_raises_in_the_caller_before_submitting(backend, work_root):
+    def tasks():
+        yield 1
+        raise RuntimeError("the input broke")
+
+    with pytest.raises(RuntimeError, match="the input broke"):
+        backend.make_pool().map(abs, tasks())
+    assert not work_root.exists() or list(work_root.iterdir()) == []
+
+
+def test_a_work_dir_that_is_not_writable_is_refused(backend, tmp_path):
+    read_only = tmp_path / "read_only"
+    read_only.mkdir(mode=0o500)
+    if os.access(read_only, os.W_OK):  # root writes anywhere but in /proc
+        read_only = "/proc"
+    with pytest.raises(poolparty.InvalidInputError, match="not writable"):
+        backend.make_pool(work_dir=read_only).map(abs, [1])
+    assert backend.queued_jobs() == []
+
+
+def test_a_work_dir_under_a_file_is_refused(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(poolparty.InvalidInputError, match="can't be created"):
+        poolparty.Pool(backend="local", work_dir=tmp_path / "file" / "sub").map(abs, [1])
+
+
+def test_a_python_path_that_does_not_exist_is_refused():
+    with pytest.raises(poolparty.InvalidInputError, match="python_path"):
+        poolparty.Pool(backend="local", python_path="/no/such/python3")
+
+
+def test_a_python_that_cannot_import_poolparty_is_refused(tmp_path):
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\necho 'No module named poolparty' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    with pytest.raises(poolparty.InvalidInputError, match="can't import poolparty"):
+        poolparty.Pool(backend="local", python_path=str(fake))
+
+
+def test_slurm_without_sbatch_says_how_to_run_locally(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(poolparty.SchedulerNotFoundError, match="backend='local'"):
+        poolparty.Pool(backend="slurm-array")
+
+
+def test_unknown_keyword_arguments_are_a_type_error():
+    with pytest.raises(TypeError, match="partitoin"):
+        poolparty.Pool(backend="slurm-array", partitoin="gpu")
+    with pytest.raises(TypeError):
+        poolparty.Pool(backend="local", partition="gpu")
+
+
+def test_an_unknown_backend_is_refused():
+    with pytest.raises(poolparty.InvalidInputError, match="unknown backend"):
+        poolparty.Pool(backend="pbs")
+
+
+def test_max_num_resubmissions_must_be_bounded():
+    with pytest.raises(poolparty.InvalidInputError, match="max_num_resubmissions"):
+        poolparty.Pool(backend="local", max_num_resubmissions=-1)
+
+
+def test_sbatch_rejecting_the_job_raises_with_its_stderr(cluster_backend, work_root):
+    pool = cluster_backend.make_pool(partition="no-such-partition")
+    with pytest.raises(poolparty.SchedulerCommandError, match="(?i)invalid partition") as caught:
+        pool.map(abs, range(3))
+    assert caught.value.returncode not in (0, None)
+    assert cluster_backend.queued_jobs() == []

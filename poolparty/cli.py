@@ -1,0 +1,49 @@
+"""The ``poolparty`` command line.
+
+    poolparty demo [--backend auto|local|slurm-array] [--tasks N]
+
+``demo`` runs a real map on the best backend found here (SLURM arrays when sbatch is
+on PATH, else local processes) and prints what it did: the quickest check that an
+installation works on a login node.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from typing import Sequence
+
+from .pool import BACKENDS, Pool
+
+
+def _square(x: int) -> int:
+    return x * x
+
+
+def demo(arguments: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="poolparty: %(message)s")
+    pool = Pool(backend=arguments.backend)
+    start = time.monotonic()
+    results = pool.map(_square, range(arguments.tasks))
+    elapsed = time.monotonic() - start
+    expected = [x * x for x in range(arguments.tasks)]
+    print(f"map of {arguments.tasks} tasks on {pool.scheduler.name}: {elapsed:.1f} s, "
+          f"results {'correct' if results == expected else 'WRONG'}: {results[:5]} ...")
+    return 0 if results == expected else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="poolparty", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo_parser = commands.add_parser("demo", help="run a real map on the best backend found")
+    demo_parser.add_argument("--backend", default="auto", choices=BACKENDS)
+    demo_parser.add_argument("--tasks", type=int, default=100)
+    demo_parser.set_defaults(run=demo)
+    arguments = parser.parse_args(argv)
+    return arguments.run(arguments)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -8,10 +8,12 @@ must be called while that transaction is open: the lock is what makes
 from __future__ import annotations
 
 import fcntl
+import getpass
 import os
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -34,6 +36,40 @@ def allocate_job_ids(state: State, count: int) -> int:
     first = state["next_job_id"]
     state["next_job_id"] = first + count
     return first
+
+
+def new_job(
+    *,
+    scheduler: str,
+    name: str,
+    partition: str,
+    command: list[str],
+    cwd: str,
+    env: dict[str, str],
+    throttle: int | None,
+    step: int,
+    slots: int,
+    append_output: bool,
+) -> Job:
+    """Return a job record.
+
+    Tasks run in the submitter's environment plus ``env`` (the scheduler's
+    job-wide variables), as with ``--export=ALL`` or ``qsub -V``.
+    """
+    return {
+        "scheduler": scheduler,
+        "name": name,
+        "owner": getpass.getuser(),
+        "partition": partition,
+        "command": command,
+        "cwd": cwd,
+        "env": {**os.environ, **env},
+        "throttle": throttle,
+        "step": step,
+        "slots": slots,
+        "append_output": append_output,
+        "submit_time": time.time(),
+    }
 
 
 def new_task(
@@ -92,6 +128,20 @@ def task_label(state: State, task: Task) -> str:
 def tasks_in(state: State, *states: str) -> list[Task]:
     """Return the tasks whose state is one of ``states``, in queue order."""
     return [task for task in state["tasks"] if task["state"] in states]
+
+
+def select_tasks(state: State, job_id: int, indices: set[int] | None = None) -> list[Task]:
+    """Return the queued tasks of a job, or only those with the given array indices."""
+    return [
+        task
+        for task in state["tasks"]
+        if task["job_id"] == job_id and (indices is None or task["index"] in indices)
+    ]
+
+
+def was_submitted(state: State, job_id: int) -> bool:
+    """Tell whether the queue ever handed out this job id (finished jobs included)."""
+    return state["first_job_id"] <= job_id < state["next_job_id"]
 
 
 def running_counts(state: State) -> tuple[int, Counter[int]]:

@@ -99,6 +99,12 @@ def transaction(queue_dir: Path) -> Iterator[State]:
         os.close(lock_fd)  # closing the descriptor releases the flock
 
 
+def read_state(queue_dir: Path) -> State:
+    """Return a consistent snapshot of the state, for callers that only look."""
+    with transaction(queue_dir) as state:
+        return state
+
+
 def _write_atomically(path: Path, text: str) -> None:
     """Replace ``path`` in one step so that a crash never leaves half a state.
 

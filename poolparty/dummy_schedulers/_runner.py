@@ -1,0 +1,167 @@
+"""The detached "scheduler daemon" of one fake queue: it really runs the tasks.
+
+Started by ``sbatch``/``qsub`` when no runner is alive (see
+``_jobs.ensure_runner``), it polls the state every few milliseconds: it
+removes tasks whose process ended, kills tasks whose injected deadline came,
+and starts pending tasks while slots and array throttles allow.  It stops by
+itself as soon as nothing is pending or running, so tests leave no process
+behind; the next submission starts a new one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from ._jobs import (
+    Task,
+    cancel_tasks,
+    is_throttled,
+    job_of,
+    kill_group,
+    process_exists,
+    remove_tasks,
+    running_counts,
+    tasks_in,
+)
+from ._state import State, transaction
+
+TICK_SECONDS = 0.005
+
+
+class Runner:
+    """Owns the processes of the running tasks of one queue."""
+
+    def __init__(self, queue_dir: Path, lock_fd: int) -> None:
+        self.queue_dir = queue_dir
+        self.lock_fd = lock_fd  # the runner lock; held for our whole life
+        self.children: dict[int, subprocess.Popen[bytes]] = {}
+
+    def run(self) -> None:
+        """Schedule until the queue has nothing left to run."""
+        with transaction(self.queue_dir) as state:
+            state["runner_pid"] = os.getpid()
+        while self.tick():
+            time.sleep(TICK_SECONDS)
+
+    def tick(self) -> bool:
+        """Do one round of scheduling; return False once the runner has stopped."""
+        with transaction(self.queue_dir) as state:
+            self.reap(state)
+            self.enforce_deadlines(state)
+            self.start_ready(state)
+            if tasks_in(state, "pending", "running") or self.children:
+                return True
+            state["runner_pid"] = None
+            # Release the runner lock while still holding the state lock: a
+            # submission that comes after us must find no runner and start one.
+            os.close(self.lock_fd)
+            return False
+
+    def reap(self, state: State) -> None:
+        """Remove the tasks whose process ended, and any process they left behind."""
+        exited = {pid for pid, child in self.children.items() if child.poll() is not None}
+        for pid in exited:
+            del self.children[pid]
+        ended = [
+            task
+            for task in tasks_in(state, "running")
+            if task["pid"] in exited
+            # a task started by an earlier runner that died: not our child
+            or (task["pid"] not in self.children and not process_exists(task["pid"]))
+        ]
+        for task in ended:
+            kill_group(task["pid"])  # a batch job's leftovers die with it
+        remove_tasks(self.queue_dir, state, ended)
+
+    def enforce_deadlines(self, state: State) -> None:
+        """Kill the tasks an injected ``kill_after`` fault has doomed by now."""
+        now = time.time()
+        doomed = [
+            task
+            for task in tasks_in(state, "running")
+            if task["kill_at"] is not None and task["kill_at"] <= now
+        ]
+        cancel_tasks(self.queue_dir, state, doomed)
+
+    def start_ready(self, state: State) -> None:
+        """Start pending tasks in queue order while slots and throttles allow."""
+        running, per_job = running_counts(state)
+        vanished = []
+        for task in tasks_in(state, "pending"):
+            if running >= state["config"]["slots"]:
+                break
+            if is_throttled(state, task, per_job):
+                continue
+            outcome = take_start_fault(state)
+            if outcome == "error":
+                task["state"] = "error"
+            elif outcome == "vanish":
+                vanished.append(task)
+            elif self.launch(state, task):
+                running += 1
+                per_job[task["job_id"]] += 1
+            else:
+                vanished.append(task)
+        remove_tasks(self.queue_dir, state, vanished)
+
+    def launch(self, state: State, task: Task) -> bool:
+        """Start a task's process; return False if it could not even start.
+
+        A task that cannot start (output directory or working directory
+        missing) fails like on a real cluster: it leaves the queue at once.
+        """
+        job = job_of(state, task)
+        try:
+            with open(task["output"], "ab" if job["append_output"] else "wb") as output:
+                child = subprocess.Popen(
+                    job["command"],
+                    cwd=job["cwd"],
+                    env={**job["env"], **task["env"]},
+                    stdin=subprocess.DEVNULL,
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # its own process group, to kill it whole
+                )
+        except OSError as error:
+            print(f"runner: cannot start task {task['job_id']}.{task['index']}: {error}",
+                  file=sys.stderr, flush=True)
+            return False
+        self.children[child.pid] = child
+        task.update(state="running", pid=child.pid, start_time=time.time())
+        kill_after = state["faults"]["kill_after"]
+        if kill_after:
+            seconds, count = kill_after
+            task["kill_at"] = task["start_time"] + seconds
+            state["faults"]["kill_after"] = [seconds, count - 1] if count > 1 else None
+        return True
+
+
+def take_start_fault(state: State) -> str | None:
+    """Use up one injected start fault: ``"error"``, ``"vanish"`` or None."""
+    faults = state["faults"]
+    if faults["error_state"] > 0:
+        faults["error_state"] -= 1
+        return "error"
+    if faults["vanish"] > 0:
+        faults["vanish"] -= 1
+        return "vanish"
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of ``python -m poolparty.dummy_schedulers._runner``."""
+    parser = argparse.ArgumentParser(prog="dummy-scheduler-runner")
+    parser.add_argument("--queue", type=Path, required=True)
+    parser.add_argument("--lock-fd", type=int, required=True)
+    args = parser.parse_args(argv)
+    Runner(args.queue, args.lock_fd).run()
+
+
+if __name__ == "__main__":
+    main()

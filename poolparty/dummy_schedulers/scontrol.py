@@ -1,0 +1,50 @@
+"""Dummy ``scontrol``: only ``scontrol show config``, for the limits a pool reads.
+
+``python -m poolparty.dummy_schedulers.scontrol --queue DIR show config``
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from ._cli import ArgumentParser, CommandError, run_command
+from ._state import read_state
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    """Accept ``show config``, the one subcommand the dummy knows."""
+    parser = ArgumentParser("scontrol")
+    parser.add_argument("command", nargs="+")
+    args = parser.parse_args(argv)
+    if args.command != ["show", "config"]:
+        raise CommandError(
+            f"scontrol: error: the dummy only supports 'show config', not {' '.join(args.command)!r}"
+        )
+    return args
+
+
+def show_config(queue_dir: Path, args: argparse.Namespace) -> str:
+    """Print the configuration in scontrol's ``Key = value`` layout."""
+    config = read_state(queue_dir)["config"]
+    settings = {
+        "AccountingStorageType": "accounting_storage/none",
+        "ClusterName": "dummy",
+        "MaxArraySize": config["max_array_size"],
+        "MaxJobCount": config["max_job_count"],
+        "SLURM_VERSION": "23.02.7",
+        "SchedulerType": "sched/builtin",
+    }
+    header = f"Configuration data as of {time.strftime('%Y-%m-%dT%H:%M:%S')}\n"
+    return header + "".join(f"{key:<23} = {value}\n" for key, value in settings.items())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the dummy scontrol; returns the exit code."""
+    return run_command("scontrol", argv, parse, show_config)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

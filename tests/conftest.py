@@ -55,6 +55,7 @@ class Backend:
     name: str
     make_pool: Callable[..., poolparty.Pool]
     queued_jobs: Callable[[], list[str]] = field(default=lambda: [])
+    running_count: Callable[[], int] = field(default=lambda: 0)
     kill_running: Callable[[int], list[str]] | None = None
     queue: Any = None
 
@@ -64,13 +65,24 @@ def work_root(tmp_path: Path) -> Path:
     return tmp_path / "pp"
 
 
+def local_worker_processes() -> list[str]:
+    """Worker processes of local maps still alive (children of this test process)."""
+    done = subprocess.run(["ps", "-eo", "pid,ppid,args"], capture_output=True, text=True)
+    return [line for line in done.stdout.splitlines()
+            if "poolparty.worker" in line and "ps -eo" not in line]
+
+
+def local_running_count() -> int:
+    return len(local_worker_processes())
+
+
 def local_backend(work_root: Path) -> Backend:
     def make_pool(**options: Any) -> poolparty.Pool:
         options.setdefault("polling_interval", 0.2)
         options.setdefault("work_dir", work_root)
         return poolparty.Pool(backend="local", **options)
 
-    return Backend("local", make_pool)
+    return Backend("local", make_pool, local_worker_processes, local_running_count)
 
 
 def dummy_slurm_backend(work_root: Path, tmp_path: Path) -> Backend:
@@ -87,7 +99,11 @@ def dummy_slurm_backend(work_root: Path, tmp_path: Path) -> Backend:
     def queued_jobs() -> list[str]:
         return [str(job) for job in queue.jobs()]
 
-    return Backend("dummy-slurm-array", make_pool, queued_jobs, queue.kill_running, queue)
+    def running_count() -> int:
+        return sum(1 for job in queue.jobs() if job["state"] == "RUNNING")
+
+    return Backend("dummy-slurm-array", make_pool, queued_jobs, running_count,
+                   queue.kill_running, queue)
 
 
 def squeue_jobs_named(prefix: str = "poolparty-") -> list[str]:
@@ -114,7 +130,11 @@ def real_slurm_backend(work_root: Path) -> Backend:
         options.setdefault("work_dir", work_root)
         return poolparty.Pool(backend="slurm-array", **options)
 
-    return Backend("real-slurm-array", make_pool, squeue_jobs_named, scancel_running)
+    def running_count() -> int:
+        return sum(1 for line in squeue_jobs_named() if "|RUNNING|" in line)
+
+    return Backend("real-slurm-array", make_pool, squeue_jobs_named, running_count,
+                   scancel_running)
 
 
 @pytest.fixture(params=["local", "dummy-slurm-array", "real-slurm-array"])

@@ -1,0 +1,136 @@
+"""Benchmark: poolparty's SLURM array map against the bare floor, on the local SLURM.
+
+    python benchmarks/slurm_array.py [--sizes 100 1000] [--cpu-tasks 100000]
+
+For each size N it measures
+  * the bare floor: one ``sbatch --array=0-(N-1)`` of ``python -c pass`` jobs, waited
+    for by polling squeue by hand;
+  * poolparty with default settings and with ``chunksize=1``;
+and reports wall time, the ratio to the floor, the number of squeue calls (counted by a
+shim in front of squeue), the peak number of files in the work_dir (sampled every 20 ms)
+and the client's CPU seconds (this process, threads included; sbatch/squeue children
+reported apart). Finally the client's CPU per task for a map of ``--cpu-tasks`` tasks.
+Needs a running SLURM: ``sudo bash scripts/test_cluster.sh slurm``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import poolparty
+
+
+def trivial(x):
+    return x
+
+
+def bare_floor(size: int) -> float:
+    start = time.monotonic()
+    job = subprocess.run(
+        ["sbatch", "--parsable", f"--array=0-{size - 1}", "--output=/dev/null",
+         f"--wrap={sys.executable} -c pass"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip().split(";")[0]
+    while subprocess.run(["squeue", "--noheader", "--array", f"--jobs={job}"],
+                         capture_output=True, text=True).stdout.strip():
+        time.sleep(0.1)
+    return time.monotonic() - start
+
+
+class FileSampler(threading.Thread):
+    """Samples the number of files under a directory; keeps the peak."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(daemon=True)
+        self.root, self.peak, self.running = root, 0, True
+
+    def run(self) -> None:
+        while self.running:
+            count = sum(len(files) for _, _, files in os.walk(self.root))
+            self.peak = max(self.peak, count)
+            time.sleep(0.02)
+
+
+def squeue_shim(directory: Path) -> tuple[list[str], Path]:
+    counter = directory / "squeue.calls"
+    shim = directory / "squeue"
+    shim.write_text(f"#!/bin/sh\necho x >> {counter}\nexec {shutil.which('squeue')} \"$@\"\n")
+    shim.chmod(0o755)
+    return [str(shim)], counter
+
+
+def run_map(size: int, chunksize: int | None, polling_interval: float) -> dict:
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch_path = Path(scratch)
+        squeue, counter = squeue_shim(scratch_path)
+        work_root = scratch_path / "work"
+        pool = poolparty.Pool(backend="slurm-array", work_dir=work_root,
+                              commands={"squeue": squeue}, polling_interval=polling_interval)
+        sampler = FileSampler(work_root)
+        sampler.start()
+        self_before = resource.getrusage(resource.RUSAGE_SELF)
+        children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.monotonic()
+        results = pool.map(trivial, range(size), chunksize=chunksize)
+        wall = time.monotonic() - start
+        self_after = resource.getrusage(resource.RUSAGE_SELF)
+        children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        sampler.running = False
+        sampler.join()
+        assert results == list(range(size))
+        calls = len(counter.read_text().splitlines()) if counter.exists() else 0
+        return {
+            "wall_s": round(wall, 2),
+            "squeue_calls": calls,
+            "polls_allowed": int(wall / polling_interval) + 1,
+            "peak_files": sampler.peak,
+            "client_cpu_s": round(
+                (self_after.ru_utime + self_after.ru_stime)
+                - (self_before.ru_utime + self_before.ru_stime), 3),
+            "children_cpu_s": round(
+                (children_after.ru_utime + children_after.ru_stime)
+                - (children_before.ru_utime + children_before.ru_stime), 3),
+        }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000])
+    parser.add_argument("--cpu-tasks", type=int, default=100_000)
+    parser.add_argument("--polling-interval", type=float, default=5.0)
+    arguments = parser.parse_args()
+    rows = []
+    for size in arguments.sizes:
+        floor = bare_floor(size)
+        for label, chunksize in (("default", None), ("chunksize=1", 1)):
+            row = {"tasks": size, "settings": label, "floor_s": round(floor, 2)}
+            row.update(run_map(size, chunksize, arguments.polling_interval))
+            row["ratio_to_floor"] = round(row["wall_s"] / floor, 2)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    if arguments.cpu_tasks:
+        row = {"tasks": arguments.cpu_tasks, "settings": "default"}
+        row.update(run_map(arguments.cpu_tasks, None, arguments.polling_interval))
+        row["client_cpu_us_per_task"] = round(1e6 * row["client_cpu_s"] / arguments.cpu_tasks, 1)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    print("\n| tasks | settings | wall s | floor s | ratio | squeue calls | peak files | client CPU s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['tasks']} | {row['settings']} | {row['wall_s']} | {row.get('floor_s', '')} "
+              f"| {row.get('ratio_to_floor', '')} | {row['squeue_calls']} | {row['peak_files']} "
+              f"| {row['client_cpu_s']} |")
+
+
+if __name__ == "__main__":
+    main()

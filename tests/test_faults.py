@@ -1,0 +1,120 @@
+"""The cluster's bad days: jobs dying, error states, failing commands, Ctrl-C.
+
+Each test ends with every correct result or a clear error, never a hang (pytest-timeout
+bounds them all). The dummy scheduler stands in for what a real one can't be made to do
+on demand; jobs killed mid-map and Ctrl-C also run on the real SLURM.
+"""
+
+from __future__ import annotations
+
+import _thread
+import threading
+import time
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+import poolparty
+
+
+def slow_identity(x):
+    time.sleep(1.5)
+    return x
+
+
+def wait_for(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def test_jobs_killed_mid_map_are_resubmitted_and_every_result_comes_back(cluster_backend):
+    pool = cluster_backend.make_pool(max_num_resubmissions=3)
+    with ThreadPoolExecutor(1) as thread:
+        mapped = thread.submit(pool.map, slow_identity, range(16), chunksize=2)
+        wait_for(lambda: cluster_backend.running_count() >= 2, 60, "two running jobs")
+        killed = cluster_backend.kill_running(2)
+        assert len(killed) == 2
+        assert mapped.result(timeout=120) == list(range(16))
+
+
+def test_ctrl_c_cancels_every_job_of_the_map_and_keeps_the_work_dir(backend, work_root):
+    pool = backend.make_pool()
+
+    def interrupt_once_running():
+        wait_for(lambda: backend.running_count() >= 1, 60, "a running job")
+        _thread.interrupt_main()
+
+    threading.Thread(target=interrupt_once_running, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        pool.map(slow_identity, range(40), chunksize=1)
+    wait_for(lambda: backend.running_count() == 0 and backend.queued_jobs() == [], 30,
+             "the queue to empty")
+    (map_dir,) = work_root.iterdir()
+    assert (map_dir / "tasks.pkl").exists()
+
+
+def test_jobs_in_an_error_state_are_cancelled_and_resubmitted(dummy):
+    dummy.queue.inject(error_state=2)
+    assert dummy.make_pool().map(abs, range(-6, 0), chunksize=1) == [6, 5, 4, 3, 2, 1]
+    assert dummy.queue.history().get("scancel", 0) >= 1
+
+
+def test_jobs_vanishing_without_output_are_resubmitted(dummy):
+    dummy.queue.inject(vanish=3)
+    assert dummy.make_pool().map(abs, range(-6, 0), chunksize=1) == [6, 5, 4, 3, 2, 1]
+
+
+def test_jobs_that_always_die_end_in_an_error_naming_the_tasks(dummy, work_root):
+    dummy.queue.inject(vanish=1000)
+    with pytest.raises(poolparty.ChunksLostError) as caught:
+        dummy.make_pool(max_num_resubmissions=1).map(abs, range(4), chunksize=2)
+    assert caught.value.task_indices == [0, 1, 2, 3]
+    (map_dir,) = work_root.iterdir()
+    assert str(map_dir) in str(caught.value)
+    assert dummy.queue.history()["sbatch"] == 2  # first submission + one resubmission
+
+
+def test_a_job_crashing_shows_its_stderr_tail_in_the_error(dummy, tmp_path):
+    bad_python = tmp_path / "python"
+    bad_python.write_text(
+        "#!/bin/sh\ncase \"$2\" in poolparty.worker) echo 'node says: segfault' >&2; exit 139;; esac\n"
+        f"exec {__import__('sys').executable} \"$@\"\n"
+    )
+    bad_python.chmod(0o755)
+    with pytest.raises(poolparty.ChunksLostError, match="node says: segfault"):
+        dummy.make_pool(python_path=str(bad_python), max_num_resubmissions=1).map(abs, [1])
+
+
+@pytest.mark.parametrize("fault", [
+    {"fail": {"squeue": 3}},
+    {"empty": {"squeue": 1}},
+    {"fail": {"sbatch": 1}},
+    {"hang": {"squeue": (4, 1)}},
+    {"fail": {"scancel": 5}, "error_state": 1},
+])
+def test_failing_scheduler_commands_are_retried_and_the_map_completes(dummy, fault):
+    dummy.queue.inject(**fault)
+    pool = dummy.make_pool(call_timeout=6, polling_interval=0.3)
+    assert pool.map(slow_identity, range(4), chunksize=1) == [0, 1, 2, 3]
+
+
+def test_a_map_asks_squeue_at_most_once_per_polling_interval(dummy):
+    pool = dummy.make_pool(polling_interval=1.0)
+    start = time.monotonic()
+    assert pool.map(slow_identity, range(16), chunksize=1) == list(range(16))
+    elapsed = time.monotonic() - start
+    assert dummy.queue.history().get("squeue", 0) <= elapsed / 1.0 + 1
+
+
+def test_a_result_that_arrives_from_a_job_thought_lost_is_used(dummy, work_root):
+    """NFS may show a result late: a duplicate from the resubmitted job is harmless."""
+    dummy.queue.inject(empty={"squeue": 4})
+    pool = dummy.make_pool(keep_work_dir=True, polling_interval=0.2)
+    assert pool.map(slow_identity, range(3), chunksize=1) == [0, 1, 2]
+    (map_dir,) = work_root.iterdir()
+    with zipfile.ZipFile(map_dir / "results.zip") as results:
+        assert sorted(results.namelist()) == ["0.pkl", "1.pkl", "2.pkl"]

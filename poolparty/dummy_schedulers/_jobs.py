@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ._state import RUNNER_LOCK_FILE, RUNNER_LOG_FILE, SPOOL_DIR, State
+from ._state import ALIVE_LOCK_FILE, RUNNER_LOCK_FILE, RUNNER_LOG_FILE, SPOOL_DIR, State
 
 Task = dict[str, Any]
 Job = dict[str, Any]
@@ -80,7 +80,7 @@ def new_task(
         "job_id": job_id,
         "index": index,
         "task_job_id": task_job_id,
-        "state": "pending",
+        "state": "PENDING",
         "pid": None,
         "output": output,
         "env": env,
@@ -109,7 +109,7 @@ def add_job(
     spool.chmod(0o755)
     state["jobs"][str(job_id)] = job
     state["tasks"].extend(tasks)
-    ensure_runner(queue_dir)
+    ensure_runner(queue_dir, state)
 
 
 def job_of(state: State, task: Task) -> Job:
@@ -146,7 +146,7 @@ def was_submitted(state: State, job_id: int) -> bool:
 
 def running_counts(state: State) -> tuple[int, Counter[int]]:
     """Count running tasks overall and per job, for slot and throttle checks."""
-    running = tasks_in(state, "running")
+    running = tasks_in(state, "RUNNING")
     return len(running), Counter(task["job_id"] for task in running)
 
 
@@ -177,7 +177,7 @@ def cancel_tasks(queue_dir: Path, state: State, doomed: Iterable[Task]) -> None:
     """
     doomed = list(doomed)
     for task in doomed:
-        if task["state"] == "running":
+        if task["state"] == "RUNNING":
             kill_group(task["pid"])
     remove_tasks(queue_dir, state, doomed)
 
@@ -191,23 +191,38 @@ def kill_group(pid: int) -> None:
 
 
 def process_exists(pid: int) -> bool:
-    """Tell whether a process (possibly someone else's child) still exists."""
+    """Tell whether a process (possibly someone else's child) still runs."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    return not _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    """Tell whether a process is dead but unreaped: orphans stay so where
+    init does not reap (some containers)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False  # no /proc here: trust kill()
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
 
 def runner_alive(queue_dir: Path) -> bool:
-    """Tell whether a runner holds the queue's runner lock.
+    """Tell whether a runner process exists for the queue, even one that is exiting.
 
-    Call under the state lock: probing takes the lock for an instant, and a
+    Call under the state lock: probing takes the locks for an instant, and a
     submission probing at the same moment must not conclude "no runner".
     """
-    fd = os.open(queue_dir / RUNNER_LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    return is_locked(queue_dir / RUNNER_LOCK_FILE) or is_locked(queue_dir / ALIVE_LOCK_FILE)
+
+
+def is_locked(path: Path) -> bool:
+    """Tell whether some process holds the flock of ``path``."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -217,7 +232,7 @@ def runner_alive(queue_dir: Path) -> bool:
     return False
 
 
-def ensure_runner(queue_dir: Path) -> None:
+def ensure_runner(queue_dir: Path, state: State) -> None:
     """Start a detached runner for the queue unless one is alive.
 
     We take the runner lock here and hand the locked descriptor to the new
@@ -238,7 +253,7 @@ def ensure_runner(queue_dir: Path) -> None:
             filter(None, [str(_package_root()), env.get("PYTHONPATH")])
         )
         with open(queue_dir / RUNNER_LOG_FILE, "ab") as log:
-            subprocess.Popen(
+            runner = subprocess.Popen(
                 [sys.executable, "-m", RUNNER_MODULE, "--queue", str(queue_dir), "--lock-fd", str(fd)],
                 pass_fds=(fd,),
                 start_new_session=True,  # survives the submitter, and its signals
@@ -248,6 +263,7 @@ def ensure_runner(queue_dir: Path) -> None:
                 cwd=queue_dir,
                 env=env,
             )
+        state["runner_pid"] = runner.pid
     finally:
         os.close(fd)  # the runner keeps its own copy, and with it the lock
 

@@ -11,6 +11,7 @@ behind; the next submission starts a new one.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
 import subprocess
 import sys
@@ -29,9 +30,14 @@ from ._jobs import (
     running_counts,
     tasks_in,
 )
-from ._state import State, transaction
+from ._state import ALIVE_LOCK_FILE, STATE_FILE, State, transaction
 
-TICK_SECONDS = 0.005
+# How often to look for a reason to schedule (cheap: a stat and a waitpid per child).
+POLL_SECONDS = 0.005
+# Schedule at least this often even without a visible reason: a safety net
+# for changes the file signature cannot show, and for tasks that are not our
+# children (left by a runner that died).
+MAX_IDLE_SECONDS = 0.1
 
 
 class Runner:
@@ -41,13 +47,38 @@ class Runner:
         self.queue_dir = queue_dir
         self.lock_fd = lock_fd  # the runner lock; held for our whole life
         self.children: dict[int, subprocess.Popen[bytes]] = {}
+        self.seen_signature: tuple[int, ...] = ()  # of the state we last read
+        self.wake_at = 0.0  # time of the next scheduling round, at the latest
 
     def run(self) -> None:
-        """Schedule until the queue has nothing left to run."""
-        with transaction(self.queue_dir) as state:
-            state["runner_pid"] = os.getpid()
-        while self.tick():
-            time.sleep(TICK_SECONDS)
+        """Schedule until the queue has nothing left to run.
+
+        Reading the whole state every few milliseconds would cost a good
+        share of a core, so between rounds we only watch for what can make
+        a round useful: the state file changing, a child exiting, a deadline.
+        """
+        hold_until_exit(self.queue_dir / ALIVE_LOCK_FILE)
+        while True:
+            # Taken before the round reads the state: a change made after it
+            # is either read by this round or differs from this signature.
+            self.seen_signature = self.state_signature()
+            if not self.tick():
+                return
+            while not self.round_due():
+                time.sleep(POLL_SECONDS)
+
+    def state_signature(self) -> tuple[int, ...]:
+        """Identify the current version of the state file, without reading it."""
+        stat = os.stat(self.queue_dir / STATE_FILE)
+        return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+    def round_due(self) -> bool:
+        """Tell whether something happened that the next round should handle."""
+        return (
+            time.time() >= self.wake_at
+            or self.state_signature() != self.seen_signature
+            or any(child.poll() is not None for child in self.children.values())
+        )
 
     def tick(self) -> bool:
         """Do one round of scheduling; return False once the runner has stopped."""
@@ -55,9 +86,10 @@ class Runner:
             self.reap(state)
             self.enforce_deadlines(state)
             self.start_ready(state)
-            if tasks_in(state, "pending", "running") or self.children:
+            deadlines = [task["kill_at"] for task in tasks_in(state, "RUNNING") if task["kill_at"]]
+            self.wake_at = min([time.time() + MAX_IDLE_SECONDS, *deadlines])
+            if tasks_in(state, "PENDING", "RUNNING") or self.children:
                 return True
-            state["runner_pid"] = None
             # Release the runner lock while still holding the state lock: a
             # submission that comes after us must find no runner and start one.
             os.close(self.lock_fd)
@@ -70,7 +102,7 @@ class Runner:
             del self.children[pid]
         ended = [
             task
-            for task in tasks_in(state, "running")
+            for task in tasks_in(state, "RUNNING")
             if task["pid"] in exited
             # a task started by an earlier runner that died: not our child
             or (task["pid"] not in self.children and not process_exists(task["pid"]))
@@ -84,7 +116,7 @@ class Runner:
         now = time.time()
         doomed = [
             task
-            for task in tasks_in(state, "running")
+            for task in tasks_in(state, "RUNNING")
             if task["kill_at"] is not None and task["kill_at"] <= now
         ]
         cancel_tasks(self.queue_dir, state, doomed)
@@ -93,14 +125,14 @@ class Runner:
         """Start pending tasks in queue order while slots and throttles allow."""
         running, per_job = running_counts(state)
         vanished = []
-        for task in tasks_in(state, "pending"):
+        for task in tasks_in(state, "PENDING"):
             if running >= state["config"]["slots"]:
                 break
             if is_throttled(state, task, per_job):
                 continue
             outcome = take_start_fault(state)
-            if outcome == "error":
-                task["state"] = "error"
+            if outcome == "error_state":
+                task["state"] = "ERROR"
             elif outcome == "vanish":
                 vanished.append(task)
             elif self.launch(state, task):
@@ -133,7 +165,7 @@ class Runner:
                   file=sys.stderr, flush=True)
             return False
         self.children[child.pid] = child
-        task.update(state="running", pid=child.pid, start_time=time.time())
+        task.update(state="RUNNING", pid=child.pid, start_time=time.time())
         kill_after = state["faults"]["kill_after"]
         if kill_after:
             seconds, count = kill_after
@@ -142,12 +174,21 @@ class Runner:
         return True
 
 
+def hold_until_exit(path: Path) -> None:
+    """Lock ``path`` for the rest of this process's life, so that others can
+    tell when it is really gone (the kernel drops the lock at exit).
+
+    Blocks while a previous runner is still exiting: they never overlap.
+    """
+    fcntl.flock(os.open(path, os.O_RDWR | os.O_CREAT, 0o644), fcntl.LOCK_EX)
+
+
 def take_start_fault(state: State) -> str | None:
-    """Use up one injected start fault: ``"error"``, ``"vanish"`` or None."""
+    """Use up one injected start fault: ``"error_state"``, ``"vanish"`` or None."""
     faults = state["faults"]
     if faults["error_state"] > 0:
         faults["error_state"] -= 1
-        return "error"
+        return "error_state"
     if faults["vanish"] > 0:
         faults["vanish"] -= 1
         return "vanish"

@@ -13,7 +13,7 @@ State format (``<queue dir>/state.json``)::
       "config": {"slots": 8, "max_array_size": 1001, "max_job_count": 10000},
       "first_job_id": 1000,        # ids below next_job_id were handed out
       "next_job_id": 1000,
-      "runner_pid": null,          # informative; liveness is the runner lock
+      "runner_pid": null,          # the last runner started; liveness is its locks
       "history": {"squeue": 12},   # calls per command
       "faults": {"fail": {"squeue": 2}, "empty": {}, "hang": {"qstat": [5.0, 1]},
                  "error_state": 0, "vanish": 0, "kill_after": null},
@@ -26,7 +26,7 @@ State format (``<queue dir>/state.json``)::
             "step": int, "slots": int, "append_output": bool,
             "submit_time": float}
     TASK = {"job_id": int, "index": int|null, "task_job_id": int,
-            "state": "pending"|"running"|"error", "pid": int|null,
+            "state": "PENDING"|"RUNNING"|"ERROR", "pid": int|null,
             "output": path, "env": {...}, "start_time": float|null,
             "kill_at": float|null}
 
@@ -48,7 +48,8 @@ State = dict[str, Any]
 
 STATE_FILE = "state.json"
 LOCK_FILE = "state.lock"
-RUNNER_LOCK_FILE = "runner.lock"
+RUNNER_LOCK_FILE = "runner.lock"  # held by the runner while it schedules
+ALIVE_LOCK_FILE = "runner.alive"  # held by the runner process until it exits
 RUNNER_LOG_FILE = "runner.log"
 SPOOL_DIR = "spool"
 FIRST_JOB_ID = 1000

@@ -66,7 +66,7 @@ def _deleted_message(state: State, task: Task) -> str:
     user = getpass.getuser()
     what = "job" if task["index"] is None else "job-array task"
     label = task_label(state, task)
-    if task["state"] == "running":
+    if task["state"] == "RUNNING":
         return f"{user} has registered the {what} {label} for deletion\n"
     return f"{user} has deleted {what} {label}\n"
 

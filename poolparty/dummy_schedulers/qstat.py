@@ -41,7 +41,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 def show(queue_dir: Path, args: argparse.Namespace) -> str:
     """Print the whole queue as ``qstat -xml`` does."""
     state = read_state(queue_dir)
-    running = [_job_list(state, [task]) for task in state["tasks"] if task["state"] == "running"]
+    running = [_job_list(state, [task]) for task in state["tasks"] if task["state"] == "RUNNING"]
     pending = [_job_list(state, tasks) for tasks in _pending_groups(state)]
     return (
         _HEADER
@@ -55,7 +55,7 @@ def _pending_groups(state: State) -> list[list[Task]]:
     """Group the waiting tasks by job and by state, as qstat collapses them."""
     groups: dict[tuple[int, str], list[Task]] = {}
     for task in state["tasks"]:
-        if task["state"] != "running":
+        if task["state"] != "RUNNING":
             groups.setdefault((task["job_id"], task["state"]), []).append(task)
     return list(groups.values())
 
@@ -64,13 +64,13 @@ def _job_list(state: State, tasks: list[Task]) -> str:
     """One ``job_list`` element: a running task, or a job's waiting tasks of one state."""
     task = tasks[0]
     job = job_of(state, task)
-    running = task["state"] == "running"
+    running = task["state"] == "RUNNING"
     fields = [
         ("JB_job_number", str(task["job_id"])),
         ("JAT_prio", "0.50500" if running else "0.00000"),
         ("JB_name", job["name"]),
         ("JB_owner", job["owner"]),
-        ("state", {"running": "r", "pending": "qw", "error": "Eqw"}[task["state"]]),
+        ("state", {"RUNNING": "r", "PENDING": "qw", "ERROR": "Eqw"}[task["state"]]),
         ("JAT_start_time" if running else "JB_submission_time",
          _timestamp(task["start_time"] if running else job["submit_time"])),
         ("queue_name", f"{job['partition']}@{socket.gethostname()}" if running else ""),

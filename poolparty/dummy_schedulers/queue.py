@@ -90,8 +90,8 @@ class DummyQueue:
         """Describe the tasks in the queue, in queue order.
 
         Each is ``{"id": "1000_3" (SLURM) or "1000.3" (SGE) or "1000",
-        "job_id": 1000, "index": 3 or None, "state": "pending" | "running" |
-        "error", "name": ..., "pid": int or None, "scheduler": "slurm" | "sge"}``.
+        "job_id": 1000, "index": 3 or None, "state": "PENDING" | "RUNNING" |
+        "ERROR", "name": ..., "pid": int or None, "scheduler": "slurm" | "sge"}``.
         """
         state = read_state(self.path)
         return [
@@ -115,7 +115,7 @@ class DummyQueue:
         fewer were running.
         """
         with transaction(self.path) as state:
-            doomed = tasks_in(state, "running")[:n]
+            doomed = tasks_in(state, "RUNNING")[:n]
             labels = [task_label(state, task) for task in doomed]
             cancel_tasks(self.path, state, doomed)
         return labels

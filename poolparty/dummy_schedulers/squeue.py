@@ -44,13 +44,13 @@ _FIELDS: dict[str, tuple[str, Callable[[State, Row], str]]] = {
     "j": ("NAME", lambda state, row: job_of(state, row.task)["name"]),
     "u": ("USER", lambda state, row: job_of(state, row.task)["owner"]),
     "P": ("PARTITION", lambda state, row: job_of(state, row.task)["partition"]),
-    "T": ("STATE", lambda state, row: "RUNNING" if row.task["state"] == "running" else "PENDING"),
-    "t": ("ST", lambda state, row: "R" if row.task["state"] == "running" else "PD"),
+    "T": ("STATE", lambda state, row: "PENDING" if row.task["state"] == "ERROR" else row.task["state"]),
+    "t": ("ST", lambda state, row: "R" if row.task["state"] == "RUNNING" else "PD"),
     "r": ("REASON", lambda state, row: row.reason),
     "M": ("TIME", lambda state, row: _elapsed(row.task)),
     "D": ("NODES", lambda state, row: "1"),
     "R": ("NODELIST(REASON)", lambda state, row: (
-        socket.gethostname() if row.task["state"] == "running" else f"({row.reason})")),
+        socket.gethostname() if row.task["state"] == "RUNNING" else f"({row.reason})")),
 }
 
 
@@ -95,7 +95,7 @@ def _rows(state: State, one_per_task: bool) -> list[Row]:
     groups: dict[int, list[Task]] = defaultdict(list)
     if not one_per_task:
         for task in state["tasks"]:
-            if task["index"] is not None and task["state"] == "pending":
+            if task["index"] is not None and task["state"] == "PENDING":
                 groups[task["job_id"]].append(task)
     collapsed = {id(task) for group in groups.values() for task in group}
     rows = []
@@ -135,9 +135,9 @@ def _reasons(state: State) -> dict[int, str]:
     reasons: dict[int, str] = {}
     waiting = 0
     for task in state["tasks"]:
-        if task["state"] == "running":
+        if task["state"] == "RUNNING":
             reasons[id(task)] = "None"
-        elif task["state"] == "error":
+        elif task["state"] == "ERROR":
             reasons[id(task)] = "launch failed requeued held"
         elif is_throttled(state, task, per_job):
             reasons[id(task)] = "JobArrayTaskLimit"

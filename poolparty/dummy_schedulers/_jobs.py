@@ -33,7 +33,7 @@ def allocate_job_ids(state: State, count: int) -> int:
     SLURM gives every array task a job id of its own, so an array of n
     tasks reserves n ids; SGE tasks share their job's id.
     """
-    first = state["next_job_id"]
+    first: int = state["next_job_id"]
     state["next_job_id"] = first + count
     return first
 
@@ -114,7 +114,8 @@ def add_job(
 
 def job_of(state: State, task: Task) -> Job:
     """Return the job record a task belongs to."""
-    return state["jobs"][str(task["job_id"])]
+    job: Job = state["jobs"][str(task["job_id"])]
+    return job
 
 
 def task_label(state: State, task: Task) -> str:
@@ -141,7 +142,9 @@ def select_tasks(state: State, job_id: int, indices: set[int] | None = None) -> 
 
 def was_submitted(state: State, job_id: int) -> bool:
     """Tell whether the queue ever handed out this job id (finished jobs included)."""
-    return state["first_job_id"] <= job_id < state["next_job_id"]
+    first: int = state["first_job_id"]
+    after_last: int = state["next_job_id"]
+    return first <= job_id < after_last
 
 
 def running_counts(state: State) -> tuple[int, Counter[int]]:
@@ -252,9 +255,11 @@ def ensure_runner(queue_dir: Path, state: State) -> None:
         env["PYTHONPATH"] = os.pathsep.join(
             filter(None, [str(_package_root()), env.get("PYTHONPATH")])
         )
+        argv = [sys.executable, "-m", RUNNER_MODULE, "--queue", str(queue_dir),
+                "--lock-fd", str(fd)]
         with open(queue_dir / RUNNER_LOG_FILE, "ab") as log:
             runner = subprocess.Popen(
-                [sys.executable, "-m", RUNNER_MODULE, "--queue", str(queue_dir), "--lock-fd", str(fd)],
+                argv,
                 pass_fds=(fd,),
                 start_new_session=True,  # survives the submitter, and its signals
                 stdin=subprocess.DEVNULL,

@@ -45,7 +45,7 @@ class Runner:
 
     def __init__(self, queue_dir: Path, lock_fd: int) -> None:
         self.queue_dir = queue_dir
-        self.lock_fd = lock_fd  # the runner lock; held for our whole life
+        self.lock_fd = lock_fd  # the runner lock: we schedule the queue while we hold it
         self.children: dict[int, subprocess.Popen[bytes]] = {}
         self.seen_signature: tuple[int, ...] = ()  # of the state we last read
         self.wake_at = 0.0  # time of the next scheduling round, at the latest

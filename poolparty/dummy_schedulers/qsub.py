@@ -141,10 +141,13 @@ def _expand_path(pattern: str, job_id: int, index: int | None, name: str) -> str
 def _submitted_message(args: argparse.Namespace, job_id: int, name: str) -> str:
     """What qsub prints: just the id with ``-terse``, a sentence otherwise."""
     if args.range is None:
-        return f"{job_id}\n" if args.terse else f'Your job {job_id} ("{name}") has been submitted\n'
-    first, last, step = args.range
-    array_id = f"{job_id}.{first}-{last}:{step}"
-    return f"{array_id}\n" if args.terse else f'Your job-array {array_id} ("{name}") has been submitted\n'
+        what, submitted = "job", str(job_id)
+    else:
+        first, last, step = args.range
+        what, submitted = "job-array", f"{job_id}.{first}-{last}:{step}"
+    if args.terse:
+        return f"{submitted}\n"
+    return f'Your {what} {submitted} ("{name}") has been submitted\n'
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -80,9 +80,9 @@ class DummyQueue:
         with transaction(self.path) as state:
             faults = state["faults"]
             for name, table in tables.items():
-                faults[name].update({command: _plain(value) for command, value in (table or {}).items()})
-            for name, value in {"error_state": error_state, "vanish": vanish,
-                                "kill_after": kill_after}.items():
+                faults[name].update({cmd: _plain(value) for cmd, value in (table or {}).items()})
+            counts = {"error_state": error_state, "vanish": vanish, "kill_after": kill_after}
+            for name, value in counts.items():
                 if value is not None:
                     faults[name] = _plain(value)
 

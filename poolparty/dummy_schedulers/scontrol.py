@@ -20,9 +20,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("command", nargs="+")
     args = parser.parse_args(argv)
     if args.command != ["show", "config"]:
-        raise CommandError(
-            f"scontrol: error: the dummy only supports 'show config', not {' '.join(args.command)!r}"
-        )
+        given = " ".join(args.command)
+        raise CommandError(f"scontrol: error: the dummy only supports 'show config', not {given!r}")
     return args
 
 

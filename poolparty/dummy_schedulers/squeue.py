@@ -1,6 +1,7 @@
 """Dummy ``squeue``: list the tasks of a fake queue, SLURM style.
 
-``python -m poolparty.dummy_schedulers.squeue --queue DIR [-h] [-r] [--me] [--name=N,...] [--format=FMT]``
+``python -m poolparty.dummy_schedulers.squeue --queue DIR [-h] [-r] [--me] [--name=N,...]
+[--format=FMT]``
 
 The pool calls ``squeue --noheader --array --me --name=NAME --format=%i|%T|%r``.
 """
@@ -14,10 +15,11 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from ._cli import ArgumentParser, CommandError, run_command
-from ._jobs import Task, is_throttled, job_of, running_counts
+from ._jobs import Job, Task, is_throttled, job_of, running_counts
 from ._ranges import slurm_range_string
 from ._state import State, read_state
 
@@ -30,27 +32,33 @@ class Row:
     """One output line: a task, or the pending tasks of an array collapsed."""
 
     task: Task  # the task whose state, reason, name... the line shows
+    job: Job
     job_id: str  # %i
     array_job_id: str  # %A
     array_task_id: str  # %a
     reason: str
 
+    @property
+    def state(self) -> str:
+        """SLURM's name for the state: an error-state task is held PENDING."""
+        return "PENDING" if self.task["state"] == "ERROR" else str(self.task["state"])
+
 
 # code: (header, value of a row)
-_FIELDS: dict[str, tuple[str, Callable[[State, Row], str]]] = {
-    "i": ("JOBID", lambda state, row: row.job_id),
-    "A": ("ARRAY_JOB_ID", lambda state, row: row.array_job_id),
-    "a": ("ARRAY_TASK_ID", lambda state, row: row.array_task_id),
-    "j": ("NAME", lambda state, row: job_of(state, row.task)["name"]),
-    "u": ("USER", lambda state, row: job_of(state, row.task)["owner"]),
-    "P": ("PARTITION", lambda state, row: job_of(state, row.task)["partition"]),
-    "T": ("STATE", lambda state, row: "PENDING" if row.task["state"] == "ERROR" else row.task["state"]),
-    "t": ("ST", lambda state, row: "R" if row.task["state"] == "RUNNING" else "PD"),
-    "r": ("REASON", lambda state, row: row.reason),
-    "M": ("TIME", lambda state, row: _elapsed(row.task)),
-    "D": ("NODES", lambda state, row: "1"),
-    "R": ("NODELIST(REASON)", lambda state, row: (
-        socket.gethostname() if row.task["state"] == "RUNNING" else f"({row.reason})")),
+_FIELDS: dict[str, tuple[str, Callable[[Row], str]]] = {
+    "i": ("JOBID", lambda row: row.job_id),
+    "A": ("ARRAY_JOB_ID", lambda row: row.array_job_id),
+    "a": ("ARRAY_TASK_ID", lambda row: row.array_task_id),
+    "j": ("NAME", lambda row: row.job["name"]),
+    "u": ("USER", lambda row: row.job["owner"]),
+    "P": ("PARTITION", lambda row: row.job["partition"]),
+    "T": ("STATE", lambda row: row.state),
+    "t": ("ST", lambda row: "R" if row.state == "RUNNING" else "PD"),
+    "r": ("REASON", lambda row: row.reason),
+    "M": ("TIME", lambda row: _elapsed(row.task)),
+    "D": ("NODES", lambda row: "1"),
+    "R": ("NODELIST(REASON)",
+          lambda row: socket.gethostname() if row.state == "RUNNING" else f"({row.reason})"),
 }
 
 
@@ -81,11 +89,16 @@ def show(queue_dir: Path, args: argparse.Namespace) -> str:
     rows = [
         row
         for row in _rows(state, one_per_task=args.array)
-        if names is None or job_of(state, row.task)["name"] in names
+        if names is None or row.job["name"] in names
     ]
     lines = [] if args.noheader else [_format(args.format, lambda code: _FIELDS[code][0])]
-    lines += [_format(args.format, lambda code, row=row: _FIELDS[code][1](state, row)) for row in rows]
+    lines += [_format(args.format, partial(_value, row)) for row in rows]
     return "".join(line + "\n" for line in lines)
+
+
+def _value(row: Row, code: str) -> str:
+    """The text of field ``code`` for a row."""
+    return _FIELDS[code][1](row)
 
 
 def _rows(state: State, one_per_task: bool) -> list[Row]:
@@ -101,19 +114,19 @@ def _rows(state: State, one_per_task: bool) -> list[Row]:
     rows = []
     for task in state["tasks"]:
         if id(task) not in collapsed:
-            rows.append(_row(task, reasons[id(task)], str(task["index"])))
+            rows.append(_row(state, task, reasons[id(task)], str(task["index"])))
         elif task is groups[task["job_id"]][0]:
             indices = _bracketed(state, groups[task["job_id"]])
-            rows.append(_row(task, reasons[id(task)], indices))
+            rows.append(_row(state, task, reasons[id(task)], indices))
     return rows
 
 
-def _row(task: Task, reason: str, index: str) -> Row:
+def _row(state: State, task: Task, reason: str, index: str) -> Row:
     """The row of a task, or of a group of tasks whose indices are ``index``."""
-    job_id = str(task["job_id"])
+    job, job_id = job_of(state, task), str(task["job_id"])
     if task["index"] is None:
-        return Row(task, job_id, job_id, "N/A", reason)
-    return Row(task, f"{job_id}_{index}", job_id, index, reason)
+        return Row(task, job, job_id, job_id, "N/A", reason)
+    return Row(task, job, f"{job_id}_{index}", job_id, index, reason)
 
 
 def _bracketed(state: State, tasks: list[Task]) -> str:

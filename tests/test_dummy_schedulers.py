@@ -179,13 +179,13 @@ def test_squeue_shows_running_and_pending_tasks_with_their_reasons(tmp_path, scr
         last = submit(queue, "sbatch", "--parsable", "--job-name=c", f"--output={tmp_path}/%j.log", script)
 
         listing = submit(queue, "squeue", "--noheader", "--array", "--me", "--name=a,b,c", "--format=%i|%T|%r")
-        assert listing.splitlines() == [
-            f"{plain}|RUNNING|None",
-            f"{array}_0|RUNNING|None",
+        assert listing.splitlines() == [  # pending first, as the real squeue sorts
             f"{array}_1|PENDING|JobArrayTaskLimit",
             f"{array}_2|PENDING|JobArrayTaskLimit",
             f"{array}_3|PENDING|JobArrayTaskLimit",
             f"{last}|PENDING|Resources",
+            f"{plain}|RUNNING|None",
+            f"{array}_0|RUNNING|None",
         ]
         assert submit(queue, "squeue", "-h", "-r", "--name=c", "-o", "%i %j %t").splitlines() == [f"{last} c PD"]
         collapsed = submit(queue, "squeue", "--format=%i|%T").splitlines()
@@ -354,6 +354,13 @@ def test_tasks_in_error_state_stay_until_cancelled(queue, tmp_path, script):
     submit(queue, "scancel", job_id)
     queue.wait_until_empty()
     assert not (tmp_path / "e.log").exists()
+
+
+def test_sge_jobs_that_cannot_start_go_to_eqw(queue, tmp_path, script):
+    job_id = submit(queue, "qsub", "-terse", "-o", f"{tmp_path}/x.log", "-j", "y",
+                    "-wd", tmp_path / "missing", script)
+    wait_for(lambda: states(queue) == {job_id: "ERROR"})
+    assert "<state>Eqw</state>" in submit(queue, "qstat", "-xml")
 
 
 def test_vanishing_tasks_leave_no_output(queue, tmp_path, script):

@@ -130,23 +130,22 @@ class Runner:
                 break
             if is_throttled(state, task, per_job):
                 continue
-            outcome = take_start_fault(state)
-            if outcome == "error_state":
+            failure = take_start_fault(state) or self.launch(state, task)
+            if failure == "error_state":
                 task["state"] = "ERROR"
-            elif outcome == "vanish":
+            elif failure == "vanish":
                 vanished.append(task)
-            elif self.launch(state, task):
+            else:
                 running += 1
                 per_job[task["job_id"]] += 1
-            else:
-                vanished.append(task)
         remove_tasks(self.queue_dir, state, vanished)
 
-    def launch(self, state: State, task: Task) -> bool:
-        """Start a task's process; return False if it could not even start.
+    def launch(self, state: State, task: Task) -> str | None:
+        """Start a task's process and return None; if it cannot even start,
+        return how the real scheduler fails such a task.
 
-        A task that cannot start (output directory or working directory
-        missing) fails like on a real cluster: it leaves the queue at once.
+        A missing output or working directory puts an SGE task in the error
+        state (Eqw), while SLURM drops the job: ``"error_state"``, ``"vanish"``.
         """
         job = job_of(state, task)
         try:
@@ -163,7 +162,7 @@ class Runner:
         except OSError as error:
             print(f"runner: cannot start task {task['job_id']}.{task['index']}: {error}",
                   file=sys.stderr, flush=True)
-            return False
+            return "error_state" if job["scheduler"] == "sge" else "vanish"
         self.children[child.pid] = child
         task.update(state="RUNNING", pid=child.pid, start_time=time.time())
         kill_after = state["faults"]["kill_after"]
@@ -171,7 +170,7 @@ class Runner:
             seconds, count = kill_after
             task["kill_at"] = task["start_time"] + seconds
             state["faults"]["kill_after"] = [seconds, count - 1] if count > 1 else None
-        return True
+        return None
 
 
 def hold_until_exit(path: Path) -> None:

@@ -27,6 +27,10 @@ _HEADER = (
     'util/resources/schemas/qstat/qstat.xsd">\n'
 )
 
+# What a real qstat showed for such tasks (tests/data/sge_qstat_xml*.txt).
+_STATES = {"RUNNING": "r", "PENDING": "qw", "ERROR": "Eqw"}
+_PRIORITIES = {"RUNNING": "0.50000", "PENDING": "0.00000", "ERROR": "0.25000"}
+
 
 def parse(argv: list[str]) -> argparse.Namespace:
     """Accept ``-xml``, the one output format the dummy writes."""
@@ -67,10 +71,10 @@ def _job_list(state: State, tasks: list[Task]) -> str:
     running = task["state"] == "RUNNING"
     fields = [
         ("JB_job_number", str(task["job_id"])),
-        ("JAT_prio", "0.50500" if running else "0.00000"),
+        ("JAT_prio", _PRIORITIES[task["state"]]),
         ("JB_name", job["name"]),
         ("JB_owner", job["owner"]),
-        ("state", {"RUNNING": "r", "PENDING": "qw", "ERROR": "Eqw"}[task["state"]]),
+        ("state", _STATES[task["state"]]),
         ("JAT_start_time" if running else "JB_submission_time",
          _timestamp(task["start_time"] if running else job["submit_time"])),
         ("queue_name", f"{job['partition']}@{socket.gethostname()}" if running else ""),

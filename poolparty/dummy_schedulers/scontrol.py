@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import socket
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,7 +38,8 @@ def show_config(queue_dir: Path, args: argparse.Namespace) -> str:
         "SchedulerType": "sched/builtin",
     }
     header = f"Configuration data as of {time.strftime('%Y-%m-%dT%H:%M:%S')}\n"
-    return header + "".join(f"{key:<23} = {value}\n" for key, value in settings.items())
+    lines = "".join(f"{key:<23} = {value}\n" for key, value in settings.items())
+    return f"{header}{lines}\nSlurmctld(primary) at {socket.gethostname()} is UP\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

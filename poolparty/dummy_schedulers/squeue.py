@@ -91,6 +91,7 @@ def show(queue_dir: Path, args: argparse.Namespace) -> str:
         for row in _rows(state, one_per_task=args.array)
         if names is None or row.job["name"] in names
     ]
+    rows.sort(key=lambda row: (row.job["partition"], row.state != "PENDING"))  # squeue's "P,t"
     lines = [] if args.noheader else [_format(args.format, lambda code: _FIELDS[code][0])]
     lines += [_format(args.format, partial(_value, row)) for row in rows]
     return "".join(line + "\n" for line in lines)

@@ -118,3 +118,13 @@ def test_a_result_that_arrives_from_a_job_thought_lost_is_used(dummy, work_root)
     (map_dir,) = work_root.iterdir()
     with zipfile.ZipFile(map_dir / "results.zip") as results:
         assert sorted(results.namelist()) == ["0.pkl", "1.pkl", "2.pkl"]
+
+
+def test_a_map_larger_than_max_array_size_is_split_into_several_arrays(tmp_path, work_root):
+    from poolparty.dummy_schedulers import DummyQueue
+
+    queue = DummyQueue(tmp_path / "small_arrays", max_array_size=5)
+    pool = poolparty.Pool(backend="slurm-array", commands=queue.commands(),
+                          work_dir=work_root, polling_interval=0.2)
+    assert pool.map(abs, range(-12, 0), chunksize=1) == list(range(12, 0, -1))
+    assert queue.history()["sbatch"] == 3  # indices 0-4 in each: chunks 0-4, 5-9, 10-11

@@ -161,7 +161,9 @@ class SlurmBase(Scheduler):
     ) -> None:
         if max_running is not None:
             self.default_max_running = max_running
-        self.max_running = max_running or self.default_max_running
+        #: a throttle only when the user asks for one: otherwise the scheduler's
+        #: fair share decides, and throttled arrays start more slowly
+        self.max_running = max_running
         if isinstance(sbatch_args, str):
             raise TypeError("sbatch_args must be a list of arguments, e.g. ['--qos=long']")
         resources = {

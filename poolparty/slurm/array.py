@@ -48,8 +48,9 @@ class SlurmArray(SlurmBase):
             blocks[block].append(index)
         for block, indices in sorted(blocks.items()):
             base = block * self.max_array_size
+            throttle = f"%{self.max_running}" if self.max_running else ""
             options = [
-                f"--array={compress_ranges(indices)}%{self.max_running}",
+                f"--array={compress_ranges(indices)}{throttle}",
                 f"--output={work_dir.logs_dir}/%A_%a.log",
             ]
             job_id = self.sbatch(work_dir, options, ["--array", str(base), "SLURM_ARRAY_TASK_ID"])

@@ -1,0 +1,65 @@
+"""Parsers and argv builders, on output captured from the real schedulers (tests/data/)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from poolparty.scheduler import State, compress_ranges, expand_ranges
+from poolparty.slurm import parse_max_array_size, parse_squeue
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.mark.parametrize("numbers, text", [
+    ([], ""), ([4], "4"), ([0, 1, 2, 5, 7, 8], "0-2,5,7-8"), ([3, 1, 2], "1-3"),
+])
+def test_ranges_compress_and_expand_back(numbers, text):
+    assert compress_ranges(numbers) == text
+    assert expand_ranges(text) == sorted(numbers)
+
+
+def test_expand_understands_throttles_brackets_and_sge_steps():
+    assert expand_ranges("[4-7%4]") == [4, 5, 6, 7]
+    assert expand_ranges("9-20:5") == [9, 14, 19]
+
+
+def test_squeue_of_an_array_one_line_per_element():
+    jobs = parse_squeue((DATA / "slurm_squeue_array.txt").read_text())
+    assert len(jobs) == 20
+    assert {j.job_id for j in jobs} == {"607"}
+    assert sorted(j.index for j in jobs) == list(range(20))
+    states = {j.index: j.state for j in jobs}
+    assert [states[i] for i in range(4)] == [State.RUNNING] * 4
+    assert states[10] is State.PENDING
+
+
+def test_squeue_of_an_unsplit_array_is_expanded():
+    jobs = parse_squeue((DATA / "slurm_squeue_array_unexpanded.txt").read_text())
+    assert sorted(j.index for j in jobs) == list(range(20))
+
+
+def test_a_held_job_is_pending_not_an_error():
+    """scontrol hold then release must not make the pool resubmit the job."""
+    jobs = parse_squeue((DATA / "slurm_squeue_held.txt").read_text())
+    assert all(j.state in (State.PENDING, State.RUNNING) for j in jobs)
+
+
+@pytest.mark.parametrize("line, state", [
+    ("12|PENDING|launch failed requeued held", State.ERROR),
+    ("12_3|FAILED|NonZeroExitCode", State.ERROR),
+    ("12_3|TIMEOUT|None", State.ERROR),
+    ("12_3|COMPLETING|None", State.RUNNING),
+    ("12_3|REQUEUED|BeginTime", State.PENDING),
+    ("12_3|SOME_NEW_STATE|None", State.RUNNING),
+])
+def test_states_map_onto_the_small_enum(line, state):
+    (job,) = parse_squeue(line)
+    assert job.state is state
+
+
+def test_max_array_size_is_read_from_scontrol_show_config():
+    assert parse_max_array_size((DATA / "slurm_scontrol_show_config.txt").read_text()) == 1001
+    assert parse_max_array_size("MaxArraySize            = 50000\n") == 50000
+    assert parse_max_array_size("garbage") == 1001

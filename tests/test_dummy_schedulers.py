@@ -1,13 +1,13 @@
 """The dummy SLURM and SGE schedulers: real jobs, real-looking output, injected faults.
 
-Every command goes through ``DummyQueue.commands()`` as a subprocess, the way
-the pool calls it. Nothing sleeps and hopes: waits poll with a deadline.
+Commands go through ``DummyQueue.commands()`` as subprocesses, the way the pool
+calls them. Nothing sleeps and hopes: waits poll with a deadline.
 """
 
 from __future__ import annotations
 
 import getpass
-import os
+import re
 import subprocess
 import time
 from collections.abc import Callable
@@ -15,22 +15,27 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
-
 from poolparty.dummy_schedulers import DummyQueue
+from poolparty.dummy_schedulers import squeue as squeue_module
+
+pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
 
 DATA = Path(__file__).parent / "data"
 
-# Records its environment, and its start and end times; waits for the file
+# Records its environment and its start and end times, and waits for the file
 # $GATE to appear, if set.
 RECORDING_SCRIPT = """#!/bin/sh
-env > "$OUT/env.$SLURM_ARRAY_TASK_ID$SGE_TASK_ID"
-echo "start $(date +%s.%N)" > "$OUT/times.$SLURM_ARRAY_TASK_ID$SGE_TASK_ID"
+task="$SLURM_ARRAY_TASK_ID$SGE_TASK_ID"
+env > "$OUT/env.$task"
+echo "start $(date +%s.%N)" > "$OUT/times.$task"
 while [ -n "$GATE" ] && [ ! -e "$GATE" ]; do sleep 0.01; done
 sleep 0.2
-echo "end $(date +%s.%N)" >> "$OUT/times.$SLURM_ARRAY_TASK_ID$SGE_TASK_ID"
+echo "end $(date +%s.%N)" >> "$OUT/times.$task"
 echo "done $*"
 """
+SLURM_TIMEOUT = "squeue: error: slurm_load_jobs error: Socket timed out on send/recv operation\n"
+SGE_TIMEOUT = ("error: failed receiving gdi request response for mid=1 "
+               "(got syncron message receive timeout error).\n")
 
 
 @pytest.fixture
@@ -59,14 +64,12 @@ def gate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     path.touch()
 
 
-def run(queue: DummyQueue, command: str, *args: str | os.PathLike[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        queue.commands()[command] + [str(arg) for arg in args],
-        capture_output=True, text=True, timeout=30,
-    )
+def run(queue: DummyQueue, command: str, *args: object) -> subprocess.CompletedProcess[str]:
+    argv = queue.commands()[command] + [str(arg) for arg in args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
 
 
-def submit(queue: DummyQueue, command: str, *args: str | os.PathLike[str]) -> str:
+def submit(queue: DummyQueue, command: str, *args: object) -> str:
     done = run(queue, command, *args)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
@@ -83,13 +86,17 @@ def states(queue: DummyQueue) -> dict[str, str]:
     return {job["id"]: job["state"] for job in queue.jobs()}
 
 
+def running(queue: DummyQueue) -> int:
+    return list(states(queue).values()).count("RUNNING")
+
+
 def environment(path: Path) -> dict[str, str]:
     return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
 
 
 def live_processes() -> dict[int, int]:
-    """Process group of every process alive (zombies are dead: an init that
-    does not reap, as in some containers, leaves them behind)."""
+    """Process group of every live process. Zombies count as dead: an init that
+    does not reap (as in some containers) leaves orphans behind as zombies."""
     groups = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -111,18 +118,21 @@ def max_overlap(times_files: list[Path]) -> int:
     for path in times_files:
         start, end = (float(line.split()[1]) for line in path.read_text().splitlines())
         events += [(start, 1), (end, -1)]
-    running = peak = 0
+    now = peak = 0
     for _, change in sorted(events):
-        running += change
-        peak = max(peak, running)
+        now += change
+        peak = max(peak, now)
     return peak
 
 
-def test_slurm_array_runs_every_task_with_its_environment_within_its_throttle(queue, script, tmp_path):
+def test_slurm_array_runs_every_task_with_its_environment_within_its_throttle(
+    queue, script, tmp_path
+):
     (tmp_path / "log").mkdir()
-    job_id = submit(queue, "sbatch", "--parsable", "--job-name=arr", f"--output={tmp_path}/log/%A_%a.log",
-                    "--array=0-4%2", "--partition=debug", "--time=1:00", "--mem=1G",
-                    "--cpus-per-task=1", "--export=ALL", script, "x", "y")
+    job_id = submit(queue, "sbatch", "--parsable", "--job-name=arr",
+                    f"--output={tmp_path}/log/%A_%a.log", "--array=0-4%2", "--partition=debug",
+                    "--time=1:00", "--mem=1G", "--cpus-per-task=1", "--export=ALL",
+                    script, "x", "y")
     queue.wait_until_empty(timeout=10)
 
     out = tmp_path / "out"
@@ -133,22 +143,27 @@ def test_slurm_array_runs_every_task_with_its_environment_within_its_throttle(qu
         assert env["SLURM_JOB_ID"] == str(int(job_id) + index)
         assert env["SLURM_JOB_NAME"] == "arr"
         assert (tmp_path / "log" / f"{job_id}_{index}.log").read_text() == "done x y\n"
-    assert max_overlap(sorted(out.glob("times.*"))) <= 2
+    assert max_overlap(sorted(out.glob("times.*"))) == 2
 
 
-def test_output_files_hold_stdout_and_stderr_and_start_fresh(queue, tmp_path):
+def test_output_files_get_stdout_and_stderr_and_start_fresh(queue, tmp_path):
     script = tmp_path / "talk.sh"
     script.write_text("#!/bin/sh\necho out\necho err >&2\n")
     (tmp_path / "plain.log").write_text("old content\n")
     submit(queue, "sbatch", "--output=%x.log", "-J", "plain", f"--chdir={tmp_path}", script)
+    script.unlink()  # sbatch keeps its own copy
     queue.wait_until_empty()
     assert (tmp_path / "plain.log").read_text() == "out\nerr\n"
 
 
-def test_sge_array_runs_every_task_with_its_environment_within_its_throttle(queue, script, tmp_path):
-    array_id = submit(queue, "qsub", "-terse", "-N", "sg", "-o", f"{tmp_path}/$JOB_NAME.$JOB_ID.$TASK_ID",
-                      "-j", "y", "-t", "1-5:2", "-tc", "2", "-q", "all.q", "-l", "h_vmem=1G",
-                      "-pe", "smp", "1", "-wd", tmp_path, "-V", "-S", "/bin/sh", "-b", "n", script, "z")
+def test_sge_array_runs_every_task_with_its_environment_within_its_throttle(
+    queue, script, tmp_path
+):
+    array_id = submit(queue, "qsub", "-terse", "-N", "sg",
+                      "-o", f"{tmp_path}/$JOB_NAME.$JOB_ID.$TASK_ID", "-j", "y",
+                      "-t", "1-5:2", "-tc", "2", "-q", "all.q", "-l", "h_vmem=1G",
+                      "-pe", "smp", "1", "-wd", tmp_path, "-V", "-S", "/bin/sh", "-b", "n",
+                      script, "z")
     job_id, _, task_range = array_id.partition(".")
     assert task_range == "1-5:2"
     queue.wait_until_empty(timeout=10)
@@ -159,10 +174,10 @@ def test_sge_array_runs_every_task_with_its_environment_within_its_throttle(queu
         assert (env["JOB_ID"], env["SGE_TASK_ID"], env["JOB_NAME"]) == (job_id, str(index), "sg")
         assert (tmp_path / f"sg.{job_id}.{index}").read_text() == "done z\n"
     assert not (out / "env.2").exists()
-    assert max_overlap(sorted(out.glob("times.*"))) <= 2
+    assert max_overlap(sorted(out.glob("times.*"))) == 2
 
 
-def test_sge_plain_job_has_undefined_task_id(queue, script, tmp_path):
+def test_sge_plain_job_has_an_undefined_task_id(queue, script, tmp_path):
     job_id = submit(queue, "qsub", "-terse", "-N", "one", "-o", f"{tmp_path}/one.log", "-j", "y",
                     "-wd", tmp_path, script)
     queue.wait_until_empty()
@@ -172,13 +187,15 @@ def test_sge_plain_job_has_undefined_task_id(queue, script, tmp_path):
 def test_squeue_shows_running_and_pending_tasks_with_their_reasons(tmp_path, script, gate):
     queue = DummyQueue(tmp_path / "q2", slots=2)
     try:
-        plain = submit(queue, "sbatch", "--parsable", "--job-name=a", f"--output={tmp_path}/%j.log", script)
-        array = submit(queue, "sbatch", "--parsable", "--job-name=b", f"--output={tmp_path}/%j.log",
-                       "--array=0-3%1", script)
-        wait_for(lambda: list(states(queue).values()).count("RUNNING") == 2)
-        last = submit(queue, "sbatch", "--parsable", "--job-name=c", f"--output={tmp_path}/%j.log", script)
+        output = f"--output={tmp_path}/%j.log"
+        plain = submit(queue, "sbatch", "--parsable", "--job-name=a", output, script)
+        array = submit(queue, "sbatch", "--parsable", "--job-name=b", output, "--array=0-3%1",
+                       script)
+        wait_for(lambda: running(queue) == 2)
+        last = submit(queue, "sbatch", "--parsable", "--job-name=c", output, script)
 
-        listing = submit(queue, "squeue", "--noheader", "--array", "--me", "--name=a,b,c", "--format=%i|%T|%r")
+        listing = submit(queue, "squeue", "--noheader", "--array", "--me", "--name=a,b,c",
+                         "--format=%i|%T|%r")
         assert listing.splitlines() == [  # pending first, as the real squeue sorts
             f"{array}_1|PENDING|JobArrayTaskLimit",
             f"{array}_2|PENDING|JobArrayTaskLimit",
@@ -187,70 +204,86 @@ def test_squeue_shows_running_and_pending_tasks_with_their_reasons(tmp_path, scr
             f"{plain}|RUNNING|None",
             f"{array}_0|RUNNING|None",
         ]
-        assert submit(queue, "squeue", "-h", "-r", "--name=c", "-o", "%i %j %t").splitlines() == [f"{last} c PD"]
+        assert submit(queue, "squeue", "-h", "-r", "--name=c", "-o", "%i %j %t") == f"{last} c PD"
         collapsed = submit(queue, "squeue", "--format=%i|%T").splitlines()
         assert collapsed[0] == "JOBID|STATE"
         assert f"{array}_[1-3%1]|PENDING" in collapsed
     finally:
-        gate.touch()
+        queue.shutdown()
+
+
+@pytest.mark.skipif(not (DATA / "slurm_squeue_array.txt").exists(), reason="no captured squeue")
+def test_squeue_output_matches_the_captured_real_one(tmp_path, script, gate):
+    queue = DummyQueue(tmp_path / "q2", slots=8)
+    try:
+        array = submit(queue, "sbatch", "--parsable", f"--output={tmp_path}/%j.log",
+                       "--array=0-19%4", script)
+        wait_for(lambda: running(queue) == 4)
+        for flags, captured in [(["--array"], "slurm_squeue_array.txt"),
+                                ([], "slurm_squeue_array_unexpanded.txt")]:
+            ours = submit(queue, "squeue", "--noheader", *flags, "--me", "--format=%i|%T|%r")
+            real = (DATA / captured).read_text().replace("607_", f"{array}_")
+            assert sorted(ours.splitlines()) == sorted(real.splitlines())
+    finally:
         queue.shutdown()
 
 
 def test_qstat_xml_parses_like_real_sge(tmp_path, script, gate):
     pytest.importorskip("qstat")
     from qstat._tools import xml2queue_and_job_info  # the parser of the PyPI package qstat
+
     queue = DummyQueue(tmp_path / "q2", slots=2)
     try:
         queue.inject(error_state=1)
-        broken = submit(queue, "qsub", "-terse", "-N", "bad", "-o", f"{tmp_path}/bad.log", "-j", "y", script)
-        array = submit(queue, "qsub", "-terse", "-N", "arr", "-o", f"{tmp_path}/arr.log", "-j", "y",
-                       "-t", "1-6", "-tc", "2", script).split(".")[0]
-        wait_for(lambda: list(states(queue).values()).count("RUNNING") == 2)
+        broken = submit(queue, "qsub", "-terse", "-N", "bad", "-o", f"{tmp_path}/bad.log",
+                        "-j", "y", script)
+        array = submit(queue, "qsub", "-terse", "-N", "arr", "-o", f"{tmp_path}/arr.log",
+                       "-j", "y", "-t", "1-6", "-tc", "2", script).split(".")[0]
+        wait_for(lambda: running(queue) == 2)
 
-        running, pending = xml2queue_and_job_info(submit(queue, "qstat", "-xml"))
-        assert [(job["JB_job_number"], job["state"], job["tasks"]) for job in running] == [
+        running_jobs, pending = xml2queue_and_job_info(submit(queue, "qstat", "-xml"))
+        assert [(job["JB_job_number"], job["state"], job["tasks"]) for job in running_jobs] == [
             (array, "r", "1"), (array, "r", "2")]
-        assert running[0]["JB_name"] == "arr" and running[0]["slots"] == "1"
-        assert running[0]["queue_name"].startswith("all.q@") and "JAT_start_time" in running[0]
+        assert running_jobs[0]["JB_name"] == "arr" and running_jobs[0]["slots"] == "1"
+        assert running_jobs[0]["queue_name"].startswith("all.q@")
         assert [(job["JB_job_number"], job["state"], job.get("tasks")) for job in pending] == [
             (broken, "Eqw", None), (array, "qw", "3-6:1")]
         assert pending[0]["queue_name"] is None and "JB_submission_time" in pending[0]
     finally:
-        gate.touch()
         queue.shutdown()
 
     assert xml2queue_and_job_info(submit(queue, "qstat", "-xml")) == ([], [])
 
 
-@pytest.mark.skipif(not (DATA / "sge_qstat_xml.txt").exists(), reason="no captured real qstat -xml")
-def test_qstat_xml_has_the_shape_of_the_captured_real_output(tmp_path, script, gate):
-    xmltodict = pytest.importorskip("xmltodict")
-    real = xmltodict.parse((DATA / "sge_qstat_xml.txt").read_text())
-    queue = DummyQueue(tmp_path / "q2", slots=1)
+@pytest.mark.skipif(not (DATA / "sge_qstat_xml.txt").exists(), reason="no captured qstat -xml")
+def test_qstat_xml_matches_the_captured_real_one(tmp_path, script, gate):
+    queue = DummyQueue(tmp_path / "q2", slots=4)
     try:
-        submit(queue, "qsub", "-terse", "-N", "arr", "-o", f"{tmp_path}/arr.log", "-j", "y",
-               "-t", "1-3", script)
-        wait_for(lambda: "RUNNING" in states(queue).values())
-        ours = xmltodict.parse(submit(queue, "qstat", "-xml"))
+        submit(queue, "qsub", "-terse", "-N", "pp-capture", "-o", f"{tmp_path}/x.log", "-j", "y",
+               "-t", "5-20", script)
+        wait_for(lambda: running(queue) == 4)
+        ours = submit(queue, "qstat", "-xml") + "\n"
     finally:
-        gate.touch()
         queue.shutdown()
 
-    def tags(document, section):
-        jobs = (document["job_info"][section] or {}).get("job_list", [])
-        return {tuple(job) for job in (jobs if isinstance(jobs, list) else [jobs])}
+    def normalized(xml: str) -> str:
+        """Without what differs between two runs: ids, times, owner, host."""
+        for pattern, replacement in [(r"<JB_job_number>\d+<", "<JB_job_number>N<"),
+                                     (r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", "TIME"),
+                                     (r"<JB_owner>[^<]*<", "<JB_owner>OWNER<"),
+                                     (r"all\.q@[^<]*<", "all.q@HOST<")]:
+            xml = re.sub(pattern, replacement, xml)
+        return xml
 
-    for section in ("queue_info", "job_info"):
-        if tags(real, section):
-            assert tags(ours, section) <= tags(real, section) | {
-                shape + ("tasks",) for shape in tags(real, section)}
+    assert normalized(ours) == normalized((DATA / "sge_qstat_xml.txt").read_text())
 
 
 def test_scancel_kills_a_running_job_and_its_children(queue, tmp_path):
     script = tmp_path / "long.sh"
     script.write_text(f"#!/bin/sh\nsleep 30 &\nwait\ntouch {tmp_path}/finished\n")
-    job_id = submit(queue, "sbatch", "--parsable", f"--output={tmp_path}/long.log", "--array=0-1", script)
-    wait_for(lambda: list(states(queue).values()) == ["RUNNING", "RUNNING"])
+    job_id = submit(queue, "sbatch", "--parsable", f"--output={tmp_path}/long.log",
+                    "--array=0-1", script)
+    wait_for(lambda: running(queue) == 2)
     pids = [job["pid"] for job in queue.jobs()]
 
     assert submit(queue, "scancel", f"{job_id}_0") == ""
@@ -264,42 +297,43 @@ def test_scancel_kills_a_running_job_and_its_children(queue, tmp_path):
 
     assert run(queue, "scancel", job_id).returncode == 0  # finished: fine
     unknown = run(queue, "scancel", "99999")
-    assert unknown.returncode == 1
-    assert unknown.stderr == "scancel: error: Kill job error on job id 99999: Invalid job id specified\n"
+    assert (unknown.returncode, unknown.stderr) == (
+        1, "scancel: error: Kill job error on job id 99999: Invalid job id specified\n")
 
 
 def test_qdel_deletes_running_and_pending_tasks(queue, tmp_path):
     script = tmp_path / "long.sh"
     script.write_text("#!/bin/sh\nsleep 30\n")
-    array = submit(queue, "qsub", "-terse", "-o", f"{tmp_path}/q.log", "-j", "y", "-t", "1-3", "-tc", "1",
-                   script).split(".")[0]
-    wait_for(lambda: "RUNNING" in states(queue).values())
+    array = submit(queue, "qsub", "-terse", "-o", f"{tmp_path}/q.log", "-j", "y",
+                   "-t", "1-3", "-tc", "1", script).split(".")[0]
+    wait_for(lambda: running(queue) == 1)
 
     user = getpass.getuser()
     assert submit(queue, "qdel", f"{array}.1-2").splitlines() == [
         f"{user} has registered the job-array task {array}.1 for deletion",
         f"{user} has deleted job-array task {array}.2",
     ]
-    assert f"job-array task {array}.3" in submit(queue, "qdel", "-t", "3", array)  # may have started
+    assert f"job-array task {array}.3" in submit(queue, "qdel", "-t", "3", array)
     queue.wait_until_empty()
     missing = run(queue, "qdel", array)
     assert (missing.returncode, missing.stderr) == (1, f'denied: job "{array}" does not exist\n')
 
 
-def test_submissions_the_real_schedulers_refuse_are_refused(queue, tmp_path):
-    queue = DummyQueue(queue.path, max_array_size=10)
+def test_submissions_the_real_schedulers_refuse_are_refused(tmp_path):
+    queue = DummyQueue(tmp_path / "queue", max_array_size=10)
     script = tmp_path / "ok.sh"
     script.write_text("#!/bin/sh\n")
-    cases = [
+    refusals = [
         (("sbatch", "--partition=gpu", script),
-         "sbatch: error: invalid partition specified: gpu\n"
-         "sbatch: error: Batch job submission failed: Invalid partition name specified\n"),
+         ("sbatch: error: invalid partition specified: gpu\n"
+          "sbatch: error: Batch job submission failed: Invalid partition name specified\n")),
         (("sbatch", "--array=0-10", script),
          "sbatch: error: Batch job submission failed: Invalid job array specification\n"),
         (("qsub", "-o", "x", "-j", "y", "-q", "long.q", script),
-         'Unable to run job: Job was rejected because job requests unknown queue "long.q".\nExiting.\n'),
+         ('Unable to run job: Job was rejected because job requests unknown queue "long.q".\n'
+          "Exiting.\n")),
     ]
-    for args, stderr in cases:
+    for args, stderr in refusals:
         done = run(queue, *args)
         assert (done.returncode, done.stderr, done.stdout) == (1, stderr, "")
     for args in [("sbatch", "--bogus", script), ("squeue", "--bogus"), ("qsub", "-bogus", script),
@@ -307,20 +341,17 @@ def test_submissions_the_real_schedulers_refuse_are_refused(queue, tmp_path):
         done = run(queue, *args)
         assert done.returncode == 1 and done.stderr, args
     assert queue.jobs() == []
-    assert "MaxArraySize            = 10\n" in submit(queue, "scontrol", "show", "config")
+    assert "\nMaxArraySize            = 10\n" in submit(queue, "scontrol", "show", "config")
 
 
 def test_failing_commands_exit_1_with_a_timeout_message(queue):
     queue.inject(fail={"squeue": 2, "qstat": 1})
     for _ in range(2):
         done = run(queue, "squeue", "-h")
-        assert (done.returncode, done.stderr) == (
-            1, "squeue: error: slurm_load_jobs error: Socket timed out on send/recv operation\n")
+        assert (done.returncode, done.stdout, done.stderr) == (1, "", SLURM_TIMEOUT)
     assert run(queue, "squeue", "-h").returncode == 0
     done = run(queue, "qstat", "-xml")
-    assert (done.returncode, done.stdout) == (1, "")
-    assert done.stderr == ("error: failed receiving gdi request response for mid=1 "
-                           "(got syncron message receive timeout error).\n")
+    assert (done.returncode, done.stdout, done.stderr) == (1, "", SGE_TIMEOUT)
     assert run(queue, "qstat", "-xml").returncode == 0
     assert queue.history() == {"squeue": 3, "qstat": 2}
 
@@ -332,25 +363,24 @@ def test_empty_answers_print_nothing_even_with_jobs_queued(queue, tmp_path, scri
     assert run(queue, "squeue", "-h").stdout != ""
 
 
-def test_hanging_commands_answer_late(queue):
+def test_hanging_commands_answer_late(queue, capsys):
     queue.inject(hang={"squeue": (0.5, 1)})
-    started = time.monotonic()
-    with pytest.raises(subprocess.TimeoutExpired):
-        subprocess.run(queue.commands()["squeue"], capture_output=True, timeout=0.3)
-    assert time.monotonic() - started < 0.5
-    started = time.monotonic()
-    assert run(queue, "squeue").returncode == 0
-    assert time.monotonic() - started < 0.4
+    for expected_seconds in (0.5, 0.0):  # in-process, to time the hang alone
+        started = time.monotonic()
+        assert squeue_module.main(["--queue", str(queue.path), "-h"]) == 0
+        assert expected_seconds <= time.monotonic() - started < expected_seconds + 0.3
+    assert queue.history() == {"squeue": 2}
 
 
 def test_tasks_in_error_state_stay_until_cancelled(queue, tmp_path, script):
     queue.inject(error_state=1)
-    job_id = submit(queue, "sbatch", "--parsable", "--job-name=e", f"--output={tmp_path}/e.log", script)
+    job_id = submit(queue, "sbatch", "--parsable", f"--output={tmp_path}/e.log", script)
     wait_for(lambda: states(queue) == {job_id: "ERROR"})
-    assert submit(queue, "squeue", "-h", "--format=%i|%T|%r") == f"{job_id}|PENDING|launch failed requeued held"
+    listing = submit(queue, "squeue", "-h", "--format=%i|%T|%r")
+    assert listing == f"{job_id}|PENDING|launch failed requeued held"
     with pytest.raises(TimeoutError):
         queue.wait_until_empty(timeout=0.2)
-    assert queue.runner_pid() is None  # nothing to run: no process waits with it
+    wait_for(lambda: queue.runner_pid() is None)  # nothing to run: no process waits with it
     submit(queue, "scancel", job_id)
     queue.wait_until_empty()
     assert not (tmp_path / "e.log").exists()
@@ -367,8 +397,8 @@ def test_vanishing_tasks_leave_no_output(queue, tmp_path, script):
     queue.inject(vanish=2)
     submit(queue, "sbatch", f"--output={tmp_path}/%a.log", "--array=0-2", script)
     queue.wait_until_empty()
-    assert len(list(tmp_path.glob("*.log"))) == 1
-    assert len(list((tmp_path / "out").glob("env.*"))) == 1
+    assert [path.name for path in tmp_path.glob("*.log")] == ["2.log"]
+    assert [path.name for path in (tmp_path / "out").glob("env.*")] == ["env.2"]
 
 
 def test_killed_tasks_vanish_without_writing_more(queue, tmp_path):
@@ -377,8 +407,8 @@ def test_killed_tasks_vanish_without_writing_more(queue, tmp_path):
     queue.inject(kill_after=(0.2, 1))
     submit(queue, "sbatch", f"--output={tmp_path}/a.log", script)
     submit(queue, "sbatch", f"--output={tmp_path}/b.log", script)
-    wait_for(lambda: len(queue.jobs()) == 1, timeout=3)  # the first dies after 0.2 s
-    wait_for(lambda: "RUNNING" in states(queue).values())
+    wait_for(lambda: len(queue.jobs()) == 1)  # the first dies after 0.2 s
+    wait_for(lambda: running(queue) == 1)
     assert len(queue.kill_running(5)) == 1
     queue.wait_until_empty()
     assert (tmp_path / "a.log").read_text() == "started\n"

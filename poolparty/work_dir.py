@@ -60,9 +60,14 @@ def default_root() -> Path:
     return Path.cwd() / ".poolparty"
 
 
-def _make_private_dir(path: Path) -> None:
+def _make_private_dir(path: Path, exist_ok: bool = False) -> None:
     """Create ``path`` with mode 0700 whatever the umask."""
-    os.mkdir(path, 0o700)
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        if exist_ok and path.is_dir():
+            return
+        raise
     os.chmod(path, 0o700)
 
 
@@ -110,8 +115,7 @@ class WorkDir:
         if not root_path.exists():
             try:
                 root_path.parent.mkdir(parents=True, exist_ok=True)
-                if not root_path.exists():
-                    _make_private_dir(root_path)
+                _make_private_dir(root_path, exist_ok=True)  # another map may be first
             except OSError as error:
                 raise InvalidInputError(
                     f"work_dir {str(root_path)!r} does not exist and can't be created "

@@ -62,15 +62,28 @@ class Runner:
             # Taken before the round reads the state: a change made after it
             # is either read by this round or differs from this signature.
             self.seen_signature = self.state_signature()
+            if not self.seen_signature:
+                self.abandon()
+                return
             if not self.tick():
                 return
             while not self.round_due():
                 time.sleep(POLL_SECONDS)
 
     def state_signature(self) -> tuple[int, ...]:
-        """Identify the current version of the state file, without reading it."""
-        stat = os.stat(self.queue_dir / STATE_FILE)
+        """Identify the current version of the state file, without reading it;
+        () once the queue was deleted."""
+        try:
+            stat = os.stat(self.queue_dir / STATE_FILE)
+        except FileNotFoundError:
+            return ()
         return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+    def abandon(self) -> None:
+        """Kill our tasks: their queue was deleted (say, an old test's tmp dir)."""
+        for pid, child in self.children.items():
+            kill_group(pid)
+            child.wait()
 
     def round_due(self) -> bool:
         """Tell whether something happened that the next round should handle."""

@@ -124,10 +124,10 @@ def _record_call(queue_dir: Path, command: str) -> Fault:
         fault = Fault(fail=_take(faults["fail"], command), empty=_take(faults["empty"], command))
         hang = faults["hang"].get(command)
         if hang:
-            seconds, count = hang
-            fault.hang = seconds
-            faults["hang"][command] = [seconds, count - 1]
-            if count <= 1:
+            fault.hang, count = hang
+            if count > 1:
+                faults["hang"][command] = [fault.hang, count - 1]
+            else:
                 del faults["hang"][command]
     return fault
 

@@ -81,8 +81,8 @@ class DummyQueue:
             faults = state["faults"]
             for name, table in tables.items():
                 faults[name].update({cmd: _plain(value) for cmd, value in (table or {}).items()})
-            counts = {"error_state": error_state, "vanish": vanish, "kill_after": kill_after}
-            for name, value in counts.items():
+            task_faults = {"error_state": error_state, "vanish": vanish, "kill_after": kill_after}
+            for name, value in task_faults.items():
                 if value is not None:
                     faults[name] = _plain(value)
 

@@ -95,7 +95,7 @@ def submit(queue_dir: Path, args: argparse.Namespace) -> str:
     cwd = os.path.abspath(args.chdir or os.getcwd())
     name = args.job_name or os.path.basename(args.script)
     with transaction(queue_dir) as state:
-        _check_array_size(state, args.indices)
+        _check_array_size(state, args)
         job_id = allocate_job_ids(state, len(args.indices))
         job = new_job(
             scheduler="slurm",
@@ -124,9 +124,9 @@ def submit(queue_dir: Path, args: argparse.Namespace) -> str:
     return f"{job_id}\n" if args.parsable else f"Submitted batch job {job_id}\n"
 
 
-def _check_array_size(state: State, indices: Sequence[int | None]) -> None:
+def _check_array_size(state: State, args: argparse.Namespace) -> None:
     """Reject array indices beyond MaxArraySize, as slurmctld does."""
-    if indices != [None] and max(indices) >= state["config"]["max_array_size"]:  # type: ignore[type-var]
+    if args.array and max(args.indices) >= state["config"]["max_array_size"]:
         raise CommandError(
             "sbatch: error: Batch job submission failed: Invalid job array specification"
         )

@@ -159,7 +159,7 @@ class MapRun:
 
     def _cancel_unfinished(self) -> None:
         """Best effort: a failure here must not hide the exception being raised."""
-        unfinished = [c for c, s in self.status.items() if not s.done and s.submissions]
+        unfinished = [c for c, s in self.status.items() if not s.done]
         if not unfinished:
             return
         try:

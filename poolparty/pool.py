@@ -21,7 +21,7 @@ from .work_dir import WorkDir
 
 log = logging.getLogger("poolparty")
 
-BACKENDS = ("auto", "local", "slurm-array")
+BACKENDS = ("auto", "local", "slurm-array", "slurm", "sge")
 
 
 def make_scheduler(backend: str | Scheduler, processes: int | None, options: dict) -> Scheduler:
@@ -39,16 +39,41 @@ def make_scheduler(backend: str | Scheduler, processes: int | None, options: dic
     if backend == "slurm-array":
         from .slurm.array import SlurmArray
 
-        return SlurmArray(max_running=processes, **options)
+        return SlurmArray(processes, **options)
+    if backend == "slurm":
+        from .slurm import SlurmJobs
+
+        return SlurmJobs(processes, **options)
+    if backend == "sge":
+        from .sun_grid_engine import SunGridEngine
+
+        return SunGridEngine(processes, **options)
     raise InvalidInputError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}.")
 
 
 def detect_backend() -> str:
-    """The best scheduler installed here, and say which one was chosen."""
+    """The best scheduler installed here; the choice is logged.
+
+    PBS/Torque ship a ``qsub`` too, so SGE is recognised by what ``qstat -help`` says.
+    """
     if shutil.which("sbatch"):
         log.info("sbatch found: running on SLURM job arrays")
         return "slurm-array"
-    log.info("no batch scheduler found (no sbatch on PATH): running on local processes")
+    if shutil.which("qsub") and shutil.which("qstat"):
+        from .sun_grid_engine import is_sun_grid_engine
+
+        try:
+            help_text = subprocess.run(
+                ["qstat", "-help"], capture_output=True, text=True, timeout=30
+            ).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            help_text = ""
+        if is_sun_grid_engine(help_text):
+            log.info("Sun Grid Engine found (%s): running on SGE array jobs",
+                     help_text.splitlines()[0].strip())
+            return "sge"
+        log.info("a qsub was found but it is not Sun Grid Engine's (PBS/Torque?): not used")
+    log.info("no batch scheduler found (no sbatch, no SGE qsub on PATH): running on local processes")
     return "local"
 
 

@@ -13,13 +13,16 @@ backoff and time limits are written once.
 from __future__ import annotations
 
 import abc
+import re
 import enum
 import logging
+import shutil
 import subprocess
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
-from .errors import SchedulerCommandError
+from .errors import SchedulerCommandError, SchedulerNotFoundError
 
 if TYPE_CHECKING:
     from .work_dir import WorkDir
@@ -70,6 +73,86 @@ class Scheduler(abc.ABC):
 
     def close(self) -> None:
         """Release what the backend holds (processes, threads); the pool calls it once."""
+
+
+@dataclass(frozen=True)
+class QueuedJob:
+    """One job (or one array element) the scheduler lists, in the engine's terms."""
+
+    job_id: str
+    index: int | None
+    state: State
+
+
+def states_of_chunks(work_dir: "WorkDir", jobs: Iterable[QueuedJob]) -> dict[int, State]:
+    """Map queued jobs to this map's chunks (other jobs are ignored). When a chunk has
+    several jobs (an old one being cancelled, its resubmission), the liveliest wins."""
+    liveliness = {State.ERROR: 0, State.PENDING: 1, State.RUNNING: 2}
+    states: dict[int, State] = {}
+    for job in jobs:
+        chunk_id = work_dir.chunk_of_job(job.job_id, job.index)
+        if chunk_id is None:
+            continue
+        if chunk_id not in states or liveliness[job.state] > liveliness[states[chunk_id]]:
+            states[chunk_id] = job.state
+    return states
+
+
+KNOWN_COMMANDS = {"sbatch", "squeue", "scancel", "scontrol", "qsub", "qstat", "qdel", "qconf"}
+
+
+class CommandLineScheduler(Scheduler):
+    """A scheduler driven by command line tools (sbatch, qsub, ...).
+
+    ``commands`` maps each tool's name to an argv prefix: a full path, or a dummy
+    scheduler's ``[python, -m, ...]``. Every call goes through :func:`run_command`.
+    """
+
+    #: the tools this backend calls; the first ones must exist for it to be usable
+    command_names: tuple[str, ...] = ()
+    required_commands: tuple[str, ...] = ()
+    #: stderr patterns worth retrying: the scheduler is busy or away
+    transient_errors: "re.Pattern[str]"
+
+    def __init__(self, commands: dict[str, Sequence[str]] | None, call_timeout: float) -> None:
+        # a DummyQueue offers every scheduler's commands: only unknown names are an error
+        unknown = set(commands or {}) - set(self.command_names) - KNOWN_COMMANDS
+        if unknown:
+            raise TypeError(f"unknown command(s) {sorted(unknown)}; known: {self.command_names}")
+        self.commands = {name: [name] for name in self.command_names}
+        self.commands.update({k: list(v) for k, v in (commands or {}).items()})
+        self.call_timeout = float(call_timeout)
+
+    def check_available(self) -> None:
+        for name in self.required_commands:
+            if shutil.which(self.commands[name][0]) is None:
+                raise SchedulerNotFoundError(
+                    f"{self.commands[name][0]!r} was not found on PATH, so {self.name} can't be "
+                    f"used here. Run on a login node of the cluster, or use local processes: "
+                    f"poolparty.Pool(backend='local')."
+                )
+
+    def run(self, name: str, arguments: Sequence[str]) -> str:
+        """Run one of the tools, retrying transient failures within call_timeout."""
+        return run_command(self.commands[name] + list(arguments), self.call_timeout,
+                           self.is_transient)
+
+    def is_transient(self, error: SchedulerCommandError) -> bool:
+        return error.returncode is None or bool(self.transient_errors.search(error.stderr))
+
+    def job_name(self, work_dir: "WorkDir") -> str:
+        """Every job of a map carries this name, so one query finds them all."""
+        return f"poolparty-{work_dir.map_id}"
+
+    def cancel_ids(self, name: str, job_ids: Sequence[str]) -> None:
+        """Cancel jobs in batches, best effort: a job that already ended makes the tool
+        complain, and a cancel that fails must not kill a running map (the engine's
+        limits still bound what a stray job can cost)."""
+        for start in range(0, len(job_ids), 500):
+            try:
+                self.run(name, list(job_ids[start : start + 500]))
+            except SchedulerCommandError as error:
+                log.info("%s did not cancel everything: %s", name, error)
 
 
 def _decode(data: bytes | str | None) -> str:

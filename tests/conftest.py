@@ -19,6 +19,8 @@ import pytest
 
 import poolparty
 
+SLURM_COMMANDS = {"submit": "sbatch", "query": "squeue", "cancel": "scancel"}
+SGE_COMMANDS = {"submit": "qsub", "query": "qstat", "cancel": "qdel"}
 HOW_TO_ENABLE = "start one with: sudo bash scripts/test_cluster.sh {name}"
 
 
@@ -58,6 +60,8 @@ class Backend:
     running_count: Callable[[], int] = field(default=lambda: 0)
     kill_running: Callable[[int], list[str]] | None = None
     queue: Any = None
+    #: the scheduler's command for each role, to inject faults and count calls
+    command: dict[str, str] = field(default_factory=lambda: dict(SLURM_COMMANDS))
 
 
 @pytest.fixture
@@ -85,78 +89,121 @@ def local_backend(work_root: Path) -> Backend:
     return Backend("local", make_pool, local_worker_processes, local_running_count)
 
 
-def dummy_slurm_backend(work_root: Path, tmp_path: Path) -> Backend:
+def dummy_backend(backend_name: str, work_root: Path, queue_dir: Path, **queue_options) -> Backend:
+    """A backend on a dummy scheduler: same code path as a cluster, runs jobs locally."""
     from poolparty.dummy_schedulers import DummyQueue
 
-    queue = DummyQueue(tmp_path / "queue")
+    queue = DummyQueue(queue_dir, **queue_options)
 
     def make_pool(**options: Any) -> poolparty.Pool:
         options.setdefault("polling_interval", 0.2)
         options.setdefault("call_timeout", 10)
         options.setdefault("work_dir", work_root)
-        return poolparty.Pool(backend="slurm-array", commands=queue.commands(), **options)
+        return poolparty.Pool(backend=backend_name, commands=queue.commands(), **options)
 
     def queued_jobs() -> list[str]:
-        return [str(job) for job in queue.jobs()]
+        return [job["id"] for job in queue.jobs()]
 
     def running_count() -> int:
         return sum(1 for job in queue.jobs() if job["state"] == "RUNNING")
 
-    return Backend("dummy-slurm-array", make_pool, queued_jobs, running_count,
-                   queue.kill_running, queue)
+    command = SGE_COMMANDS if backend_name == "sge" else SLURM_COMMANDS
+    return Backend(f"dummy-{backend_name}", make_pool, queued_jobs, running_count,
+                   queue.kill_running, queue, dict(command))
 
 
-def squeue_jobs_named(prefix: str = "poolparty-") -> list[str]:
+def job_names_under(work_root: Path) -> set[str]:
+    """The job names of the maps under work_root: a test only looks at its own jobs."""
+    if not work_root.exists():
+        return set()
+    return {f"poolparty-{path.name}" for path in work_root.iterdir()}
+
+
+def squeue_jobs(names: set[str]) -> list[str]:
+    """``JOBID_INDEX|STATE`` of the real SLURM jobs with one of these names."""
     done = subprocess.run(
         ["squeue", "--noheader", "--array", "--format=%i|%T|%j"],
         capture_output=True, text=True, timeout=30, check=True,
     )
-    return [line for line in done.stdout.splitlines() if f"|{prefix}" in line]
+    rows = [line.split("|") for line in done.stdout.splitlines()]
+    return [f"{job}|{state}" for job, state, name in rows if name in names]
 
 
-def scancel_running(count: int) -> list[str]:
-    running = [l.split("|")[0] for l in squeue_jobs_named() if "|RUNNING|" in l]
-    victims = running[:count]
-    if victims:
-        subprocess.run(["scancel", *victims], check=True, timeout=30)
-    return victims
+def qstat_jobs(names: set[str]) -> list[str]:
+    """``JOB.TASK|STATE`` of the real SGE jobs with one of these names."""
+    from qstat._tools import xml2queue_and_job_info
+
+    done = subprocess.run(["qstat", "-xml"], capture_output=True, text=True, timeout=30, check=True)
+    queued, pending = xml2queue_and_job_info(done.stdout)
+    return [f"{j['JB_job_number']}.{j.get('tasks', '')}|{j['state']}"
+            for j in [*queued, *pending] if j.get("JB_name") in names]
 
 
-def real_slurm_backend(work_root: Path) -> Backend:
-    require_scheduler("slurm")
+REAL_QUEUES = {  # how to list jobs, how to cancel one, how a running job looks
+    "slurm": (squeue_jobs, ["scancel"], "|RUNNING"),
+    "sge": (qstat_jobs, ["qdel"], "|r"),
+}
+
+
+def real_backend(backend_name: str, work_root: Path) -> Backend:
+    scheduler = "sge" if backend_name == "sge" else "slurm"
+    require_scheduler(scheduler)
+    list_jobs, cancel, running_mark = REAL_QUEUES[scheduler]
 
     def make_pool(**options: Any) -> poolparty.Pool:
         options.setdefault("polling_interval", 0.5)
         options.setdefault("work_dir", work_root)
-        return poolparty.Pool(backend="slurm-array", **options)
+        return poolparty.Pool(backend=backend_name, **options)
 
-    def running_count() -> int:
-        return sum(1 for line in squeue_jobs_named() if "|RUNNING|" in line)
+    def queued_jobs() -> list[str]:
+        return list_jobs(job_names_under(work_root))
 
-    return Backend("real-slurm-array", make_pool, squeue_jobs_named, running_count,
-                   scancel_running)
+    def running() -> list[str]:
+        return [line.split("|")[0] for line in queued_jobs() if line.endswith(running_mark)]
+
+    def kill_running(count: int) -> list[str]:
+        victims = running()[:count]
+        if victims:
+            subprocess.run([*cancel, *victims], check=True, timeout=30, capture_output=True)
+        return victims
+
+    return Backend(f"real-{backend_name}", make_pool, queued_jobs, lambda: len(running()),
+                   kill_running)
 
 
-@pytest.fixture(params=["local", "dummy-slurm-array", "real-slurm-array"])
+CLUSTER_BACKENDS = ["slurm-array", "slurm", "sge"]
+ALL_CLUSTER_PARAMS = [f"{kind}-{name}" for kind in ("dummy", "real") for name in CLUSTER_BACKENDS]
+
+
+def make_backend(param: str, work_root: Path, tmp_path: Path) -> Backend:
+    if param == "local":
+        return local_backend(work_root)
+    kind, name = param.split("-", 1)
+    if kind == "dummy":
+        return dummy_backend(name, work_root, tmp_path / "queue")
+    return real_backend(name, work_root)
+
+
+@pytest.fixture(params=["local", *ALL_CLUSTER_PARAMS])
 def backend(request, work_root: Path, tmp_path: Path):
-    if request.param == "local":
-        yield local_backend(work_root)
-    elif request.param == "dummy-slurm-array":
-        b = dummy_slurm_backend(work_root, tmp_path)
-        yield b
-        b.queue.wait_until_empty(timeout=30)
-    else:
-        yield real_slurm_backend(work_root)
+    """Every backend: local, and each cluster backend on its dummy and real scheduler."""
+    made = make_backend(request.param, work_root, tmp_path)
+    yield made
+    if made.queue is not None:
+        made.queue.shutdown(timeout=30)
 
 
-@pytest.fixture(params=["dummy-slurm-array", "real-slurm-array"])
+@pytest.fixture(params=ALL_CLUSTER_PARAMS)
 def cluster_backend(request, work_root: Path, tmp_path: Path):
-    if request.param == "dummy-slurm-array":
-        yield dummy_slurm_backend(work_root, tmp_path)
-    else:
-        yield real_slurm_backend(work_root)
+    made = make_backend(request.param, work_root, tmp_path)
+    yield made
+    if made.queue is not None:
+        made.queue.shutdown(timeout=30)
 
 
-@pytest.fixture
-def dummy(work_root: Path, tmp_path: Path) -> Backend:
-    return dummy_slurm_backend(work_root, tmp_path)
+@pytest.fixture(params=[f"dummy-{name}" for name in CLUSTER_BACKENDS])
+def dummy(request, work_root: Path, tmp_path: Path):
+    """Every cluster backend on its dummy scheduler, for faults a real one can't make."""
+    made = make_backend(request.param, work_root, tmp_path)
+    yield made
+    made.queue.shutdown(timeout=30)

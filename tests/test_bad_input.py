@@ -97,9 +97,12 @@ def test_max_num_resubmissions_must_be_bounded():
         poolparty.Pool(backend="local", max_num_resubmissions=-1)
 
 
-def test_sbatch_rejecting_the_job_raises_with_its_stderr(cluster_backend, work_root):
-    pool = cluster_backend.make_pool(partition="no-such-partition")
-    with pytest.raises(poolparty.SchedulerCommandError, match="(?i)invalid partition") as caught:
+def test_the_scheduler_rejecting_the_job_raises_with_its_stderr(cluster_backend, work_root):
+    if cluster_backend.name.endswith("sge"):
+        pool, says = cluster_backend.make_pool(queue="no-such-queue"), "unknown queue"
+    else:
+        pool, says = cluster_backend.make_pool(partition="no-such-partition"), "invalid partition"
+    with pytest.raises(poolparty.SchedulerCommandError, match=f"(?i){says}") as caught:
         pool.map(abs, range(3))
     assert caught.value.returncode not in (0, None)
     assert cluster_backend.queued_jobs() == []

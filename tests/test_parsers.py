@@ -63,3 +63,50 @@ def test_max_array_size_is_read_from_scontrol_show_config():
     assert parse_max_array_size((DATA / "slurm_scontrol_show_config.txt").read_text()) == 1001
     assert parse_max_array_size("MaxArraySize            = 50000\n") == 50000
     assert parse_max_array_size("garbage") == 1001
+
+
+# ---------------------------------------------------------------- Sun Grid Engine
+from poolparty.sun_grid_engine import (  # noqa: E402
+    contiguous_runs, is_sun_grid_engine, parse_max_aj_tasks, parse_qstat_xml, state_of,
+)
+
+
+def test_qstat_xml_lists_running_tasks_and_expands_pending_ranges():
+    jobs = parse_qstat_xml((DATA / "sge_qstat_xml.txt").read_text(), "pp-capture")
+    by_task = {j.index: j.state for j in jobs}
+    assert sorted(by_task) == list(range(5, 21))
+    assert [by_task[t] for t in (5, 6, 7, 8)] == [State.RUNNING] * 4
+    assert by_task[20] is State.PENDING
+    assert parse_qstat_xml((DATA / "sge_qstat_xml.txt").read_text(), "other-name") == []
+
+
+def test_qstat_xml_shows_real_eqw_jobs_as_errors():
+    text = (DATA / "sge_qstat_xml_error.txt").read_text()
+    assert [j.state for j in parse_qstat_xml(text, "pp-badwd")] == [State.ERROR]
+    assert [j.state for j in parse_qstat_xml(text, "pp-badout")] == [State.ERROR]
+
+
+@pytest.mark.parametrize("code, state", [
+    ("qw", State.PENDING), ("hqw", State.PENDING), ("r", State.RUNNING), ("t", State.RUNNING),
+    ("Rr", State.RUNNING), ("Eqw", State.ERROR), ("dr", State.ERROR), ("dt", State.ERROR),
+    ("s", State.PENDING),
+])
+def test_sge_state_codes(code, state):
+    assert state_of(code) is state
+
+
+def test_max_aj_tasks_is_read_from_the_global_configuration():
+    assert parse_max_aj_tasks((DATA / "sge_qconf_sconf.txt").read_text()) == 75000
+    assert parse_max_aj_tasks("max_aj_tasks                 0\n") > 10**8  # 0: unlimited
+
+
+def test_chunks_are_cut_into_contiguous_arrays_no_longer_than_the_limit():
+    assert contiguous_runs([0, 1, 2, 5, 6, 9], 10) == [range(0, 3), range(5, 7), range(9, 10)]
+    assert contiguous_runs(range(5), 2) == [range(0, 2), range(2, 4), range(4, 5)]
+
+
+def test_sge_is_told_apart_from_pbs_by_qstat_help():
+    assert is_sun_grid_engine("SGE 8.1.9\nusage: qstat [options]\n")
+    assert is_sun_grid_engine("GE 2011.11p1\nusage: qstat\n")
+    assert not is_sun_grid_engine("usage: \n  qstat [-f [-1]] [-W site_specific] ... (PBS)\n")
+    assert not is_sun_grid_engine("")

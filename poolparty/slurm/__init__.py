@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import logging
 import re
-import shutil
-from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
-from ..errors import SchedulerCommandError, SchedulerNotFoundError
-from ..scheduler import Scheduler, State, expand_ranges, run_command
+from ..scheduler import CommandLineScheduler, QueuedJob, State, expand_ranges, states_of_chunks
+from ..pool import Pool as _Pool
 from ..work_dir import WorkDir
 
 log = logging.getLogger("poolparty")
@@ -65,15 +63,6 @@ SQUEUE_FORMAT = "%i|%T|%r"
 _warned_states: set[str] = set()
 
 
-@dataclass(frozen=True)
-class QueuedJob:
-    """One line of squeue: a job, or one element of an array."""
-
-    job_id: str
-    index: int | None
-    state: State
-
-
 def parse_squeue(text: str) -> list[QueuedJob]:
     """Parse ``squeue --noheader --array --format=%i|%T|%r``.
 
@@ -111,40 +100,23 @@ def _state_of(state_text: str, reason: str) -> State:
     return STATES[base]
 
 
-def states_of_chunks(work_dir: WorkDir, jobs: Iterable[QueuedJob]) -> dict[int, State]:
-    """Map queued jobs to their chunks; when a chunk has several jobs (an old one being
-    cancelled, a resubmitted one), the liveliest state wins."""
-    liveliness = {State.ERROR: 0, State.PENDING: 1, State.RUNNING: 2}
-    states: dict[int, State] = {}
-    for job in jobs:
-        chunk_id = work_dir.chunk_of_job(job.job_id, job.index)
-        if chunk_id is None:
-            continue
-        if chunk_id not in states or liveliness[job.state] > liveliness[states[chunk_id]]:
-            states[chunk_id] = job.state
-    return states
-
-
 def parse_max_array_size(text: str, default: int = 1001) -> int:
     """MaxArraySize from ``scontrol show config``: array indices must stay below it."""
     match = re.search(r"^\s*MaxArraySize\s*=\s*(\d+)", text, re.MULTILINE)
     return int(match.group(1)) if match else default
 
 
-def _is_transient(error: SchedulerCommandError) -> bool:
-    return error.returncode is None or bool(TRANSIENT_ERRORS.search(error.stderr))
+class SlurmBase(CommandLineScheduler):
+    """Resources, sbatch, and the squeue/scancel half shared by the SLURM backends.
 
-
-class SlurmBase(Scheduler):
-    """Commands, resources and the squeue/scancel half shared by SLURM backends.
-
-    ``commands`` maps ``sbatch``, ``squeue``, ``scancel``, ``scontrol`` to argv
-    prefixes (the dummy scheduler's, or full paths); ``sbatch_args`` are passed to
-    every sbatch as they are.
+    ``sbatch_args`` are passed to every sbatch as they are (e.g. ``["--qos=long"]``).
     """
 
     name = "slurm"
     default_max_running = 8
+    command_names = ("sbatch", "squeue", "scancel", "scontrol")
+    required_commands = ("sbatch", "squeue", "scancel")
+    transient_errors = TRANSIENT_ERRORS
 
     def __init__(
         self,
@@ -159,6 +131,7 @@ class SlurmBase(Scheduler):
         commands: dict[str, Sequence[str]] | None = None,
         call_timeout: float = 60.0,
     ) -> None:
+        super().__init__(commands, call_timeout)
         if max_running is not None:
             self.default_max_running = max_running
         #: a throttle only when the user asks for one: otherwise the scheduler's
@@ -172,24 +145,6 @@ class SlurmBase(Scheduler):
         }
         self.resource_args = [f"--{k}={v}" for k, v in resources.items() if v is not None]
         self.resource_args += [str(a) for a in sbatch_args]
-        self.commands = {name: [name] for name in ("sbatch", "squeue", "scancel", "scontrol")}
-        self.commands.update({k: list(v) for k, v in (commands or {}).items()})
-        self.call_timeout = float(call_timeout)
-
-    def check_available(self) -> None:
-        for name in ("sbatch", "squeue", "scancel"):
-            if shutil.which(self.commands[name][0]) is None:
-                raise SchedulerNotFoundError(
-                    f"{self.commands[name][0]!r} was not found on PATH, so SLURM can't be used "
-                    f"here. Run on a SLURM login node, or use local processes: "
-                    f"poolparty.Pool(backend='local')."
-                )
-
-    def run(self, name: str, arguments: Sequence[str]) -> str:
-        return run_command(self.commands[name] + list(arguments), self.call_timeout, _is_transient)
-
-    def job_name(self, work_dir: WorkDir) -> str:
-        return f"poolparty-{work_dir.map_id}"
 
     def sbatch(self, work_dir: WorkDir, options: Sequence[str], script_args: Sequence[str]) -> str:
         """Submit and return the job id (``--parsable`` prints ``ID`` or ``ID;cluster``)."""
@@ -211,10 +166,62 @@ class SlurmBase(Scheduler):
             ref.job_id if ref.index is None else f"{ref.job_id}_{ref.index}"
             for chunk_id in chunk_ids for ref in work_dir.jobs_of_chunk(chunk_id)
         })
-        for start in range(0, len(job_ids), 500):
-            try:
-                self.run("scancel", job_ids[start : start + 500])
-            except SchedulerCommandError as error:
-                if error.returncode is None:
-                    raise
-                log.info("scancel reported: %s", error.stderr.strip())  # e.g. already ended
+        self.cancel_ids("scancel", job_ids)
+
+
+class SlurmJobs(SlurmBase):
+    """One ``sbatch`` per chunk, for clusters where job arrays are disabled or capped.
+
+    Still one squeue call per poll for every job of the map (they share a job name).
+    """
+
+    name = "slurm"
+
+    def submit(self, work_dir: WorkDir, chunk_ids: Sequence[int]) -> None:
+        for chunk_id in chunk_ids:
+            job_id = self.sbatch(work_dir, [f"--output={work_dir.logs_dir}/%j.log"], [str(chunk_id)])
+            work_dir.record_jobs(job_id, {chunk_id: (None, f"{job_id}.log")})
+
+
+class CompatPool(_Pool):
+    """The constructor of pypoolparty's SLURM pools, so its users change one import.
+
+    Differences on purpose: a failed task raises its exception instead of returning
+    None, and the number of resubmissions is always bounded (default 3).
+    """
+
+    backend_class: type[SlurmBase] = SlurmJobs
+
+    def __init__(
+        self,
+        num_simultaneously_running_tasks: int | None = None,
+        python_path: str | None = None,
+        polling_interval: float = 5.0,
+        work_dir: str | None = None,
+        keep_work_dir: bool = False,
+        verbose: bool = False,
+        slurm_call_timeout: float = 60.0,
+        max_num_resubmissions: int | None = None,
+        sbatch_path: str = "sbatch",
+        squeue_path: str = "squeue",
+        scancel_path: str = "scancel",
+        **slurm_options: Any,
+    ) -> None:
+        commands = {"sbatch": [sbatch_path], "squeue": [squeue_path], "scancel": [scancel_path]}
+        commands.update(slurm_options.pop("commands", {}))
+        backend = self.backend_class(
+            num_simultaneously_running_tasks, commands=commands,
+            call_timeout=slurm_call_timeout, **slurm_options,
+        )
+        super().__init__(
+            num_simultaneously_running_tasks, backend=backend, python_path=python_path,
+            polling_interval=polling_interval, work_dir=work_dir, keep_work_dir=keep_work_dir,
+            verbose=verbose,
+            max_num_resubmissions=3 if max_num_resubmissions is None else max_num_resubmissions,
+        )
+
+
+class Pool(CompatPool):
+    """pypoolparty's ``slurm.Pool``: one sbatch per chunk (see :class:`SlurmJobs`)."""
+
+    backend_class = SlurmJobs

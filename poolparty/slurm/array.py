@@ -12,10 +12,9 @@ from collections import defaultdict
 from typing import Any, Sequence
 
 from ..errors import SchedulerCommandError
-from ..pool import Pool as _Pool
 from ..scheduler import compress_ranges
 from ..work_dir import WorkDir
-from . import SlurmBase, parse_max_array_size
+from . import CompatPool, SlurmBase, parse_max_array_size
 
 log = logging.getLogger("poolparty")
 
@@ -57,37 +56,11 @@ class SlurmArray(SlurmBase):
             work_dir.record_jobs(job_id, {base + i: (i, f"{job_id}_{i}.log") for i in indices})
 
 
-class Pool(_Pool):
+class Pool(CompatPool):
     """pypoolparty's ``slurm.array.Pool``, same constructor: change the import only.
 
     Differences on purpose: a failed task raises its exception instead of returning
     None, and the number of resubmissions is always bounded.
     """
 
-    def __init__(
-        self,
-        num_simultaneously_running_tasks: int | None = None,
-        python_path: str | None = None,
-        polling_interval: float = 5.0,
-        work_dir: str | None = None,
-        keep_work_dir: bool = False,
-        verbose: bool = False,
-        slurm_call_timeout: float = 60.0,
-        max_num_resubmissions: int | None = None,
-        sbatch_path: str = "sbatch",
-        squeue_path: str = "squeue",
-        scancel_path: str = "scancel",
-        **slurm_options: Any,
-    ) -> None:
-        commands = {"sbatch": [sbatch_path], "squeue": [squeue_path], "scancel": [scancel_path]}
-        commands.update(slurm_options.pop("commands", {}))
-        super().__init__(
-            num_simultaneously_running_tasks,
-            backend=SlurmArray(
-                num_simultaneously_running_tasks, commands=commands,
-                call_timeout=slurm_call_timeout, **slurm_options,
-            ),
-            python_path=python_path, polling_interval=polling_interval, work_dir=work_dir,
-            keep_work_dir=keep_work_dir, verbose=verbose,
-            max_num_resubmissions=3 if max_num_resubmissions is None else max_num_resubmissions,
-        )
+    backend_class = SlurmArray

@@ -1,0 +1,213 @@
+"""Sun Grid Engine: ``qsub -t`` arrays, ``qstat -xml`` once per poll, ``qdel``.
+
+Chunks go in as array jobs: one qsub per contiguous run of chunk ids (a resubmission
+round is usually one or a few runs), at most ``max_aj_tasks`` tasks each. SGE task ids
+start at 1, so the array of chunks ``a..b`` has tasks ``1..b-a+1`` and base ``a-1``.
+``qstat -xml`` is parsed with the ``qstat`` package.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from typing import Any, Iterable, Sequence
+
+from qstat._tools import xml2queue_and_job_info
+
+from .errors import SchedulerCommandError
+from .pool import Pool as _Pool
+from .scheduler import CommandLineScheduler, QueuedJob, State, expand_ranges, states_of_chunks
+from .work_dir import WorkDir
+
+log = logging.getLogger("poolparty")
+
+TRANSIENT_ERRORS = re.compile(
+    r"timed? ?out|timeout|unable to contact|can't contact|failed receiving gdi|"
+    r"commlib error|connection refused|try again|temporarily|busy",
+    re.IGNORECASE,
+)
+
+#: SGE's default for the number of tasks in one array job (``qconf -sconf``).
+DEFAULT_MAX_AJ_TASKS = 75000
+
+
+def state_of(code: str) -> State:
+    """Map an SGE state code (``qw``, ``r``, ``Eqw``, ``hqw``, ``dr``, ...) to a State.
+
+    ``E`` means the job will never run by itself. ``d`` (being deleted: by an admin,
+    or stuck as ``dt`` when its execd is gone) means it will not deliver a result:
+    both are errors, and the engine resubmits the chunk. Running and transferring jobs
+    are left alone; everything else waits.
+    """
+    if "E" in code or "d" in code:
+        return State.ERROR
+    if "r" in code or "t" in code:
+        return State.RUNNING
+    return State.PENDING
+
+
+def parse_qstat_xml(text: str, job_name: str) -> list[QueuedJob]:
+    """The jobs named ``job_name`` in ``qstat -xml`` output, one per array task.
+
+    Pending array tasks are grouped (``<tasks>9-20:1</tasks>``) and get expanded.
+    """
+    queued, pending = xml2queue_and_job_info(text)
+    jobs = []
+    for entry in [*queued, *pending]:
+        if entry.get("JB_name") != job_name:
+            continue
+        state = state_of(entry.get("state", ""))
+        tasks = entry.get("tasks")
+        job_id = str(entry["JB_job_number"])
+        if tasks is None:
+            jobs.append(QueuedJob(job_id, None, state))
+        else:
+            jobs.extend(QueuedJob(job_id, task, state) for task in expand_ranges(tasks))
+    return jobs
+
+
+def parse_max_aj_tasks(text: str) -> int:
+    """max_aj_tasks from ``qconf -sconf``; 0 there means unlimited."""
+    match = re.search(r"^max_aj_tasks\s+(\d+)", text, re.MULTILINE)
+    value = int(match.group(1)) if match else DEFAULT_MAX_AJ_TASKS
+    return value or 10**9
+
+
+def contiguous_runs(numbers: Iterable[int], max_length: int) -> list[range]:
+    """Sorted numbers cut into runs of consecutive ones, none longer than max_length."""
+    runs: list[range] = []
+    for number in sorted(set(numbers)):
+        last = runs[-1] if runs else None
+        if last is not None and number == last.stop and len(last) < max_length:
+            runs[-1] = range(last.start, number + 1)
+        else:
+            runs.append(range(number, number + 1))
+    return runs
+
+
+class SunGridEngine(CommandLineScheduler):
+    """Chunks run as tasks of SGE array jobs.
+
+    ``queue`` (-q), ``resources`` (each ``-l key=value``, e.g. ``{"h_vmem": "2G",
+    "h_rt": "1:00:00"}``), ``parallel_environment`` (``("smp", 4)`` -> ``-pe smp 4``) and
+    ``qsub_args`` (passed as they are) choose what the jobs get.
+    """
+
+    name = "sge"
+    default_max_running = 8
+    command_names = ("qsub", "qstat", "qdel", "qconf")
+    required_commands = ("qsub", "qstat", "qdel")
+    transient_errors = TRANSIENT_ERRORS
+
+    def __init__(
+        self,
+        max_running: int | None = None,
+        *,
+        queue: str | None = None,
+        resources: dict[str, Any] | None = None,
+        parallel_environment: tuple[str, int] | None = None,
+        qsub_args: Sequence[str] = (),
+        commands: dict[str, Sequence[str]] | None = None,
+        call_timeout: float = 60.0,
+    ) -> None:
+        super().__init__(commands, call_timeout)
+        if max_running is not None:
+            self.default_max_running = max_running
+        self.max_running = max_running
+        if isinstance(qsub_args, str):
+            raise TypeError("qsub_args must be a list of arguments, e.g. ['-P', 'project']")
+        self.resource_args = ["-q", queue] if queue else []
+        for key, value in (resources or {}).items():
+            self.resource_args += ["-l", f"{key}={value}"]
+        if parallel_environment is not None:
+            pe_name, slots = parallel_environment
+            self.resource_args += ["-pe", str(pe_name), str(slots)]
+        self.resource_args += [str(a) for a in qsub_args]
+        self._max_aj_tasks: int | None = None
+
+    @property
+    def max_aj_tasks(self) -> int:
+        """The cluster's max_aj_tasks, asked once; SGE's default if it can't be read."""
+        if self._max_aj_tasks is None:
+            try:
+                self._max_aj_tasks = parse_max_aj_tasks(self.run("qconf", ["-sconf"]))
+            except SchedulerCommandError as error:
+                log.warning("could not read max_aj_tasks, assuming %d: %s",
+                            DEFAULT_MAX_AJ_TASKS, error)
+                self._max_aj_tasks = DEFAULT_MAX_AJ_TASKS
+        return self._max_aj_tasks
+
+    def submit(self, work_dir: WorkDir, chunk_ids: Sequence[int]) -> None:
+        for run in contiguous_runs(chunk_ids, self.max_aj_tasks):
+            base = run.start - 1
+            options = ["-t", f"1-{len(run)}"]
+            if self.max_running:
+                options += ["-tc", str(self.max_running)]
+            argv = [
+                "-terse", "-N", self.job_name(work_dir), "-o",
+                f"{work_dir.logs_dir}/$JOB_ID.$TASK_ID.log", "-j", "y", "-V", "-S", "/bin/sh",
+                "-wd", os.getcwd(), *options, *self.resource_args,
+                str(work_dir.script_path), "--array", str(base), "SGE_TASK_ID",
+            ]
+            job_id = self.run("qsub", argv).strip().split(".")[0]
+            work_dir.record_jobs(
+                job_id, {chunk: (chunk - base, f"{job_id}.{chunk - base}.log") for chunk in run}
+            )
+
+    def query(self, work_dir: WorkDir) -> dict[int, State]:
+        text = self.run("qstat", ["-xml"])
+        try:
+            jobs = parse_qstat_xml(text, self.job_name(work_dir))
+        except Exception as error:  # empty or torn XML while the qmaster restarts
+            raise SchedulerCommandError(
+                self.commands["qstat"] + ["-xml"], 0, text[-2000:], "",
+                reason=f"unreadable output: {error}",
+            ) from error
+        return states_of_chunks(work_dir, jobs)
+
+    def cancel(self, work_dir: WorkDir, chunk_ids: Iterable[int]) -> None:
+        job_ids = sorted({
+            ref.job_id if ref.index is None else f"{ref.job_id}.{ref.index}"
+            for chunk_id in chunk_ids for ref in work_dir.jobs_of_chunk(chunk_id)
+        })
+        self.cancel_ids("qdel", job_ids)
+
+
+def is_sun_grid_engine(qstat_help: str) -> bool:
+    """PBS/Torque ship a ``qsub`` too: SGE says so in the first line of ``qstat -help``
+    (``SGE 8.1.9``, ``GE 2011.11``, ``OGS/GE ...``)."""
+    first_line = qstat_help.strip().splitlines()[0] if qstat_help.strip() else ""
+    return bool(re.match(r"^(SGE|GE|OGS|UGE|Univa|Son of Grid Engine)\b", first_line))
+
+
+class Pool(_Pool):
+    """pypoolparty's ``sun_grid_engine.Pool`` constructor: change the import only."""
+
+    def __init__(
+        self,
+        num_simultaneously_running_tasks: int | None = None,
+        python_path: str | None = None,
+        polling_interval: float = 5.0,
+        work_dir: str | None = None,
+        keep_work_dir: bool = False,
+        verbose: bool = False,
+        max_num_resubmissions: int | None = None,
+        qsub_path: str = "qsub",
+        qstat_path: str = "qstat",
+        qdel_path: str = "qdel",
+        call_timeout: float = 60.0,
+        **sge_options: Any,
+    ) -> None:
+        commands = {"qsub": [qsub_path], "qstat": [qstat_path], "qdel": [qdel_path]}
+        commands.update(sge_options.pop("commands", {}))
+        backend = SunGridEngine(
+            num_simultaneously_running_tasks, commands=commands, call_timeout=call_timeout,
+            **sge_options,
+        )
+        super().__init__(
+            num_simultaneously_running_tasks, backend=backend, python_path=python_path,
+            polling_interval=polling_interval, work_dir=work_dir, keep_work_dir=keep_work_dir,
+            verbose=verbose,
+            max_num_resubmissions=3 if max_num_resubmissions is None else max_num_resubmissions,
+        )

@@ -1,16 +1,17 @@
-"""Benchmark: poolparty's SLURM array map against the bare floor, on the local SLURM.
+"""Benchmark: poolparty's maps against the bare floor, on this machine's real scheduler.
 
-    python benchmarks/slurm_array.py [--sizes 100 1000] [--cpu-tasks 100000]
+    python benchmarks/backends.py --backend slurm-array|slurm|sge [--sizes 100 1000]
+                                  [--cpu-tasks 100000] [--repeat 3]
 
 For each size N it measures
-  * the bare floor: one ``sbatch --array=0-(N-1)`` of ``python -c pass`` jobs, waited
-    for by polling squeue by hand;
+  * the bare floor: one array of N ``python -c pass`` jobs (``sbatch --array=0-(N-1)``
+    or ``qsub -t 1-N``), waited for by polling the queue by hand;
   * poolparty with default settings and with ``chunksize=1``;
-and reports wall time, the ratio to the floor, the number of squeue calls (counted by a
-shim in front of squeue), the peak number of files in the work_dir (sampled every 20 ms)
+and reports wall time, the ratio to the floor, the number of queue queries (counted by a
+shim in front of squeue / qstat), the peak number of files in the work_dir (sampled every 20 ms)
 and the client's CPU seconds (this process, threads included; sbatch/squeue children
 reported apart). Finally the client's CPU per task for a map of ``--cpu-tasks`` tasks.
-Needs a running SLURM: ``sudo bash scripts/test_cluster.sh slurm``.
+Needs the scheduler running: ``sudo bash scripts/test_cluster.sh all``.
 """
 
 from __future__ import annotations
@@ -34,16 +35,27 @@ def trivial(x):
     return x
 
 
-def bare_floor(size: int) -> float:
+def bare_floor(size: int, scheduler: str) -> float:
+    """Submit N do-nothing jobs as one array and wait, polling by hand, until they left."""
     start = time.monotonic()
-    job = subprocess.run(
-        ["sbatch", "--parsable", f"--array=0-{size - 1}", "--output=/dev/null",
-         f"--wrap={sys.executable} -c pass"],
-        capture_output=True, text=True, check=True,
-    ).stdout.strip().split(";")[0]
-    while subprocess.run(["squeue", "--noheader", "--array", f"--jobs={job}"],
-                         capture_output=True, text=True).stdout.strip():
-        time.sleep(0.1)
+    if scheduler == "sge":
+        job = subprocess.run(
+            ["qsub", "-terse", "-t", f"1-{size}", "-o", "/dev/null", "-j", "y", "-b", "y",
+             sys.executable, "-c", "pass"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip().split(".")[0]
+        while f"<JB_job_number>{job}</JB_job_number>" in subprocess.run(
+                ["qstat", "-xml"], capture_output=True, text=True).stdout:
+            time.sleep(0.1)
+    else:
+        job = subprocess.run(
+            ["sbatch", "--parsable", f"--array=0-{size - 1}", "--output=/dev/null",
+             f"--wrap={sys.executable} -c pass"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip().split(";")[0]
+        while subprocess.run(["squeue", "--noheader", "--array", f"--jobs={job}"],
+                             capture_output=True, text=True).stdout.strip():
+            time.sleep(0.1)
     return time.monotonic() - start
 
 
@@ -61,23 +73,28 @@ class FileSampler(threading.Thread):
             time.sleep(0.02)
 
 
-def squeue_shim(directory: Path) -> tuple[list[str], Path]:
-    counter = directory / "squeue.calls"
-    shim = directory / "squeue"
-    shim.write_text(f"#!/bin/sh\necho x >> {counter}\nexec {shutil.which('squeue')} \"$@\"\n")
+def query_shim(directory: Path, command: str) -> tuple[list[str], Path]:
+    """A stand-in for squeue/qstat that counts its calls, then runs the real one."""
+    counter = directory / f"{command}.calls"
+    shim = directory / command
+    shim.write_text(f"#!/bin/sh\necho x >> {counter}\nexec {shutil.which(command)} \"$@\"\n")
     shim.chmod(0o755)
     return [str(shim)], counter
 
 
-def run_map(size: int, chunksize: int | None, polling_interval: float) -> dict:
-    with tempfile.TemporaryDirectory() as scratch:
+def run_map(backend: str, size: int, chunksize: int | None, polling_interval: float,
+            sample_files: bool = True) -> dict:
+    """One map, measured; the file sampler's own CPU is left out when it is off."""
+    query = "qstat" if backend == "sge" else "squeue"
+    with tempfile.TemporaryDirectory(dir=os.getcwd()) as scratch:
         scratch_path = Path(scratch)
-        squeue, counter = squeue_shim(scratch_path)
+        shim, counter = query_shim(scratch_path, query)
         work_root = scratch_path / "work"
-        pool = poolparty.Pool(backend="slurm-array", work_dir=work_root,
-                              commands={"squeue": squeue}, polling_interval=polling_interval)
+        pool = poolparty.Pool(backend=backend, work_dir=work_root,
+                              commands={query: shim}, polling_interval=polling_interval)
         sampler = FileSampler(work_root)
-        sampler.start()
+        if sample_files:
+            sampler.start()
         self_before = resource.getrusage(resource.RUSAGE_SELF)
         children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.monotonic()
@@ -86,12 +103,13 @@ def run_map(size: int, chunksize: int | None, polling_interval: float) -> dict:
         self_after = resource.getrusage(resource.RUSAGE_SELF)
         children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
         sampler.running = False
-        sampler.join()
+        if sample_files:
+            sampler.join()
         assert results == list(range(size))
         calls = len(counter.read_text().splitlines()) if counter.exists() else 0
         return {
             "wall_s": round(wall, 2),
-            "squeue_calls": calls,
+            "queries": calls,
             "polls_allowed": int(wall / polling_interval) + 1,
             "peak_files": sampler.peak,
             "client_cpu_s": round(
@@ -105,6 +123,7 @@ def run_map(size: int, chunksize: int | None, polling_interval: float) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backend", default="slurm-array", choices=["slurm-array", "slurm", "sge"])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--cpu-tasks", type=int, default=100_000)
     parser.add_argument("--polling-interval", type=float, default=5.0)
@@ -115,8 +134,8 @@ def main() -> None:
         for label, chunksize in (("default", None), ("chunksize=1", 1)):
             runs = []
             for _ in range(arguments.repeat):  # interleaved, so both see the same cluster
-                floor = bare_floor(size)
-                run = run_map(size, chunksize, arguments.polling_interval)
+                floor = bare_floor(size, "sge" if arguments.backend == "sge" else "slurm")
+                run = run_map(arguments.backend, size, chunksize, arguments.polling_interval)
                 run.update(floor_s=round(floor, 2), ratio_to_floor=round(run["wall_s"] / floor, 2))
                 runs.append(run)
                 print(json.dumps({"tasks": size, "settings": label, **run}), flush=True)
@@ -124,15 +143,17 @@ def main() -> None:
             rows.append({"tasks": size, "settings": label + " (median)", **median})
     if arguments.cpu_tasks:
         row = {"tasks": arguments.cpu_tasks, "settings": "default"}
-        row.update(run_map(arguments.cpu_tasks, None, arguments.polling_interval))
+        row.update(run_map(arguments.backend, arguments.cpu_tasks, None, arguments.polling_interval,
+                           sample_files=False))
         row["client_cpu_us_per_task"] = round(1e6 * row["client_cpu_s"] / arguments.cpu_tasks, 1)
         rows.append(row)
         print(json.dumps(row), flush=True)
-    print("\n| tasks | settings | wall s | floor s | ratio | squeue calls | peak files | client CPU s |")
+    print(f"\n{arguments.backend}:")
+    print("| tasks | settings | wall s | floor s | ratio | queries | peak files | client CPU s |")
     print("|---|---|---|---|---|---|---|---|")
     for row in rows:
         print(f"| {row['tasks']} | {row['settings']} | {row['wall_s']} | {row.get('floor_s', '')} "
-              f"| {row.get('ratio_to_floor', '')} | {row['squeue_calls']} | {row['peak_files']} "
+              f"| {row.get('ratio_to_floor', '')} | {row['queries']} | {row['peak_files']} "
               f"| {row['client_cpu_s']} |")
 
 

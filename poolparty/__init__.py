@@ -7,20 +7,25 @@
 
 from .errors import (
     ChunksLostError,
+    PoolTerminated,
     InvalidInputError,
     PoolpartyError,
     RemoteTraceback,
     SchedulerCommandError,
     SchedulerNotFoundError,
 )
-from .pool import Pool, UnpicklableError
+from .errors import UnpicklableError
+from .pool import AsyncResult, IMapIterator, Pool
 from .scheduler import Scheduler, State
 from .version import __version__
 
 __all__ = [
     "ChunksLostError",
     "InvalidInputError",
+    "AsyncResult",
+    "IMapIterator",
     "Pool",
+    "PoolTerminated",
     "PoolpartyError",
     "RemoteTraceback",
     "Scheduler",

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import logging
 import pickle
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from .errors import ChunksLostError, RemoteTraceback, SchedulerCommandError
+from .errors import ChunksLostError, PoolTerminated, RemoteTraceback, SchedulerCommandError
 from .scheduler import Scheduler, State
 from .work_dir import WorkDir
 
@@ -41,7 +42,7 @@ class ChunkStatus:
     done: bool = False
 
 
-@dataclass
+@dataclass(eq=False)  # identity, not value: runs are kept in sets
 class MapRun:
     """Drives one map's chunks through the scheduler until each has a result."""
 
@@ -51,6 +52,7 @@ class MapRun:
     polling_interval: float
     max_num_resubmissions: int
     log: logging.Logger
+    stop: threading.Event = field(default_factory=threading.Event)
     status: dict[int, ChunkStatus] = field(init=False)
     _last_query: float = field(init=False, default=0.0)
 
@@ -61,33 +63,57 @@ class MapRun:
     def outcomes(self) -> Iterator[tuple[int, list]]:
         """Yield ``(chunk_id, outcomes)`` as results arrive, until every chunk has one.
 
-        Any way out but exhaustion cancels the map's remaining jobs, so a caller that
-        stops iterating (or is interrupted) leaves nothing queued.
+        Any way out but exhaustion (a task error raised by the caller, Ctrl-C, a
+        terminated pool) cancels the map's remaining jobs, so nothing stays queued.
         """
         finished = False
         try:
             yield from self._gather_archived()
-            self._submit([c for c, s in self.status.items() if not s.done])
+            self._submit(self._chunks_to_start())
             nap = MIN_NAP
             while not all(s.done for s in self.status.values()):
+                if self.stop.is_set():
+                    raise PoolTerminated("the pool was terminated while this map ran")
                 arrived = self._gather()
                 yield from arrived
                 if time.monotonic() - self._last_query >= self.polling_interval:
                     yield from self._poll()
                 nap = MIN_NAP if arrived else min(nap * 1.5, MAX_NAP, self.polling_interval)
                 if not arrived:
-                    time.sleep(nap)
+                    self.stop.wait(nap)
             finished = True
         finally:
             if not finished:
                 self._cancel_unfinished()
 
     def _gather_archived(self) -> Iterator[tuple[int, list]]:
-        """Results a previous client of this work_dir already gathered (resume)."""
-        for chunk_id, blob in self.work_dir.archived_results():
-            if chunk_id in self.status and not self.status[chunk_id].done:
+        """Results an earlier client of this work_dir gathered (resume). Chunks whose
+        tasks raised are run again: the cause may have been fixed since."""
+        for chunk_id, blob in sorted(self.work_dir.archived_results().items()):
+            outcomes = pickle.loads(blob)
+            if chunk_id in self.status and all(outcome[0] for outcome in outcomes):
                 self.status[chunk_id].done = True
-                yield chunk_id, pickle.loads(blob)
+                yield chunk_id, outcomes
+
+    def _chunks_to_start(self) -> list[int]:
+        """Every chunk without a result, except, when re-attaching to the work_dir of a
+        client that died, those whose jobs are still queued: they are left alone."""
+        waiting = [c for c, s in self.status.items() if not s.done]
+        if not self.work_dir.resumed:
+            return waiting
+        try:
+            queued = self.scheduler.query(self.work_dir)
+        except SchedulerCommandError as error:
+            self.log.warning("could not ask the scheduler which jobs still run: %s", error)
+            queued = {}
+        for chunk_id in waiting:
+            if queued.get(chunk_id) in (State.PENDING, State.RUNNING):
+                self.status[chunk_id].submissions = 1
+        adopted = sum(1 for c in waiting if self.status[c].submissions)
+        self.log.info("re-attached to %s: %d chunk(s) done, %d still queued, %d to submit",
+                      self.work_dir.path, len(self.status) - len(waiting), adopted,
+                      len(waiting) - adopted)
+        return [c for c in waiting if not self.status[c].submissions]
 
     def _gather(self) -> list[tuple[int, list]]:
         """Read new result files, archive them, and return their outcomes."""

@@ -5,11 +5,13 @@ on its own::
 
     PoolpartyError                   base of everything raised by poolparty itself
     ├── InvalidInputError            bad arguments, detected before anything is submitted
+    │   ├── UnpicklableError         a function or task can't be pickled (also a TypeError)
     │   └── SchedulerNotFoundError   the requested scheduler's commands are not installed
     ├── SchedulerCommandError        sbatch/squeue/qsub/... failed (after retries); carries
     │                                argv, exit code, stdout and stderr
-    └── ChunksLostError              jobs kept dying without a result past the resubmission
-                                     limit; names the tasks and shows their stderr tail
+    ├── ChunksLostError              jobs kept dying without a result past the resubmission
+    │                                limit; names the tasks and shows their stderr tail
+    └── PoolTerminated               the pool was terminated while the map ran
 
 An exception raised by the user's function inside a task is *not* wrapped: the caller gets
 the same type and message, with a :class:`RemoteTraceback` holding the remote traceback
@@ -28,6 +30,10 @@ class PoolpartyError(Exception):
 
 class InvalidInputError(PoolpartyError, ValueError):
     """An argument cannot work; raised before anything is submitted."""
+
+
+class UnpicklableError(InvalidInputError, TypeError):
+    """A function or task can't be pickled; raised before anything is submitted."""
 
 
 class SchedulerNotFoundError(InvalidInputError):
@@ -97,6 +103,10 @@ class ChunksLostError(PoolpartyError):
 
     def __reduce__(self):
         return (self.__class__, (self.lost, self.work_dir))
+
+
+class PoolTerminated(PoolpartyError):
+    """The pool was terminated (or its ``with`` block left) while this map ran."""
 
 
 class RemoteTraceback(Exception):

@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import multiprocessing
 import os
 import pickle
 import shutil
 import subprocess
 import sys
-from typing import Any, Callable, Iterable, Sequence
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import cloudpickle
 
 from . import chunking
 from .engine import MapRun, raise_task_error
-from .errors import InvalidInputError
+from .errors import InvalidInputError, UnpicklableError
 from .log import close_map_logger, configure_verbose, map_logger
 from .scheduler import Scheduler
 from .work_dir import WorkDir
 
 log = logging.getLogger("poolparty")
+
+RUN, CLOSE, TERMINATE = "RUN", "CLOSE", "TERMINATE"
 
 BACKENDS = ("auto", "local", "slurm-array", "slurm", "sge")
 
@@ -112,13 +118,14 @@ def check_max_num_resubmissions(value: object) -> int:
 
 
 class Pool:
-    """A process pool whose workers are batch jobs.
+    """A process pool whose workers are batch jobs: multiprocessing.Pool's interface.
 
-    ``Pool()`` uses SLURM job arrays when ``sbatch`` is on PATH and local processes
-    otherwise; ``backend=`` forces one (``"local"``, ``"slurm-array"``). ``processes``
-    caps the jobs running at once. Remaining keyword arguments go to the backend
-    (e.g. ``partition=``, ``time=``, ``memory=`` for SLURM); unknown ones are a
-    TypeError.
+    ``Pool()`` uses SLURM job arrays when ``sbatch`` is on PATH, Sun Grid Engine when
+    its ``qsub`` is, and local processes otherwise; ``backend=`` forces one
+    (``"local"``, ``"slurm-array"``, ``"slurm"``, ``"sge"``). ``processes`` caps the
+    jobs running at once. ``initializer(*initargs)`` runs once in each job before its
+    tasks. Remaining keyword arguments go to the backend (e.g. ``partition=``,
+    ``time=``, ``memory=`` for SLURM); unknown ones are a TypeError.
     """
 
     def __init__(
@@ -135,12 +142,17 @@ class Pool:
         polling_interval: float = 5.0,
         max_num_resubmissions: int = 3,
         verbose: bool = False,
+        progress: bool = False,
         **backend_options: Any,
     ) -> None:
         if processes is not None and (not isinstance(processes, int) or processes < 1):
             raise ValueError("Number of processes must be at least 1")
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
+        if maxtasksperchild is not None and (
+            not isinstance(maxtasksperchild, int) or maxtasksperchild <= 0
+        ):
+            raise ValueError("maxtasksperchild must be a positive int or None")
         if not polling_interval > 0:
             raise InvalidInputError(f"polling_interval must be > 0 seconds, not {polling_interval!r}")
         configure_verbose(verbose)
@@ -154,81 +166,210 @@ class Pool:
         self._polling_interval = float(polling_interval)
         self._max_num_resubmissions = check_max_num_resubmissions(max_num_resubmissions)
         self._max_running = processes or self._scheduler.default_max_running
-        self._closed = False
+        self._progress = progress or verbose
+        self._state = RUN
+        self._lock = threading.Lock()
+        self._threads: set[threading.Thread] = set()
+        self._running_maps: set[MapRun] = set()
 
-    # ------------------------------------------------------------------ public API
+    # ------------------------------------------------------------------ blocking calls
     def map(self, func: Callable, iterable: Iterable, chunksize: int | None = None) -> list:
-        """``[func(x) for x in iterable]``, computed by jobs; results in input order."""
-        return self._map(func, iterable, chunksize, star=False)
+        """``[func(x) for x in iterable]``, computed by jobs; results in input order.
+
+        The first task that raises makes map raise its exception (the remote traceback
+        as its cause); the map's other jobs are then cancelled.
+        """
+        self._check_running()
+        return self._collect(self._prepare(func, iterable, chunksize, star=False))
 
     def starmap(self, func: Callable, iterable: Iterable, chunksize: int | None = None) -> list:
         """``[func(*args) for args in iterable]``, computed by jobs; in input order."""
-        return self._map(func, iterable, chunksize, star=True)
+        self._check_running()
+        return self._collect(self._prepare(func, iterable, chunksize, star=True))
 
+    def apply(self, func: Callable, args: Sequence = (), kwds: dict | None = None) -> Any:
+        """``func(*args, **kwds)`` in one job, waiting for the result."""
+        return self.apply_async(func, args, kwds).get()
+
+    # ------------------------------------------------------------------ in the background
+    def apply_async(self, func: Callable, args: Sequence = (), kwds: dict | None = None,
+                    callback: Callable | None = None,
+                    error_callback: Callable | None = None) -> "AsyncResult":
+        self._check_running()
+        prepared = self._prepare(_apply, [(func, tuple(args), dict(kwds or {}))], 1, star=True)
+        result = AsyncResult(self, prepared, callback, error_callback, single=True)
+        self._in_background(result._run)
+        return result
+
+    def map_async(self, func: Callable, iterable: Iterable, chunksize: int | None = None,
+                  callback: Callable | None = None,
+                  error_callback: Callable | None = None) -> "AsyncResult":
+        self._check_running()
+        result = AsyncResult(self, self._prepare(func, iterable, chunksize, star=False),
+                             callback, error_callback)
+        self._in_background(result._run)
+        return result
+
+    def starmap_async(self, func: Callable, iterable: Iterable, chunksize: int | None = None,
+                      callback: Callable | None = None,
+                      error_callback: Callable | None = None) -> "AsyncResult":
+        self._check_running()
+        result = AsyncResult(self, self._prepare(func, iterable, chunksize, star=True),
+                             callback, error_callback)
+        self._in_background(result._run)
+        return result
+
+    def imap(self, func: Callable, iterable: Iterable, chunksize: int | None = None) -> "IMapIterator":
+        """Results in input order, each as soon as it and those before it arrived. A
+        task that raised raises at its position; iteration can go on after it."""
+        self._check_running()
+        iterator = IMapIterator(self, self._prepare(func, iterable, chunksize, star=False), True)
+        self._in_background(iterator._run)
+        return iterator
+
+    def imap_unordered(self, func: Callable, iterable: Iterable,
+                       chunksize: int | None = None) -> "IMapIterator":
+        """Results in the order they arrive, chunk by chunk."""
+        self._check_running()
+        iterator = IMapIterator(self, self._prepare(func, iterable, chunksize, star=False), False)
+        self._in_background(iterator._run)
+        return iterator
+
+    # ------------------------------------------------------------------ life cycle
     def close(self) -> None:
-        self._closed = True
+        """No more work will be given; running maps go on."""
+        if self._state == RUN:
+            self._state = CLOSE
 
     def terminate(self) -> None:
-        self._closed = True
+        """Stop now: every running map cancels its jobs (and keeps its work_dir)."""
+        self._state = TERMINATE
+        with self._lock:
+            for run in self._running_maps:
+                run.stop.set()
+        self._join_threads()
+        self._scheduler.close()
 
     def join(self) -> None:
-        if not self._closed:
+        """Wait for the background maps; only after close() or terminate()."""
+        if self._state == RUN:
             raise ValueError("Pool is still running")
+        self._join_threads()
 
     def __enter__(self) -> "Pool":
+        self._check_running()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.terminate()
 
+    def __reduce__(self):
+        raise NotImplementedError(
+            "pool objects cannot be passed between processes or pickled"
+        )
+
     @property
     def scheduler(self) -> Scheduler:
         return self._scheduler
 
-    # ------------------------------------------------------------------ the map
-    def _map(self, func: Callable, iterable: Iterable, chunksize: int | None, star: bool) -> list:
-        if self._closed:
+    def _check_running(self) -> None:
+        if self._state != RUN:
             raise ValueError("Pool not running")
+
+    def _in_background(self, target: Callable[[], None]) -> None:
+        thread = threading.Thread(target=self._forget_when_done, args=(target,), daemon=True)
+        with self._lock:
+            self._threads.add(thread)
+        thread.start()
+
+    def _forget_when_done(self, target: Callable[[], None]) -> None:
+        try:
+            target()
+        finally:
+            with self._lock:
+                self._threads.discard(threading.current_thread())
+
+    def _join_threads(self) -> None:
+        while True:
+            with self._lock:
+                threads = list(self._threads)
+            if not threads:
+                return
+            for thread in threads:
+                thread.join()
+
+    # ------------------------------------------------------------------ the one path
+    def _prepare(self, func: Callable, iterable: Iterable, chunksize: int | None,
+                 star: bool) -> "PreparedMap | None":
+        """Check everything, pickle, write the work_dir: nothing is submitted yet.
+        None for an empty iterable (nothing to do, nothing written)."""
         if not callable(func):
             raise TypeError(f"{func!r} is not callable")
         chunksize = chunking.check_chunksize(chunksize)
         tasks = list(iterable)
         if not tasks:
-            return []
+            return None
         if chunksize is None:
             chunksize = chunking.default_chunksize(len(tasks), self._max_running)
         bounds = chunking.chunk_bounds(len(tasks), chunksize)
         function_blob = self._pickle_function(func, star)
         chunk_blobs = [pickle_chunk(tasks, chunk) for chunk in bounds]
-        work_dir = WorkDir.create(self._work_dir_root)
-        work_dir.write_inputs(function_blob, chunk_blobs, self._metadata(len(tasks), chunksize))
+        identity = map_identity(function_blob, chunk_blobs, self._python_path)
+        work_dir = WorkDir.create(self._work_dir_root, identity)
+        if not work_dir.has_inputs():
+            work_dir.write_inputs(function_blob, chunk_blobs, self._metadata(len(tasks), chunksize))
         work_dir.write_job_script(self._python_path)
-        return self._run(work_dir, bounds, len(tasks))
-
-    def _run(self, work_dir: WorkDir, bounds: list[range], num_tasks: int) -> list:
         map_log = map_logger(work_dir.path / "client.log.jsonl", work_dir.map_id)
-        run = MapRun(
-            self._scheduler, work_dir, bounds, self._polling_interval,
-            self._max_num_resubmissions, map_log,
-        )
-        map_log.info("map of %d task(s) in %d chunk(s) in %s", num_tasks, len(bounds), work_dir.path)
-        results: list[Any] = [None] * num_tasks
+        run = MapRun(self._scheduler, work_dir, bounds, self._polling_interval,
+                     self._max_num_resubmissions, map_log)
+        return PreparedMap(work_dir, bounds, len(tasks), run, map_log)
+
+    def _outcomes(self, prepared: "PreparedMap") -> Iterator[tuple[int, list]]:
+        """Drive one map; clean up after it: the work_dir goes on success (unless
+        keep_work_dir) and stays, with a log line saying where, on any other end."""
         succeeded = False
+        with self._lock:
+            if self._state == TERMINATE:
+                prepared.run.stop.set()
+            self._running_maps.add(prepared.run)
+        bar = progress_bar(prepared.num_tasks, prepared.work_dir.map_id) if self._progress else None
+        prepared.log.info("map of %d task(s) in %d chunk(s) in %s", prepared.num_tasks,
+                          len(prepared.bounds), prepared.work_dir.path)
         try:
-            for chunk_id, outcomes in run.outcomes():
-                first = bounds[chunk_id].start
+            for chunk_id, outcomes in prepared.run.outcomes():
+                if bar is not None:
+                    bar.update(len(outcomes))
+                yield chunk_id, outcomes
+            succeeded = True
+        finally:
+            with self._lock:
+                self._running_maps.discard(prepared.run)
+            if bar is not None:
+                bar.close()
+            if not succeeded:
+                prepared.log.error("map failed or was interrupted; work_dir kept: %s",
+                                   prepared.work_dir.path)
+            close_map_logger(prepared.log)
+            if succeeded and not self._keep_work_dir:
+                prepared.work_dir.remove()
+            else:
+                prepared.work_dir.release()
+
+    def _collect(self, prepared: "PreparedMap | None") -> list:
+        """All results in input order; the first task error is raised at once."""
+        if prepared is None:
+            return []
+        results: list[Any] = [None] * prepared.num_tasks
+        outcomes_iterator = self._outcomes(prepared)
+        try:
+            for chunk_id, outcomes in outcomes_iterator:
+                first = prepared.bounds[chunk_id].start
                 for offset, outcome in enumerate(outcomes):
                     if not outcome[0]:
-                        raise_task_error(outcome, first + offset, work_dir)
+                        raise_task_error(outcome, first + offset, prepared.work_dir)
                     results[first + offset] = outcome[1]
-            succeeded = True
-        except BaseException:
-            map_log.error("map failed or interrupted; work_dir kept: %s", work_dir.path)
-            raise
         finally:
-            close_map_logger(map_log)
-            if succeeded and not self._keep_work_dir:
-                work_dir.remove()
+            outcomes_iterator.close()
         return results
 
     def _pickle_function(self, func: Callable, star: bool) -> bytes:
@@ -253,6 +394,166 @@ class Pool:
         }
 
 
+@dataclass
+class PreparedMap:
+    """A map whose work_dir is written, ready to be driven by the engine."""
+
+    work_dir: WorkDir
+    bounds: list[range]
+    num_tasks: int
+    run: MapRun
+    log: logging.Logger
+
+
+class AsyncResult:
+    """The result of apply_async/map_async, as multiprocessing's AsyncResult.
+
+    The map runs in a background thread; callbacks are called from that thread.
+    """
+
+    def __init__(self, pool: Pool, prepared: PreparedMap | None, callback: Callable | None,
+                 error_callback: Callable | None, single: bool = False) -> None:
+        self._pool = pool
+        self._prepared = prepared
+        self._callback = callback
+        self._error_callback = error_callback
+        self._single = single
+        self._event = threading.Event()
+        self._success = False
+        self._value: Any = None
+
+    def _run(self) -> None:
+        try:
+            value = self._pool._collect(self._prepared)
+            self._finish(True, value[0] if self._single else value)
+        except BaseException as error:  # noqa: BLE001 - handed to the caller of get()
+            self._finish(False, error)
+
+    def _finish(self, success: bool, value: Any) -> None:
+        self._success, self._value = success, value
+        callback = self._callback if success else self._error_callback
+        try:
+            if callback is not None:
+                callback(value)
+        finally:
+            self._event.set()
+
+    def ready(self) -> bool:
+        return self._event.is_set()
+
+    def successful(self) -> bool:
+        if not self.ready():
+            raise ValueError(f"{self!r} not ready")
+        return self._success
+
+    def wait(self, timeout: float | None = None) -> None:
+        self._event.wait(timeout)
+
+    def get(self, timeout: float | None = None) -> Any:
+        """The result; re-raises a task's exception. Ctrl-C while waiting cancels the
+        map's jobs, as it does for map()."""
+        try:
+            self.wait(timeout)
+        except KeyboardInterrupt:
+            if self._prepared is not None:
+                self._prepared.run.stop.set()
+            raise
+        if not self.ready():
+            raise multiprocessing.TimeoutError
+        if self._success:
+            return self._value
+        raise self._value
+
+
+class IMapIterator:
+    """What imap and imap_unordered return: results as they arrive."""
+
+    def __init__(self, pool: Pool, prepared: PreparedMap | None, ordered: bool) -> None:
+        self._pool = pool
+        self._prepared = prepared
+        self._ordered = ordered
+        self._condition = threading.Condition()
+        self._arrived: dict[int, tuple] = {}  # task index -> outcome
+        self._arrival_order: list[int] = []
+        self._position = 0
+        self._length = prepared.num_tasks if prepared else 0
+        self._failure: BaseException | None = None
+
+    def _run(self) -> None:
+        if self._prepared is None:
+            return
+        try:
+            for chunk_id, outcomes in self._pool._outcomes(self._prepared):
+                first = self._prepared.bounds[chunk_id].start
+                with self._condition:
+                    for offset, outcome in enumerate(outcomes):
+                        self._arrived[first + offset] = outcome
+                        self._arrival_order.append(first + offset)
+                    self._condition.notify_all()
+        except BaseException as error:  # noqa: BLE001 - raised to the iterating caller
+            with self._condition:
+                self._failure = error
+                self._condition.notify_all()
+
+    def __iter__(self) -> "IMapIterator":
+        return self
+
+    def next(self, timeout: float | None = None) -> Any:
+        with self._condition:
+            if self._position >= self._length:
+                raise StopIteration
+            if not self._condition.wait_for(self._has_next, timeout):
+                raise multiprocessing.TimeoutError
+            if self._ordered:
+                index = self._position
+            else:
+                index = self._arrival_order[self._position]
+            if index not in self._arrived and self._failure is not None:
+                failure, self._length = self._failure, self._position
+                raise failure
+            outcome = self._arrived.pop(index)
+            self._position += 1
+        if outcome[0]:
+            return outcome[1]
+        raise_task_error(outcome, index, self._prepared.work_dir if self._prepared else None)
+
+    __next__ = next
+
+    def _has_next(self) -> bool:
+        if self._failure is not None:
+            return True
+        if self._ordered:
+            return self._position in self._arrived
+        return self._position < len(self._arrival_order)
+
+
+def _apply(func: Callable, args: tuple, kwds: dict) -> Any:
+    """apply/apply_async's task: call with keyword arguments too."""
+    return func(*args, **kwds)
+
+
+def map_identity(function_blob: bytes, chunk_blobs: list[bytes], python_path: str) -> str:
+    """A map's name in the work_dir, derived from what it computes: calling the same map
+    again after the client died finds its directory, results and jobs."""
+    digest = hashlib.sha256(function_blob)
+    digest.update(python_path.encode())
+    for blob in chunk_blobs:
+        digest.update(len(blob).to_bytes(8, "little"))
+        digest.update(blob)
+    return "map-" + digest.hexdigest()[:24]
+
+
+def progress_bar(total: int, map_id: str):
+    """A tqdm bar for terminals and notebooks alike (tqdm.auto)."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError as error:
+        raise InvalidInputError(
+            "progress=True needs tqdm: pip install 'poolparty[progress]'"
+        ) from error
+    return tqdm(total=total, unit="task", desc=f"poolparty {map_id[:16]}")
+
+
 def client_import_paths() -> list[str]:
     """The client's sys.path entries that are its own code, not an installation: the
     worker adds them so functions pickled by reference import on the node."""
@@ -263,10 +564,6 @@ def client_import_paths() -> list[str]:
         if not any(path == root or path.startswith(root + os.sep) for root in installed):
             paths.append(path)
     return list(dict.fromkeys(paths))
-
-
-class UnpicklableError(InvalidInputError, TypeError):
-    """A function or task can't be pickled; raised before anything is submitted."""
 
 
 def pickle_chunk(tasks: list, chunk: range) -> bytes:

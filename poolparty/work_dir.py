@@ -19,6 +19,7 @@ So a running map holds O(running chunks) files and a finished one about ten.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pickle
@@ -29,15 +30,21 @@ import shutil
 import stat
 import struct
 import sys
+import threading
 import time
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
+import rename_after_writing
+
 from .errors import InvalidInputError
 
 _OFFSET = struct.Struct("<Q")
+_CLAIMED: set[str] = set()
+_CLAIMED_LOCK = threading.Lock()
 _RESULT_NAME = re.compile(r"^(\d+)\.pkl$")
 
 
@@ -103,14 +110,33 @@ class WorkDir:
         self.logs_dir = self.path / "logs"
         self._jobs_of_chunk: dict[int, list[JobRef]] = {}
         self._chunk_of_job: dict[tuple[str, int | None], int] = {}
+        self.resumed = False
+        self._lock_descriptor: int | None = None
 
     # ------------------------------------------------------------------ creation
     @classmethod
-    def create(cls, root: str | os.PathLike | None) -> "WorkDir":
-        """Make a new private directory for one map under ``root``.
+    def create(cls, root: str | os.PathLike | None, identity: str | None = None) -> "WorkDir":
+        """The private directory of one map under ``root``, locked by this client.
 
-        Raises :class:`InvalidInputError` naming the fix when ``root`` can't be used.
+        With an ``identity`` (a digest of the function and tasks) a directory left by a
+        client that died is re-attached: its results and jobs are used, nothing that
+        finished is rerun. Without one, or when a live client holds that directory, a
+        fresh directory is made. Raises :class:`InvalidInputError` naming the fix when
+        ``root`` can't be used.
         """
+        root_path = cls._usable_root(root)
+        names = [identity] + [f"{identity}-{n}" for n in range(2, 100)] if identity else []
+        for name in names:
+            work_dir = cls(root_path / name)
+            if work_dir._claim():
+                return work_dir
+        work_dir = cls(root_path / new_map_id())
+        if not work_dir._claim():  # pragma: no cover - a random name is never taken
+            raise InvalidInputError(f"could not create a work_dir in {root_path}")
+        return work_dir
+
+    @staticmethod
+    def _usable_root(root: str | os.PathLike | None) -> Path:
         root_path = Path(root).expanduser().absolute() if root else default_root()
         if not root_path.exists():
             try:
@@ -124,20 +150,71 @@ class WorkDir:
                 ) from error
         if not root_path.is_dir():
             raise InvalidInputError(f"work_dir {str(root_path)!r} is not a directory.")
-        not_writable = InvalidInputError(
-            f"work_dir {str(root_path)!r} is not writable by you. Pass work_dir= a "
-            f"directory you can write, on a disk the compute nodes share."
-        )
-        if not os.access(root_path, os.W_OK | os.X_OK):
-            raise not_writable
-        work_dir = cls(root_path / new_map_id())
+        if not os.access(root_path, os.W_OK | os.X_OK) or not _can_create_in(root_path):
+            raise InvalidInputError(
+                f"work_dir {str(root_path)!r} is not writable by you. Pass work_dir= a "
+                f"directory you can write, on a disk the compute nodes share."
+            )
+        return root_path
+
+    def _claim(self) -> bool:
+        """Create this directory, or take over an existing one nobody holds.
+
+        The lock is an fcntl lock on ``client.lock``, released by the kernel when the
+        client dies, however it dies.
+        """
         try:
-            _make_private_dir(work_dir.path)
-        except OSError as error:
-            raise not_writable from error
-        _make_private_dir(work_dir.results_dir)
-        _make_private_dir(work_dir.logs_dir)
-        return work_dir
+            _make_private_dir(self.path)
+            _make_private_dir(self.results_dir)
+            _make_private_dir(self.logs_dir)
+            self.resumed = False
+        except FileExistsError:
+            if not self.path.is_dir():
+                return False
+            check_private(self.path)
+            self.resumed = True
+        with _CLAIMED_LOCK:  # fcntl locks are per process: threads need their own check
+            if str(self.path) in _CLAIMED:
+                return False
+            descriptor = os.open(self.path / "client.lock", os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                fcntl.lockf(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(descriptor)
+                return False
+            _CLAIMED.add(str(self.path))
+        self._lock_descriptor = descriptor
+        if self.resumed:
+            self._load_job_records()
+        return True
+
+    def release(self) -> None:
+        """Let another client take this directory (the map ended, or gave up)."""
+        if self._lock_descriptor is not None:
+            with _CLAIMED_LOCK:
+                os.close(self._lock_descriptor)
+                self._lock_descriptor = None
+                _CLAIMED.discard(str(self.path))
+
+    def has_inputs(self) -> bool:
+        """True when an earlier client finished writing this map's inputs."""
+        return (self.path / "map.json").exists()
+
+    def _load_job_records(self) -> None:
+        path = self.path / "jobs.jsonl"
+        if not path.exists():
+            return
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # the last line, torn by a crash
+                continue
+            for chunk, (index, log_name) in record["chunks"].items():
+                self._remember(int(chunk), JobRef(record["job_id"], index, log_name))
+
+    def _remember(self, chunk_id: int, ref: JobRef) -> None:
+        self._jobs_of_chunk.setdefault(chunk_id, []).append(ref)
+        self._chunk_of_job[(ref.job_id, ref.index)] = chunk_id
 
     # ------------------------------------------------------------------ inputs
     def write_inputs(
@@ -149,11 +226,13 @@ class WorkDir:
         """Write the function, the chunks and map.json; return the number of chunks."""
         _write_private(self.path / "function.pkl", function_blob)
         offsets = [0]
-        descriptor = os.open(self.path / "tasks.pkl", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        temporary = self.path / f".tasks.pkl.{secrets.token_hex(4)}.tmp"
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "wb") as tasks_file:
             for blob in chunk_blobs:
                 tasks_file.write(blob)
                 offsets.append(offsets[-1] + len(blob))
+        os.replace(temporary, self.path / "tasks.pkl")
         _write_private(self.path / "tasks.idx", b"".join(_OFFSET.pack(o) for o in offsets))
         _write_private(self.path / "map.json", json.dumps(metadata, indent=1).encode())
         return len(offsets) - 1
@@ -204,8 +283,12 @@ class WorkDir:
         return self.results_dir / f"{chunk_id}.pkl"
 
     def write_result(self, chunk_id: int, blob: bytes) -> None:
-        """Called by the worker: atomic, so a half-written result is never read."""
-        _write_private(self.result_path(chunk_id), blob)
+        """Called by the worker: written under a temporary name, renamed when complete
+        (rename_after_writing), so a worker killed mid-write leaves no result."""
+        with rename_after_writing.Path(str(self.result_path(chunk_id))) as temporary:
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "wb") as file:
+                file.write(blob)
 
     def new_result_ids(self) -> list[int]:
         """Chunk ids with a result file waiting to be gathered (cheap: one listdir)."""
@@ -241,12 +324,15 @@ class WorkDir:
             for ref in self._jobs_of_chunk.get(chunk_id, []):
                 (self.logs_dir / ref.log_name).unlink(missing_ok=True)
 
-    def archived_results(self) -> Iterator[tuple[int, bytes]]:
-        """Results already gathered into results.zip (by this client or an earlier one)."""
+    def archived_results(self) -> dict[int, bytes]:
+        """Results already gathered into results.zip (by this client or an earlier one);
+        a chunk run again after a failure is in it twice: the last one counts."""
+        results = {}
         for name, blob in _read_zip(self.path / "results.zip"):
             match = _RESULT_NAME.match(name)
             if match:
-                yield int(match.group(1)), blob
+                results[int(match.group(1))] = blob
+        return results
 
     def _append_to_zip(self, name: str, members: dict[str, bytes]) -> None:
         if not members:
@@ -258,7 +344,9 @@ class WorkDir:
             mode = "w"
         else:
             mode = "a"
-        with zipfile.ZipFile(path, mode, compression=zipfile.ZIP_DEFLATED, compresslevel=1) as z:
+        with zipfile.ZipFile(path, mode, compression=zipfile.ZIP_DEFLATED, compresslevel=1) as z, \
+                warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # a rerun chunk: "Duplicate name"
             for member, blob in members.items():
                 z.writestr(member, blob)
         with open(path, "rb") as file:
@@ -272,9 +360,7 @@ class WorkDir:
         died can find its jobs again.
         """
         for chunk_id, (index, log_name) in chunks.items():
-            ref = JobRef(str(job_id), index, log_name)
-            self._jobs_of_chunk.setdefault(chunk_id, []).append(ref)
-            self._chunk_of_job[(ref.job_id, index)] = chunk_id
+            self._remember(chunk_id, JobRef(str(job_id), index, log_name))
         line = json.dumps({"job_id": str(job_id), "chunks": {str(c): v for c, v in chunks.items()}})
         with open(self.path / "jobs.jsonl", "a", opener=_private_opener) as file:
             file.write(line + "\n")
@@ -315,10 +401,22 @@ class WorkDir:
         return sum(len(files) for _, _, files in os.walk(self.path))
 
     def remove(self) -> None:
+        self.release()
         shutil.rmtree(self.path, ignore_errors=True)
 
     def __repr__(self) -> str:
         return f"WorkDir({str(self.path)!r})"
+
+
+def _can_create_in(directory: Path) -> bool:
+    """os.access says yes to root everywhere; /proc and read-only mounts say no."""
+    probe = directory / f".poolparty-probe-{secrets.token_hex(4)}"
+    try:
+        os.mkdir(probe, 0o700)
+    except OSError:
+        return False
+    os.rmdir(probe)
+    return True
 
 
 def _private_opener(path: str, flags: int) -> int:
@@ -361,20 +459,3 @@ def _salvage_zip(data: bytes) -> Iterator[tuple[str, bytes]]:
             return
         yield name, blob
         position = data_start + size
-
-
-def python_is_usable(python_path: str) -> bool:
-    """True when ``python_path`` is an executable file (a command name is looked up)."""
-    resolved = shutil.which(python_path)
-    return resolved is not None and os.access(resolved, os.X_OK)
-
-
-def describe_python(python_path: str | None) -> str:
-    return python_path or sys.executable
-
-
-def chunk_names(chunk_ids: Sequence[int]) -> str:
-    """A short human list: ``3, 7, 9 and 12 more``."""
-    shown = ", ".join(str(c) for c in list(chunk_ids)[:5])
-    rest = len(chunk_ids) - 5
-    return shown + (f" and {rest} more" if rest > 0 else "")

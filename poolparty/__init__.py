@@ -15,12 +15,14 @@ from .errors import (
     SchedulerNotFoundError,
 )
 from .errors import UnpicklableError
+from .executor import Executor
 from .pool import AsyncResult, IMapIterator, Pool
 from .scheduler import Scheduler, State
 from .version import __version__
 
 __all__ = [
     "ChunksLostError",
+    "Executor",
     "InvalidInputError",
     "AsyncResult",
     "IMapIterator",

@@ -58,6 +58,24 @@ class MapRun:
 
     def __post_init__(self) -> None:
         self.status = {i: ChunkStatus(tasks) for i, tasks in enumerate(self.chunks)}
+        self._abandon_requests: set[int] = set()
+        self._abandon_lock = threading.Lock()
+
+    def abandon(self, chunk_ids: list[int]) -> None:
+        """Nobody needs these chunks any more (their futures were cancelled): cancel
+        their jobs at the next turn of the loop and stop waiting for them. Thread-safe."""
+        with self._abandon_lock:
+            self._abandon_requests.update(chunk_ids)
+
+    def _handle_abandoned(self) -> None:
+        with self._abandon_lock:
+            requests, self._abandon_requests = self._abandon_requests, set()
+        chunk_ids = [c for c in requests if not self.status[c].done]
+        if chunk_ids:
+            self.scheduler.cancel(self.work_dir, chunk_ids)
+            for chunk_id in chunk_ids:
+                self.status[chunk_id].done = True
+            self.log.info("abandoned chunk(s) %s: nothing needs them any more", chunk_ids)
 
     # ------------------------------------------------------------------ the loop
     def outcomes(self) -> Iterator[tuple[int, list]]:
@@ -74,6 +92,7 @@ class MapRun:
             while not all(s.done for s in self.status.values()):
                 if self.stop.is_set():
                     raise PoolTerminated("the pool was terminated while this map ran")
+                self._handle_abandoned()
                 arrived = self._gather()
                 yield from arrived
                 if time.monotonic() - self._last_query >= self.polling_interval:
@@ -195,11 +214,17 @@ class MapRun:
             self.log.error("could not cancel jobs of this map: %s", error)
 
 
-def raise_task_error(outcome: tuple, task_index: int, work_dir: WorkDir | None) -> None:
-    """Re-raise a task's exception as multiprocessing does: same type and message,
-    the remote traceback attached as the cause."""
+def attach_remote_traceback(outcome: tuple) -> BaseException:
+    """A task's exception with its remote traceback attached as the cause, as
+    multiprocessing does: the caller sees the node's traceback above its own."""
     _, error, traceback_text = outcome
     error.__cause__ = RemoteTraceback(f'\n"""\n{traceback_text}"""')
+    return error
+
+
+def raise_task_error(outcome: tuple, task_index: int, work_dir: WorkDir | None) -> None:
+    """Re-raise a task's exception: same type and message, remote traceback as cause."""
+    error = attach_remote_traceback(outcome)
     if hasattr(error, "add_note") and work_dir is not None:
         error.add_note(f"(poolparty: raised by task {task_index}; work_dir kept: {work_dir.path})")
     raise error

@@ -55,13 +55,19 @@ class Backend:
     """A way to build pools on one backend, and to look at its queue."""
 
     name: str
-    make_pool: Callable[..., poolparty.Pool]
+    pool_options: Callable[..., dict]
     queued_jobs: Callable[[], list[str]] = field(default=lambda: [])
     running_count: Callable[[], int] = field(default=lambda: 0)
     kill_running: Callable[[int], list[str]] | None = None
     queue: Any = None
     #: the scheduler's command for each role, to inject faults and count calls
     command: dict[str, str] = field(default_factory=lambda: dict(SLURM_COMMANDS))
+
+    def make_pool(self, **options: Any) -> poolparty.Pool:
+        return poolparty.Pool(**self.pool_options(**options))
+
+    def make_executor(self, **options: Any) -> poolparty.Executor:
+        return poolparty.Executor(**self.pool_options(**options))
 
 
 @pytest.fixture
@@ -81,12 +87,12 @@ def local_running_count() -> int:
 
 
 def local_backend(work_root: Path) -> Backend:
-    def make_pool(**options: Any) -> poolparty.Pool:
+    def pool_options(**options: Any) -> dict:
         options.setdefault("polling_interval", 0.2)
         options.setdefault("work_dir", work_root)
-        return poolparty.Pool(backend="local", **options)
+        return dict(options, backend="local")
 
-    return Backend("local", make_pool, local_worker_processes, local_running_count)
+    return Backend("local", pool_options, local_worker_processes, local_running_count)
 
 
 def dummy_backend(backend_name: str, work_root: Path, queue_dir: Path, **queue_options) -> Backend:
@@ -95,11 +101,11 @@ def dummy_backend(backend_name: str, work_root: Path, queue_dir: Path, **queue_o
 
     queue = DummyQueue(queue_dir, **queue_options)
 
-    def make_pool(**options: Any) -> poolparty.Pool:
+    def pool_options(**options: Any) -> dict:
         options.setdefault("polling_interval", 0.2)
         options.setdefault("call_timeout", 10)
         options.setdefault("work_dir", work_root)
-        return poolparty.Pool(backend=backend_name, commands=queue.commands(), **options)
+        return dict(options, backend=backend_name, commands=queue.commands())
 
     def queued_jobs() -> list[str]:
         return [job["id"] for job in queue.jobs()]
@@ -108,7 +114,7 @@ def dummy_backend(backend_name: str, work_root: Path, queue_dir: Path, **queue_o
         return sum(1 for job in queue.jobs() if job["state"] == "RUNNING")
 
     command = SGE_COMMANDS if backend_name == "sge" else SLURM_COMMANDS
-    return Backend(f"dummy-{backend_name}", make_pool, queued_jobs, running_count,
+    return Backend(f"dummy-{backend_name}", pool_options, queued_jobs, running_count,
                    queue.kill_running, queue, dict(command))
 
 
@@ -150,10 +156,10 @@ def real_backend(backend_name: str, work_root: Path) -> Backend:
     require_scheduler(scheduler)
     list_jobs, cancel, running_mark = REAL_QUEUES[scheduler]
 
-    def make_pool(**options: Any) -> poolparty.Pool:
+    def pool_options(**options: Any) -> dict:
         options.setdefault("polling_interval", 0.5)
         options.setdefault("work_dir", work_root)
-        return poolparty.Pool(backend=backend_name, **options)
+        return dict(options, backend=backend_name)
 
     def queued_jobs() -> list[str]:
         return list_jobs(job_names_under(work_root))
@@ -167,7 +173,7 @@ def real_backend(backend_name: str, work_root: Path) -> Backend:
             subprocess.run([*cancel, *victims], check=True, timeout=30, capture_output=True)
         return victims
 
-    return Backend(f"real-{backend_name}", make_pool, queued_jobs, lambda: len(running()),
+    return Backend(f"real-{backend_name}", pool_options, queued_jobs, lambda: len(running()),
                    kill_running)
 
 

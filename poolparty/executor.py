@@ -1,0 +1,167 @@
+"""Executor: a concurrent.futures.Executor whose calls run as batch jobs.
+
+Code written for ``concurrent.futures`` submits one call at a time, often from a loop.
+One job per call would flood the scheduler, so calls submitted close together are
+gathered into one batch, and a batch is one map of the engine (one array submission,
+chunked as any map). Each call's Future resolves as soon as its chunk's result file
+arrives, so ``concurrent.futures.wait`` and ``as_completed`` work as usual.
+
+Futures stay cancellable while their job is queued or running: when every call of a
+chunk has been cancelled, that chunk's job is cancelled (nothing else needs it).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import Executor as _Executor
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .engine import attach_remote_traceback
+from .pool import Pool, PreparedMap, _apply
+
+
+@dataclass
+class _Call:
+    future: Future
+    function: Callable
+    args: tuple
+    kwargs: dict
+
+
+@dataclass
+class _Batch:
+    calls: list[_Call]
+    prepared: PreparedMap | None = None
+    cancelled: set[int] = field(default_factory=set)
+
+
+class Executor(_Executor):
+    """``concurrent.futures.Executor`` on poolparty: ``max_workers`` caps the jobs
+    running at once; other keyword arguments are those of :class:`poolparty.Pool`.
+
+    ``batch_delay`` is how long the executor waits for more calls after one arrives
+    (a quiet gap; at most ``max_batch_wait`` seconds in all) before submitting.
+    """
+
+    def __init__(self, max_workers: int | None = None, *, batch_delay: float = 0.1,
+                 max_batch_wait: float = 1.0, **pool_options: Any) -> None:
+        self._pool = Pool(max_workers, **pool_options)
+        self._batch_delay = batch_delay
+        self._max_batch_wait = max_batch_wait
+        self._waiting: list[_Call] = []
+        self._condition = threading.Condition()
+        self._shutdown = False
+        self._batch_threads: list[threading.Thread] = []
+        self._dispatcher = threading.Thread(target=self._dispatch, daemon=True,
+                                            name="poolparty-executor")
+        self._dispatcher.start()
+
+    def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> Future:
+        with self._condition:
+            if self._shutdown:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            call = _Call(Future(), fn, args, kwargs)
+            self._waiting.append(call)
+            self._condition.notify_all()
+            return call.future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """No more submissions. ``cancel_futures`` cancels every call without a result
+        yet (their jobs are cancelled); ``wait`` waits for the rest to finish."""
+        with self._condition:
+            self._shutdown = True
+            self._condition.notify_all()
+        if cancel_futures:
+            with self._condition:
+                calls = list(self._waiting)
+            for batch_call in calls:
+                batch_call.future.cancel()
+            for batch in list(self._batches):
+                for call in batch.calls:
+                    call.future.cancel()
+        if wait:
+            self._dispatcher.join()
+            for thread in list(self._batch_threads):
+                thread.join()
+            self._pool.close()
+            self._pool.join()
+
+    # ------------------------------------------------------------------ batching
+    @property
+    def _batches(self) -> list[_Batch]:
+        return [getattr(thread, "batch") for thread in self._batch_threads]
+
+    def _dispatch(self) -> None:
+        """Gather calls into batches and start a map for each."""
+        while True:
+            calls = self._next_batch()
+            if calls is None:
+                return
+            live = [call for call in calls if not call.future.cancelled()]
+            if live:
+                batch = _Batch(live)
+                thread = threading.Thread(target=self._run, args=(batch,), daemon=True,
+                                          name="poolparty-batch")
+                thread.batch = batch  # type: ignore[attr-defined]
+                self._batch_threads.append(thread)
+                thread.start()
+
+    def _next_batch(self) -> list[_Call] | None:
+        with self._condition:
+            self._condition.wait_for(lambda: self._waiting or self._shutdown)
+            if not self._waiting:
+                return None
+            first_arrival = time.monotonic()
+            while not self._shutdown:
+                count = len(self._waiting)
+                left = self._max_batch_wait - (time.monotonic() - first_arrival)
+                if left <= 0:
+                    break
+                self._condition.wait(min(self._batch_delay, left))
+                if len(self._waiting) == count:  # a quiet gap: the loop has ended
+                    break
+            calls, self._waiting = self._waiting, []
+            return calls
+
+    def _run(self, batch: _Batch) -> None:
+        """One batch = one map; resolve each Future as its chunk arrives."""
+        try:
+            batch.prepared = self._pool._prepare(
+                _apply, [(c.function, c.args, c.kwargs) for c in batch.calls], None, star=True
+            )
+            assert batch.prepared is not None
+            for chunk_id, tasks in enumerate(batch.prepared.bounds):
+                for index in tasks:
+                    batch.calls[index].future.add_done_callback(
+                        lambda _, chunk_id=chunk_id: self._maybe_abandon(batch, chunk_id)
+                    )
+            for chunk_id, outcomes in self._pool._outcomes(batch.prepared):
+                first = batch.prepared.bounds[chunk_id].start
+                for offset, outcome in enumerate(outcomes):
+                    _resolve(batch.calls[first + offset].future, outcome)
+        except BaseException as error:  # noqa: BLE001 - the futures carry it to the caller
+            for call in batch.calls:
+                if not call.future.done() and call.future.set_running_or_notify_cancel():
+                    call.future.set_exception(error)
+
+    def _maybe_abandon(self, batch: _Batch, chunk_id: int) -> None:
+        """A future of this chunk was cancelled: if all were, its job is not needed."""
+        prepared = batch.prepared
+        if prepared is None or chunk_id in batch.cancelled:
+            return
+        calls = [batch.calls[i] for i in prepared.bounds[chunk_id]]
+        if all(call.future.cancelled() for call in calls):
+            batch.cancelled.add(chunk_id)
+            prepared.run.abandon([chunk_id])
+
+
+def _resolve(future: Future, outcome: tuple) -> None:
+    if not future.set_running_or_notify_cancel():
+        return  # cancelled meanwhile
+    if outcome[0]:
+        future.set_result(outcome[1])
+    else:
+        future.set_exception(attach_remote_traceback(outcome))

@@ -3,29 +3,43 @@
     import poolparty
     pool = poolparty.Pool()             # SLURM arrays if sbatch is found, else local
     results = pool.map(lambda x: x * x, range(1000))
+
+The names below are imported on first use: the worker (``python -m poolparty.worker``)
+starts once per job, thousands of times, and should not pay for the client's imports.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from .errors import (
     ChunksLostError,
-    PoolTerminated,
     InvalidInputError,
     PoolpartyError,
+    PoolTerminated,
     RemoteTraceback,
     SchedulerCommandError,
     SchedulerNotFoundError,
+    UnpicklableError,
 )
-from .errors import UnpicklableError
-from .executor import Executor
-from .pool import AsyncResult, IMapIterator, Pool
-from .scheduler import Scheduler, State
 from .version import __version__
 
+_LAZY = {
+    "AsyncResult": "pool",
+    "Executor": "executor",
+    "IMapIterator": "pool",
+    "Pool": "pool",
+    "Scheduler": "scheduler",
+    "State": "scheduler",
+}
+
 __all__ = [
+    "AsyncResult",
     "ChunksLostError",
     "Executor",
-    "InvalidInputError",
-    "AsyncResult",
     "IMapIterator",
+    "InvalidInputError",
     "Pool",
     "PoolTerminated",
     "PoolpartyError",
@@ -37,3 +51,13 @@ __all__ = [
     "UnpicklableError",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'poolparty' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -112,6 +112,7 @@ class WorkDir:
         self._chunk_of_job: dict[tuple[str, int | None], int] = {}
         self.resumed = False
         self._lock_descriptor: int | None = None
+        self._zips: dict[str, zipfile.ZipFile] = {}
 
     # ------------------------------------------------------------------ creation
     @classmethod
@@ -186,10 +187,12 @@ class WorkDir:
         self._lock_descriptor = descriptor
         if self.resumed:
             self._load_job_records()
+            self._repair_archives()
         return True
 
     def release(self) -> None:
         """Let another client take this directory (the map ended, or gave up)."""
+        self.close_archives()
         if self._lock_descriptor is not None:
             with _CLAIMED_LOCK:
                 os.close(self._lock_descriptor)
@@ -306,7 +309,7 @@ class WorkDir:
     def archive(self, results: dict[int, bytes]) -> None:
         """Move gathered results and their jobs' logs into the zip archives.
 
-        The small files are deleted only after the archive is closed, so a crash in
+        The small files are deleted only after the archive is flushed, so a crash in
         between leaves a result in both places, never in neither.
         """
         if not results:
@@ -335,22 +338,56 @@ class WorkDir:
         return results
 
     def _append_to_zip(self, name: str, members: dict[str, bytes]) -> None:
+        """Append to an archive kept open for the whole map.
+
+        Reopening a zip reads its whole central directory, which made gathering
+        quadratic in the number of chunks. Kept open, each result costs its own bytes;
+        the central directory is written when the map ends, and if the client dies
+        before that the members are salvaged from their local headers (_read_zip).
+        """
         if not members:
             return
-        path = self.path / name
-        if not path.exists():
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            os.close(descriptor)
-            mode = "w"
-        else:
-            mode = "a"
-        with zipfile.ZipFile(path, mode, compression=zipfile.ZIP_DEFLATED, compresslevel=1) as z, \
-                warnings.catch_warnings():
+        archive = self._zips.get(name)
+        if archive is None:
+            path = self.path / name
+            if not path.exists():
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+                mode = "w"
+            else:
+                mode = "a"
+            archive = zipfile.ZipFile(path, mode, compression=zipfile.ZIP_DEFLATED, compresslevel=1)
+            self._zips[name] = archive
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # a rerun chunk: "Duplicate name"
             for member, blob in members.items():
-                z.writestr(member, blob)
-        with open(path, "rb") as file:
-            os.fsync(file.fileno())
+                archive.writestr(member, blob)
+        archive.fp.flush()  # type: ignore[union-attr] - in the kernel before files are deleted
+
+    def close_archives(self) -> None:
+        """Write the archives' central directories (the map ended, or gave up)."""
+        for archive in self._zips.values():
+            archive.close()
+        self._zips.clear()
+
+    def _repair_archives(self) -> None:
+        """A client that died left archives without a central directory: rewrite them
+        from their salvaged members before appending to them."""
+        for name in ("results.zip", "logs.zip"):
+            path = self.path / name
+            if not path.exists():
+                continue
+            try:
+                zipfile.ZipFile(path).close()
+                continue
+            except zipfile.BadZipFile:
+                pass
+            members = list(_salvage_zip(path.read_bytes()))
+            temporary = path.with_name(f".{name}.{secrets.token_hex(4)}.tmp")
+            os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            with zipfile.ZipFile(temporary, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+                for member, blob in members:
+                    archive.writestr(member, blob)
+            os.replace(temporary, path)
 
     # ------------------------------------------------------------------ jobs and logs
     def record_jobs(self, job_id: str, chunks: dict[int, tuple[int | None, str]]) -> None:
@@ -401,6 +438,7 @@ class WorkDir:
         return sum(len(files) for _, _, files in os.walk(self.path))
 
     def remove(self) -> None:
+        self.close_archives()
         self.release()
         shutil.rmtree(self.path, ignore_errors=True)
 

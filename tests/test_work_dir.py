@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import pickle
+import subprocess
+import sys
 import zipfile
 
 import pytest
@@ -21,16 +23,33 @@ def test_two_work_dirs_created_in_the_same_second_differ(tmp_path):
     assert len(names) == 50
 
 
-def test_results_survive_a_client_killed_while_appending_to_the_archive(work_dir):
-    work_dir.archive({0: b"first", 1: b"second"})
-    archive = work_dir.path / "results.zip"
-    data = archive.read_bytes()
-    # a crash while appending: the central directory is overwritten, new data torn
-    torn = data[: data.rfind(b"PK\x01\x02")] + b"PK\x03\x04garbage"
-    archive.write_bytes(torn)
+def test_results_survive_a_client_killed_before_closing_its_archive(tmp_path):
+    script = (
+        "import os, sys\n"
+        "from poolparty.work_dir import WorkDir\n"
+        "work_dir = WorkDir.create(sys.argv[1], 'map-same')\n"
+        "work_dir.archive({0: b'first'})\n"
+        "work_dir.archive({1: b'second'})\n"
+        "os._exit(0)  # killed: no central directory written\n"
+    )
+    subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True)
     with pytest.raises(zipfile.BadZipFile):
-        zipfile.ZipFile(archive)
-    assert dict(work_dir.archived_results()) == {0: b"first", 1: b"second"}
+        zipfile.ZipFile(tmp_path / "map-same" / "results.zip")
+    resumed = WorkDir.create(tmp_path, "map-same")
+    assert resumed.resumed
+    assert resumed.archived_results() == {0: b"first", 1: b"second"}
+    resumed.archive({2: b"third"})
+    resumed.close_archives()
+    with zipfile.ZipFile(tmp_path / "map-same" / "results.zip") as archive:
+        assert sorted(archive.namelist()) == ["0.pkl", "1.pkl", "2.pkl"]
+
+
+def test_a_work_dir_held_by_a_live_client_is_not_shared(tmp_path):
+    first = WorkDir.create(tmp_path, "map-same")
+    second = WorkDir.create(tmp_path, "map-same")
+    assert (first.map_id, second.map_id) == ("map-same", "map-same-2")
+    first.release()
+    assert WorkDir.create(tmp_path, "map-same").resumed
 
 
 def test_salvage_stops_at_a_member_cut_short():

@@ -87,6 +87,7 @@ class MapRun:
         finished = False
         try:
             yield from self._gather_archived()
+            yield from self._gather()  # results an earlier client had not gathered yet
             self._submit(self._chunks_to_start())
             nap = MIN_NAP
             while not all(s.done for s in self.status.values()):

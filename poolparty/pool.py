@@ -166,7 +166,7 @@ class Pool:
         self._polling_interval = float(polling_interval)
         self._max_num_resubmissions = check_max_num_resubmissions(max_num_resubmissions)
         self._max_running = processes or self._scheduler.default_max_running
-        self._progress = progress or verbose
+        self._progress = progress or (verbose and _tqdm_installed())
         self._state = RUN
         self._lock = threading.Lock()
         self._threads: set[threading.Thread] = set()
@@ -541,6 +541,12 @@ def map_identity(function_blob: bytes, chunk_blobs: list[bytes], python_path: st
         digest.update(len(blob).to_bytes(8, "little"))
         digest.update(blob)
     return "map-" + digest.hexdigest()[:24]
+
+
+def _tqdm_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("tqdm") is not None
 
 
 def progress_bar(total: int, map_id: str):

@@ -1,0 +1,74 @@
+"""A client killed mid-map (kill -9, a dead kernel) and the same map called again:
+it re-attaches, nothing that finished runs again, queued jobs are left alone."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from conftest import make_backend
+
+CLIENT = textwrap.dedent('''
+    import json, os, sys, time
+    import poolparty
+
+    RAN = sys.argv[1]
+
+    def work(x):
+        time.sleep(1.5)
+        with open(os.path.join(RAN, f"{x}-{os.getpid()}"), "w"):
+            pass
+        return x * 10
+
+    options = json.loads(sys.argv[2])
+    pool = poolparty.Pool(**options)
+    print(json.dumps(pool.map(work, range(12), chunksize=1)))
+''')
+
+
+def runs_per_task(ran: Path) -> Counter:
+    return Counter(int(name.split("-")[0]) for name in os.listdir(ran))
+
+
+@pytest.fixture(params=["local", "dummy-slurm-array", "dummy-sge", "real-slurm-array", "real-sge"])
+def backend(request, work_root, tmp_path):
+    made = make_backend(request.param, work_root, tmp_path)
+    yield made
+    if made.queue is not None:
+        made.queue.shutdown(timeout=30)
+
+
+def test_a_killed_client_resumes_without_rerunning_finished_tasks(backend, tmp_path):
+    script = tmp_path / "client.py"
+    script.write_text(CLIENT)
+    ran = tmp_path / "ran"
+    ran.mkdir()
+    options = json.dumps({k: str(v) if isinstance(v, Path) else v
+                          for k, v in backend.pool_options(processes=4).items()})
+    argv = [sys.executable, str(script), str(ran), options]
+
+    first = subprocess.Popen(argv, stdout=subprocess.PIPE, cwd=tmp_path)
+    deadline = time.monotonic() + 120
+    while len(os.listdir(ran)) < 3:
+        assert time.monotonic() < deadline, "no task finished in time"
+        assert first.poll() is None, "the first client ended before it could be killed"
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    finished_before_kill = set(runs_per_task(ran))
+
+    second = subprocess.run(argv, stdout=subprocess.PIPE, cwd=tmp_path, timeout=240, check=True)
+    assert json.loads(second.stdout) == [x * 10 for x in range(12)]
+    runs = runs_per_task(ran)
+    assert all(runs[x] == 1 for x in finished_before_kill), runs
+    if backend.name != "local":  # queued and running jobs were left alone, not rerun
+        assert set(runs.values()) == {1}, runs

@@ -37,4 +37,5 @@ def check_chunksize(chunksize: object) -> int | None:
 
 def chunk_bounds(num_tasks: int, chunksize: int) -> list[range]:
     """The task positions of each chunk, in order."""
-    return [range(start, min(start + chunksize, num_tasks)) for start in range(0, num_tasks, chunksize)]
+    starts = range(0, num_tasks, chunksize)
+    return [range(start, min(start + chunksize, num_tasks)) for start in starts]

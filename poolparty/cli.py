@@ -13,7 +13,7 @@ import argparse
 import logging
 import sys
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 from .pool import BACKENDS, Pool
 

@@ -22,8 +22,8 @@ import logging
 import pickle
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 from .errors import ChunksLostError, PoolTerminated, RemoteTraceback, SchedulerCommandError
 from .scheduler import Scheduler, State
@@ -193,7 +193,8 @@ class MapRun:
         self._resubmit(in_error + lost)
 
     def _resubmit(self, chunk_ids: list[int]) -> None:
-        over_limit = [c for c in chunk_ids if self.status[c].submissions > self.max_num_resubmissions]
+        limit = self.max_num_resubmissions
+        over_limit = [c for c in chunk_ids if self.status[c].submissions > limit]
         if over_limit:
             raise ChunksLostError(
                 {c: (self.status[c].tasks, self.work_dir.log_tail(c)) for c in over_limit},

@@ -21,7 +21,7 @@ attached as ``__cause__``, as :mod:`multiprocessing.pool` does.
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 
 class PoolpartyError(Exception):

@@ -92,7 +92,7 @@ class Executor(_Executor):
     # ------------------------------------------------------------------ batching
     @property
     def _batches(self) -> list[_Batch]:
-        return [getattr(thread, "batch") for thread in self._batch_threads]
+        return [thread.batch for thread in self._batch_threads]
 
     def _dispatch(self) -> None:
         """Gather calls into batches and start a map for each."""

@@ -11,8 +11,8 @@ import os
 import signal
 import subprocess
 import threading
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterable, Sequence
 
 from .scheduler import Scheduler, State
 from .work_dir import WorkDir
@@ -80,7 +80,8 @@ class Local(Scheduler):
 
     def _start(self, work_dir: WorkDir, chunk_id: int) -> subprocess.Popen:
         log_name = f"{chunk_id}.local.{len(work_dir.jobs_of_chunk(chunk_id))}.log"
-        log_fd = os.open(work_dir.logs_dir / log_name, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+        log_fd = os.open(work_dir.logs_dir / log_name, flags, 0o600)
         try:
             process = subprocess.Popen(
                 ["/bin/sh", str(work_dir.script_path), str(chunk_id)],

@@ -11,8 +11,9 @@ import shutil
 import subprocess
 import sys
 import threading
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable
 
 import cloudpickle
 
@@ -79,7 +80,8 @@ def detect_backend() -> str:
                      help_text.splitlines()[0].strip())
             return "sge"
         log.info("a qsub was found but it is not Sun Grid Engine's (PBS/Torque?): not used")
-    log.info("no batch scheduler found (no sbatch, no SGE qsub on PATH): running on local processes")
+    log.info("no batch scheduler found (no sbatch, no SGE qsub on PATH): "
+             "running on local processes")
     return "local"
 
 
@@ -154,7 +156,9 @@ class Pool:
         ):
             raise ValueError("maxtasksperchild must be a positive int or None")
         if not polling_interval > 0:
-            raise InvalidInputError(f"polling_interval must be > 0 seconds, not {polling_interval!r}")
+            raise InvalidInputError(
+                f"polling_interval must be > 0 seconds, not {polling_interval!r}"
+            )
         configure_verbose(verbose)
         self._scheduler = make_scheduler(backend, processes, backend_options)
         self._scheduler.check_available()
@@ -194,7 +198,7 @@ class Pool:
     # ------------------------------------------------------------------ in the background
     def apply_async(self, func: Callable, args: Sequence = (), kwds: dict | None = None,
                     callback: Callable | None = None,
-                    error_callback: Callable | None = None) -> "AsyncResult":
+                    error_callback: Callable | None = None) -> AsyncResult:
         self._check_running()
         prepared = self._prepare(_apply, [(func, tuple(args), dict(kwds or {}))], 1, star=True)
         result = AsyncResult(self, prepared, callback, error_callback, single=True)
@@ -203,7 +207,7 @@ class Pool:
 
     def map_async(self, func: Callable, iterable: Iterable, chunksize: int | None = None,
                   callback: Callable | None = None,
-                  error_callback: Callable | None = None) -> "AsyncResult":
+                  error_callback: Callable | None = None) -> AsyncResult:
         self._check_running()
         result = AsyncResult(self, self._prepare(func, iterable, chunksize, star=False),
                              callback, error_callback)
@@ -212,14 +216,15 @@ class Pool:
 
     def starmap_async(self, func: Callable, iterable: Iterable, chunksize: int | None = None,
                       callback: Callable | None = None,
-                      error_callback: Callable | None = None) -> "AsyncResult":
+                      error_callback: Callable | None = None) -> AsyncResult:
         self._check_running()
         result = AsyncResult(self, self._prepare(func, iterable, chunksize, star=True),
                              callback, error_callback)
         self._in_background(result._run)
         return result
 
-    def imap(self, func: Callable, iterable: Iterable, chunksize: int | None = None) -> "IMapIterator":
+    def imap(self, func: Callable, iterable: Iterable,
+             chunksize: int | None = None) -> IMapIterator:
         """Results in input order, each as soon as it and those before it arrived. A
         task that raised raises at its position; iteration can go on after it."""
         self._check_running()
@@ -228,7 +233,7 @@ class Pool:
         return iterator
 
     def imap_unordered(self, func: Callable, iterable: Iterable,
-                       chunksize: int | None = None) -> "IMapIterator":
+                       chunksize: int | None = None) -> IMapIterator:
         """Results in the order they arrive, chunk by chunk."""
         self._check_running()
         iterator = IMapIterator(self, self._prepare(func, iterable, chunksize, star=False), False)
@@ -256,7 +261,7 @@ class Pool:
             raise ValueError("Pool is still running")
         self._join_threads()
 
-    def __enter__(self) -> "Pool":
+    def __enter__(self) -> Pool:
         self._check_running()
         return self
 
@@ -300,7 +305,7 @@ class Pool:
 
     # ------------------------------------------------------------------ the one path
     def _prepare(self, func: Callable, iterable: Iterable, chunksize: int | None,
-                 star: bool) -> "PreparedMap | None":
+                 star: bool) -> PreparedMap | None:
         """Check everything, pickle, write the work_dir: nothing is submitted yet.
         None for an empty iterable (nothing to do, nothing written)."""
         if not callable(func):
@@ -324,7 +329,7 @@ class Pool:
                      self._max_num_resubmissions, map_log)
         return PreparedMap(work_dir, bounds, len(tasks), run, map_log)
 
-    def _outcomes(self, prepared: "PreparedMap") -> Iterator[tuple[int, list]]:
+    def _outcomes(self, prepared: PreparedMap) -> Iterator[tuple[int, list]]:
         """Drive one map; clean up after it: the work_dir goes on success (unless
         keep_work_dir) and stays, with a log line saying where, on any other end."""
         succeeded = False
@@ -355,7 +360,7 @@ class Pool:
             else:
                 prepared.work_dir.release()
 
-    def _collect(self, prepared: "PreparedMap | None") -> list:
+    def _collect(self, prepared: PreparedMap | None) -> list:
         """All results in input order; the first task error is raised at once."""
         if prepared is None:
             return []
@@ -495,7 +500,7 @@ class IMapIterator:
                 self._failure = error
                 self._condition.notify_all()
 
-    def __iter__(self) -> "IMapIterator":
+    def __iter__(self) -> IMapIterator:
         return self
 
     def next(self, timeout: float | None = None) -> Any:

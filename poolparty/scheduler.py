@@ -13,14 +13,15 @@ backoff and time limits are written once.
 from __future__ import annotations
 
 import abc
-import re
 import enum
 import logging
+import re
 import shutil
 import subprocess
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable
 
 from .errors import SchedulerCommandError, SchedulerNotFoundError
 
@@ -52,11 +53,11 @@ class Scheduler(abc.ABC):
     default_max_running: int = 8
 
     @abc.abstractmethod
-    def submit(self, work_dir: "WorkDir", chunk_ids: Sequence[int]) -> None:
+    def submit(self, work_dir: WorkDir, chunk_ids: Sequence[int]) -> None:
         """Queue one job per chunk (an array backend makes as few calls as it can)."""
 
     @abc.abstractmethod
-    def query(self, work_dir: "WorkDir") -> dict[int, State]:
+    def query(self, work_dir: WorkDir) -> dict[int, State]:
         """Return the state of every chunk of this map still in the queue.
 
         Must make ONE scheduler call for all jobs of the map: clusters suffer from
@@ -65,7 +66,7 @@ class Scheduler(abc.ABC):
         """
 
     @abc.abstractmethod
-    def cancel(self, work_dir: "WorkDir", chunk_ids: Iterable[int]) -> None:
+    def cancel(self, work_dir: WorkDir, chunk_ids: Iterable[int]) -> None:
         """Remove these chunks' jobs from the queue; a job already gone is no error."""
 
     def check_available(self) -> None:
@@ -84,7 +85,7 @@ class QueuedJob:
     state: State
 
 
-def states_of_chunks(work_dir: "WorkDir", jobs: Iterable[QueuedJob]) -> dict[int, State]:
+def states_of_chunks(work_dir: WorkDir, jobs: Iterable[QueuedJob]) -> dict[int, State]:
     """Map queued jobs to this map's chunks (other jobs are ignored). When a chunk has
     several jobs (an old one being cancelled, its resubmission), the liveliest wins."""
     liveliness = {State.ERROR: 0, State.PENDING: 1, State.RUNNING: 2}
@@ -112,7 +113,7 @@ class CommandLineScheduler(Scheduler):
     command_names: tuple[str, ...] = ()
     required_commands: tuple[str, ...] = ()
     #: stderr patterns worth retrying: the scheduler is busy or away
-    transient_errors: "re.Pattern[str]"
+    transient_errors: re.Pattern[str]
 
     def __init__(self, commands: dict[str, Sequence[str]] | None, call_timeout: float) -> None:
         # a DummyQueue offers every scheduler's commands: only unknown names are an error
@@ -140,7 +141,7 @@ class CommandLineScheduler(Scheduler):
     def is_transient(self, error: SchedulerCommandError) -> bool:
         return error.returncode is None or bool(self.transient_errors.search(error.stderr))
 
-    def job_name(self, work_dir: "WorkDir") -> str:
+    def job_name(self, work_dir: WorkDir) -> str:
         """Every job of a map carries this name, so one query finds them all."""
         return f"poolparty-{work_dir.map_id}"
 

@@ -22,21 +22,20 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import pickle
 import re
 import secrets
 import shlex
 import shutil
 import stat
 import struct
-import sys
 import threading
 import time
 import warnings
 import zipfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 import rename_after_writing
 
@@ -116,7 +115,7 @@ class WorkDir:
 
     # ------------------------------------------------------------------ creation
     @classmethod
-    def create(cls, root: str | os.PathLike | None, identity: str | None = None) -> "WorkDir":
+    def create(cls, root: str | os.PathLike | None, identity: str | None = None) -> WorkDir:
         """The private directory of one map under ``root``, locked by this client.
 
         With an ``identity`` (a digest of the function and tasks) a directory left by a
@@ -485,7 +484,8 @@ def _salvage_zip(data: bytes) -> Iterator[tuple[str, bytes]]:
         fields = header.unpack_from(data, position)
         if fields[0] != b"PK\x03\x04":
             return
-        method, crc, size, name_length, extra_length = fields[3], fields[6], fields[7], fields[9], fields[10]
+        method, crc, size = fields[3], fields[6], fields[7]
+        name_length, extra_length = fields[9], fields[10]
         name_start = position + header.size
         data_start = name_start + name_length + extra_length
         raw = data[data_start : data_start + size]

@@ -20,7 +20,8 @@ import os
 import pickle
 import sys
 import traceback
-from typing import Any, Callable, Sequence
+from collections.abc import Sequence
+from typing import Any, Callable
 
 import cloudpickle
 

@@ -56,7 +56,7 @@ class Backend:
 
     name: str
     pool_options: Callable[..., dict]
-    queued_jobs: Callable[[], list[str]] = field(default=lambda: [])
+    queued_jobs: Callable[[], list[str]] = field(default=list)
     running_count: Callable[[], int] = field(default=lambda: 0)
     kill_running: Callable[[int], list[str]] | None = None
     queue: Any = None

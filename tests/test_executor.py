@@ -6,9 +6,9 @@ import concurrent.futures
 import time
 
 import pytest
+from conftest import make_backend
 
 import poolparty
-from conftest import make_backend
 
 
 def slow(x):
@@ -50,9 +50,8 @@ def test_an_exception_in_a_call_reaches_its_future_only(backend):
 
 
 def test_map_with_a_timeout_raises_timeout_error(backend):
-    with backend.make_executor() as executor:
-        with pytest.raises(concurrent.futures.TimeoutError):
-            list(executor.map(slow, [1], timeout=0.5))
+    with backend.make_executor() as executor, pytest.raises(concurrent.futures.TimeoutError):
+        list(executor.map(slow, [1], timeout=0.5))
 
 
 def test_submit_after_shutdown_is_refused(backend):
@@ -62,7 +61,7 @@ def test_submit_after_shutdown_is_refused(backend):
         executor.submit(abs, 1)
 
 
-def test_many_submissions_from_a_loop_become_a_handful_of_scheduler_submissions(tmp_path, work_root):
+def test_many_submissions_from_a_loop_become_a_handful_of_submissions(tmp_path, work_root):
     backend = make_backend("dummy-slurm-array", work_root, tmp_path)
     with backend.make_executor() as executor:
         futures = [executor.submit(abs, -n) for n in range(2000)]

@@ -81,7 +81,8 @@ def test_jobs_that_always_die_end_in_an_error_naming_the_tasks(dummy, work_root)
 def test_a_job_crashing_shows_its_stderr_tail_in_the_error(dummy, tmp_path):
     bad_python = tmp_path / "python"
     bad_python.write_text(
-        "#!/bin/sh\ncase \"$2\" in poolparty.worker) echo 'node says: segfault' >&2; exit 139;; esac\n"
+        "#!/bin/sh\n"
+        "case \"$2\" in poolparty.worker) echo 'node says: segfault' >&2; exit 139;; esac\n"
         f"exec {__import__('sys').executable} \"$@\"\n"
     )
     bad_python.chmod(0o755)

@@ -8,6 +8,13 @@ import pytest
 
 from poolparty.scheduler import State, compress_ranges, expand_ranges
 from poolparty.slurm import parse_max_array_size, parse_squeue
+from poolparty.sun_grid_engine import (
+    contiguous_runs,
+    is_sun_grid_engine,
+    parse_max_aj_tasks,
+    parse_qstat_xml,
+    state_of,
+)
 
 DATA = Path(__file__).parent / "data"
 
@@ -65,10 +72,6 @@ def test_max_array_size_is_read_from_scontrol_show_config():
     assert parse_max_array_size("garbage") == 1001
 
 
-# ---------------------------------------------------------------- Sun Grid Engine
-from poolparty.sun_grid_engine import (  # noqa: E402
-    contiguous_runs, is_sun_grid_engine, parse_max_aj_tasks, parse_qstat_xml, state_of,
-)
 
 
 def test_qstat_xml_lists_running_tasks_and_expands_pending_ranges():
@@ -101,8 +104,8 @@ def test_max_aj_tasks_is_read_from_the_global_configuration():
 
 
 def test_chunks_are_cut_into_contiguous_arrays_no_longer_than_the_limit():
-    assert contiguous_runs([0, 1, 2, 5, 6, 9], 10) == [range(0, 3), range(5, 7), range(9, 10)]
-    assert contiguous_runs(range(5), 2) == [range(0, 2), range(2, 4), range(4, 5)]
+    assert contiguous_runs([0, 1, 2, 5, 6, 9], 10) == [range(3), range(5, 7), range(9, 10)]
+    assert contiguous_runs(range(5), 2) == [range(2), range(2, 4), range(4, 5)]
 
 
 def test_sge_is_told_apart_from_pbs_by_qstat_help():

@@ -8,11 +8,9 @@ the life cycle (close/join/terminate, the with block) and initializers.
 from __future__ import annotations
 
 import multiprocessing
-import threading
 import time
 
 import pytest
-
 from conftest import make_backend
 
 INIT_VALUE = None
@@ -141,9 +139,8 @@ def test_imap_next_with_a_timeout(make_pool):
 
 
 def test_an_exception_raised_by_the_iterable_itself_reaches_the_caller(make_pool):
-    with make_pool() as pool:
-        with pytest.raises(OSError, match="vanished"):
-            pool.map(square, tasks_that_break())
+    with make_pool() as pool, pytest.raises(OSError, match="vanished"):
+        pool.map(square, tasks_that_break())
 
 
 def test_a_closed_pool_refuses_work_and_join_needs_close_first(make_pool):
@@ -193,6 +190,5 @@ def test_bad_processes_argument(make_pool):
 def test_a_pool_cannot_be_pickled(make_pool):
     import pickle
 
-    with make_pool() as pool:
-        with pytest.raises(NotImplementedError):
-            pickle.dumps(pool)
+    with make_pool() as pool, pytest.raises(NotImplementedError):
+        pickle.dumps(pool)

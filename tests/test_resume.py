@@ -14,7 +14,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from conftest import make_backend
 
 CLIENT = textwrap.dedent('''

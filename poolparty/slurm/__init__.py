@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
-from ..scheduler import CommandLineScheduler, QueuedJob, State, expand_ranges, states_of_chunks
 from ..pool import Pool as _Pool
+from ..scheduler import CommandLineScheduler, QueuedJob, State, expand_ranges, states_of_chunks
 from ..work_dir import WorkDir
 
 log = logging.getLogger("poolparty")
@@ -179,7 +180,8 @@ class SlurmJobs(SlurmBase):
 
     def submit(self, work_dir: WorkDir, chunk_ids: Sequence[int]) -> None:
         for chunk_id in chunk_ids:
-            job_id = self.sbatch(work_dir, [f"--output={work_dir.logs_dir}/%j.log"], [str(chunk_id)])
+            output = f"--output={work_dir.logs_dir}/%j.log"
+            job_id = self.sbatch(work_dir, [output], [str(chunk_id)])
             work_dir.record_jobs(job_id, {chunk_id: (None, f"{job_id}.log")})
 
 

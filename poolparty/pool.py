@@ -399,6 +399,44 @@ class Pool:
         }
 
 
+class PredecessorPool(Pool):
+    """The constructor of pypoolparty's pools, so its users change one import.
+
+    ``num_simultaneously_running_tasks`` caps the running jobs; ``sbatch_path=``,
+    ``qsub_path=``, ... name the scheduler's commands. Differences on purpose: a task
+    that raises raises in the caller instead of returning None, and resubmissions are
+    always bounded (default 3).
+    """
+
+    backend_class: type[Scheduler]
+
+    def __init__(
+        self,
+        num_simultaneously_running_tasks: int | None = None,
+        python_path: str | None = None,
+        polling_interval: float = 5.0,
+        work_dir: str | None = None,
+        keep_work_dir: bool = False,
+        verbose: bool = False,
+        slurm_call_timeout: float = 60.0,
+        max_num_resubmissions: int | None = None,
+        **backend_options: Any,
+    ) -> None:
+        commands = dict(backend_options.pop("commands", {}))
+        for option in [name for name in backend_options if name.endswith("_path")]:
+            commands[option.removesuffix("_path")] = [backend_options.pop(option)]
+        backend_options.setdefault("call_timeout", slurm_call_timeout)
+        backend = self.backend_class(  # type: ignore[call-arg]
+            num_simultaneously_running_tasks, commands=commands, **backend_options
+        )
+        super().__init__(
+            num_simultaneously_running_tasks, backend=backend, python_path=python_path,
+            polling_interval=polling_interval, work_dir=work_dir, keep_work_dir=keep_work_dir,
+            verbose=verbose,
+            max_num_resubmissions=3 if max_num_resubmissions is None else max_num_resubmissions,
+        )
+
+
 @dataclass
 class PreparedMap:
     """A map whose work_dir is written, ready to be driven by the engine."""

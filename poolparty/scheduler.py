@@ -115,7 +115,13 @@ class CommandLineScheduler(Scheduler):
     #: stderr patterns worth retrying: the scheduler is busy or away
     transient_errors: re.Pattern[str]
 
-    def __init__(self, commands: dict[str, Sequence[str]] | None, call_timeout: float) -> None:
+    def __init__(self, max_running: int | None, commands: dict[str, Sequence[str]] | None,
+                 call_timeout: float) -> None:
+        if max_running is not None:
+            self.default_max_running = max_running
+        #: a throttle only when the user asks for one: otherwise the scheduler's fair
+        #: share decides (and throttled arrays start more slowly)
+        self.max_running = max_running
         # a DummyQueue offers every scheduler's commands: only unknown names are an error
         unknown = set(commands or {}) - set(self.command_names) - KNOWN_COMMANDS
         if unknown:
@@ -132,6 +138,14 @@ class CommandLineScheduler(Scheduler):
                     f"used here. Run on a login node of the cluster, or use local processes: "
                     f"poolparty.Pool(backend='local')."
                 )
+
+    @staticmethod
+    def argument_list(arguments: Sequence[str], example: str) -> list[str]:
+        """Extra scheduler arguments must be a list: a string would be split into
+        letters, or pasted into a shell."""
+        if isinstance(arguments, str):
+            raise TypeError(f"extra scheduler arguments must be a list, e.g. {example}")
+        return [str(argument) for argument in arguments]
 
     def run(self, name: str, arguments: Sequence[str]) -> str:
         """Run one of the tools, retrying transient failures within call_timeout."""

@@ -17,7 +17,7 @@ from typing import Any
 from qstat._tools import xml2queue_and_job_info
 
 from .errors import SchedulerCommandError
-from .pool import Pool as _Pool
+from .pool import PredecessorPool
 from .scheduler import CommandLineScheduler, QueuedJob, State, expand_ranges, states_of_chunks
 from .work_dir import WorkDir
 
@@ -112,19 +112,14 @@ class SunGridEngine(CommandLineScheduler):
         commands: dict[str, Sequence[str]] | None = None,
         call_timeout: float = 60.0,
     ) -> None:
-        super().__init__(commands, call_timeout)
-        if max_running is not None:
-            self.default_max_running = max_running
-        self.max_running = max_running
-        if isinstance(qsub_args, str):
-            raise TypeError("qsub_args must be a list of arguments, e.g. ['-P', 'project']")
+        super().__init__(max_running, commands, call_timeout)
         self.resource_args = ["-q", queue] if queue else []
         for key, value in (resources or {}).items():
             self.resource_args += ["-l", f"{key}={value}"]
         if parallel_environment is not None:
             pe_name, slots = parallel_environment
             self.resource_args += ["-pe", str(pe_name), str(slots)]
-        self.resource_args += [str(a) for a in qsub_args]
+        self.resource_args += self.argument_list(qsub_args, "['-P', 'project']")
         self._max_aj_tasks: int | None = None
 
     @property
@@ -182,33 +177,7 @@ def is_sun_grid_engine(qstat_help: str) -> bool:
     return bool(re.match(r"^(SGE|GE|OGS|UGE|Univa|Son of Grid Engine)\b", first_line))
 
 
-class Pool(_Pool):
+class Pool(PredecessorPool):
     """pypoolparty's ``sun_grid_engine.Pool`` constructor: change the import only."""
 
-    def __init__(
-        self,
-        num_simultaneously_running_tasks: int | None = None,
-        python_path: str | None = None,
-        polling_interval: float = 5.0,
-        work_dir: str | None = None,
-        keep_work_dir: bool = False,
-        verbose: bool = False,
-        max_num_resubmissions: int | None = None,
-        qsub_path: str = "qsub",
-        qstat_path: str = "qstat",
-        qdel_path: str = "qdel",
-        call_timeout: float = 60.0,
-        **sge_options: Any,
-    ) -> None:
-        commands = {"qsub": [qsub_path], "qstat": [qstat_path], "qdel": [qdel_path]}
-        commands.update(sge_options.pop("commands", {}))
-        backend = SunGridEngine(
-            num_simultaneously_running_tasks, commands=commands, call_timeout=call_timeout,
-            **sge_options,
-        )
-        super().__init__(
-            num_simultaneously_running_tasks, backend=backend, python_path=python_path,
-            polling_interval=polling_interval, work_dir=work_dir, keep_work_dir=keep_work_dir,
-            verbose=verbose,
-            max_num_resubmissions=3 if max_num_resubmissions is None else max_num_resubmissions,
-        )
+    backend_class = SunGridEngine

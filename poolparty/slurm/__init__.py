@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ..pool import Pool as _Pool
+from ..pool import PredecessorPool
 from ..scheduler import CommandLineScheduler, QueuedJob, State, expand_ranges, states_of_chunks
 from ..work_dir import WorkDir
 
@@ -132,20 +132,13 @@ class SlurmBase(CommandLineScheduler):
         commands: dict[str, Sequence[str]] | None = None,
         call_timeout: float = 60.0,
     ) -> None:
-        super().__init__(commands, call_timeout)
-        if max_running is not None:
-            self.default_max_running = max_running
-        #: a throttle only when the user asks for one: otherwise the scheduler's
-        #: fair share decides, and throttled arrays start more slowly
-        self.max_running = max_running
-        if isinstance(sbatch_args, str):
-            raise TypeError("sbatch_args must be a list of arguments, e.g. ['--qos=long']")
+        super().__init__(max_running, commands, call_timeout)
         resources = {
             "partition": partition, "time": time, "mem": memory,
             "cpus-per-task": cpus_per_task, "gpus": gpus,
         }
         self.resource_args = [f"--{k}={v}" for k, v in resources.items() if v is not None]
-        self.resource_args += [str(a) for a in sbatch_args]
+        self.resource_args += self.argument_list(sbatch_args, "['--qos=long']")
 
     def sbatch(self, work_dir: WorkDir, options: Sequence[str], script_args: Sequence[str]) -> str:
         """Submit and return the job id (``--parsable`` prints ``ID`` or ``ID;cluster``)."""
@@ -185,45 +178,7 @@ class SlurmJobs(SlurmBase):
             work_dir.record_jobs(job_id, {chunk_id: (None, f"{job_id}.log")})
 
 
-class CompatPool(_Pool):
-    """The constructor of pypoolparty's SLURM pools, so its users change one import.
-
-    Differences on purpose: a failed task raises its exception instead of returning
-    None, and the number of resubmissions is always bounded (default 3).
-    """
-
-    backend_class: type[SlurmBase] = SlurmJobs
-
-    def __init__(
-        self,
-        num_simultaneously_running_tasks: int | None = None,
-        python_path: str | None = None,
-        polling_interval: float = 5.0,
-        work_dir: str | None = None,
-        keep_work_dir: bool = False,
-        verbose: bool = False,
-        slurm_call_timeout: float = 60.0,
-        max_num_resubmissions: int | None = None,
-        sbatch_path: str = "sbatch",
-        squeue_path: str = "squeue",
-        scancel_path: str = "scancel",
-        **slurm_options: Any,
-    ) -> None:
-        commands = {"sbatch": [sbatch_path], "squeue": [squeue_path], "scancel": [scancel_path]}
-        commands.update(slurm_options.pop("commands", {}))
-        backend = self.backend_class(
-            num_simultaneously_running_tasks, commands=commands,
-            call_timeout=slurm_call_timeout, **slurm_options,
-        )
-        super().__init__(
-            num_simultaneously_running_tasks, backend=backend, python_path=python_path,
-            polling_interval=polling_interval, work_dir=work_dir, keep_work_dir=keep_work_dir,
-            verbose=verbose,
-            max_num_resubmissions=3 if max_num_resubmissions is None else max_num_resubmissions,
-        )
-
-
-class Pool(CompatPool):
+class Pool(PredecessorPool):
     """pypoolparty's ``slurm.Pool``: one sbatch per chunk (see :class:`SlurmJobs`)."""
 
     backend_class = SlurmJobs

@@ -15,7 +15,8 @@ from typing import Any
 from ..errors import SchedulerCommandError
 from ..scheduler import compress_ranges
 from ..work_dir import WorkDir
-from . import CompatPool, SlurmBase, parse_max_array_size
+from ..pool import PredecessorPool
+from . import SlurmBase, parse_max_array_size
 
 log = logging.getLogger("poolparty")
 
@@ -57,11 +58,7 @@ class SlurmArray(SlurmBase):
             work_dir.record_jobs(job_id, {base + i: (i, f"{job_id}_{i}.log") for i in indices})
 
 
-class Pool(CompatPool):
-    """pypoolparty's ``slurm.array.Pool``, same constructor: change the import only.
-
-    Differences on purpose: a failed task raises its exception instead of returning
-    None, and the number of resubmissions is always bounded.
-    """
+class Pool(PredecessorPool):
+    """pypoolparty's ``slurm.array.Pool``, same constructor: change the import only."""
 
     backend_class = SlurmArray

@@ -77,7 +77,7 @@ def work_root(tmp_path: Path) -> Path:
 
 def local_worker_processes() -> list[str]:
     """Worker processes of local maps still alive (children of this test process)."""
-    done = subprocess.run(["ps", "-eo", "pid,ppid,args"], capture_output=True, text=True)
+    done = subprocess.run(["ps", "-ww", "-eo", "pid,ppid,args"], capture_output=True, text=True)
     return [line for line in done.stdout.splitlines()
             if "poolparty.worker" in line and "ps -eo" not in line]
 

@@ -23,16 +23,16 @@ import threading
 from functools import partial
 from typing import Any, Callable
 
+import cloudpickle
+
 try:
     import joblib
+    from joblib._parallel_backends import FallbackToBackend, SequentialBackend
     from joblib.parallel import ParallelBackendBase
 except ImportError as error:  # pragma: no cover - depends on the installation
     raise ImportError(
         "poolparty.joblib_backend needs joblib: pip install 'poolparty[joblib]'"
     ) from error
-from joblib._parallel_backends import FallbackToBackend, SequentialBackend
-
-import cloudpickle
 
 from .errors import PoolTerminated, UnpicklableError
 from .pool import Pool, detect_backend
@@ -261,10 +261,12 @@ class PoolpartyBackend(ParallelBackendBase):
                 self._running += 1
                 pool = self._pool
             try:
-                pool.apply_async(CloudpickledBatch(func), callback=partial(self._finish, future, pool, True),
+                pool.apply_async(CloudpickledBatch(func),
+                                 callback=partial(self._finish, future, pool, True),
                                  error_callback=partial(self._finish, future, pool, False))
-            except BaseException as error:  # noqa: BLE001 - e.g. unpicklable: to the caller
-                # not here: joblib's callback may be holding locks in this thread
+            except BaseException as error:
+                # Fail it from another thread, as if the job had: this thread may be
+                # inside joblib's callback, holding joblib's lock.
                 threading.Thread(target=self._finish, args=(future, pool, False, error),
                                  daemon=True).start()
                 if not isinstance(error, Exception):
@@ -283,7 +285,7 @@ class PoolpartyBackend(ParallelBackendBase):
         if future._callback is not None:
             try:
                 future._callback(future)
-            except Exception:  # noqa: BLE001 - the pool's thread would hide it otherwise
+            except Exception:
                 log.exception("joblib's batch callback raised")
 
 

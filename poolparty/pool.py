@@ -6,7 +6,6 @@ import hashlib
 import logging
 import multiprocessing
 import os
-import pickle
 import shutil
 import subprocess
 import sys
@@ -295,9 +294,12 @@ class Pool:
                 self._threads.discard(threading.current_thread())
 
     def _join_threads(self) -> None:
+        """Wait for the background maps; a callback may call terminate() or join()
+        from one of them, which must not wait for itself."""
+        current = threading.current_thread()
         while True:
             with self._lock:
-                threads = list(self._threads)
+                threads = [thread for thread in self._threads if thread is not current]
             if not threads:
                 return
             for thread in threads:
@@ -473,11 +475,15 @@ class AsyncResult:
             self._finish(False, error)
 
     def _finish(self, success: bool, value: Any) -> None:
+        """Record the outcome, then call back. A callback that raises is logged: it
+        changes neither the result nor which callback runs."""
         self._success, self._value = success, value
         callback = self._callback if success else self._error_callback
         try:
             if callback is not None:
                 callback(value)
+        except Exception:  # noqa: BLE001 - the caller's result must not depend on it
+            log.exception("the %s of %r raised", "callback" if success else "error_callback", self)
         finally:
             self._event.set()
 
@@ -616,12 +622,13 @@ def client_import_paths() -> list[str]:
 
 
 def pickle_chunk(tasks: list, chunk: range) -> bytes:
-    """``(first_task_index, tasks)`` pickled; names the first task that can't be."""
+    """``(first_task_index, tasks)`` pickled; names the first task that can't be.
+
+    cloudpickle, not pickle: a task may hold a function or an object defined in the
+    caller's script (``__main__``), which plain pickle would store by a name the job
+    can't import.
+    """
     payload = (chunk.start, tasks[chunk.start : chunk.stop])
-    try:
-        return pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception:
-        pass
     try:
         return cloudpickle.dumps(payload)
     except Exception:

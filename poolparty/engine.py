@@ -22,6 +22,7 @@ import logging
 import pickle
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -60,6 +61,20 @@ class MapRun:
         self.status = {i: ChunkStatus(tasks) for i, tasks in enumerate(self.chunks)}
         self._abandon_requests: set[int] = set()
         self._abandon_lock = threading.Lock()
+        self._backlog: deque[int] = deque()
+
+    def _top_up(self) -> None:
+        """Submit waiting chunks: all of them, or, for a backend that can't throttle
+        itself, as many as keep max_running chunks in the queue."""
+        limit = None if self.scheduler.throttles_itself else self.scheduler.max_running
+        outstanding = sum(1 for s in self.status.values() if s.submissions and not s.done)
+        room = len(self._backlog) if limit is None else max(0, limit - outstanding)
+        batch = []
+        while self._backlog and len(batch) < room:
+            chunk_id = self._backlog.popleft()
+            if not self.status[chunk_id].done:
+                batch.append(chunk_id)
+        self._submit(batch)
 
     def abandon(self, chunk_ids: list[int]) -> None:
         """Nobody needs these chunks any more (their futures were cancelled): cancel
@@ -88,13 +103,16 @@ class MapRun:
         try:
             yield from self._gather_archived()
             yield from self._gather()  # results an earlier client had not gathered yet
-            self._submit(self._chunks_to_start())
+            self._backlog.extend(self._chunks_to_start())
+            self._top_up()
             nap = MIN_NAP
             while not all(s.done for s in self.status.values()):
                 if self.stop.is_set():
                     raise PoolTerminated("the pool was terminated while this map ran")
                 self._handle_abandoned()
                 arrived = self._gather()
+                if arrived:
+                    self._top_up()
                 yield from arrived
                 if time.monotonic() - self._last_query >= self.polling_interval:
                     yield from self._poll()

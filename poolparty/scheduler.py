@@ -52,6 +52,13 @@ class Scheduler(abc.ABC):
     #: A default for how many chunks run at once when the user gives no limit.
     default_max_running: int = 8
 
+    #: The user's limit on chunks running at once (None: no limit).
+    max_running: int | None = None
+
+    #: False for backends that can't hold jobs back themselves (no array throttle):
+    #: the engine then keeps at most max_running chunks in the queue.
+    throttles_itself: bool = True
+
     @abc.abstractmethod
     def submit(self, work_dir: WorkDir, chunk_ids: Sequence[int]) -> None:
         """Queue one job per chunk (an array backend makes as few calls as it can)."""

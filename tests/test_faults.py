@@ -133,3 +133,28 @@ def test_a_map_larger_than_max_array_size_is_split_into_several_arrays(tmp_path,
                           work_dir=work_root, polling_interval=0.2)
     assert pool.map(abs, range(-12, 0), chunksize=1) == list(range(12, 0, -1))
     assert queue.history()["sbatch"] == 3  # indices 0-4 in each: chunks 0-4, 5-9, 10-11
+
+
+def test_per_job_slurm_keeps_at_most_processes_jobs_in_the_queue(tmp_path, work_root):
+    from conftest import dummy_backend
+
+    backend = dummy_backend("slurm", work_root, tmp_path / "queue")
+    most_queued, done = 0, threading.Event()
+
+    def watch():
+        nonlocal most_queued
+        while not done.is_set():
+            most_queued = max(most_queued, len(backend.queued_jobs()))
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        pool = backend.make_pool(processes=2)
+        assert pool.map(slow_identity, range(6), chunksize=1) == list(range(6))
+    finally:
+        done.set()
+        watcher.join()
+        backend.queue.shutdown(timeout=30)
+    assert most_queued == 2
+    assert backend.queue.history()["sbatch"] == 6

@@ -167,9 +167,11 @@ class SlurmJobs(SlurmBase):
     """One ``sbatch`` per chunk, for clusters where job arrays are disabled or capped.
 
     Still one squeue call per poll for every job of the map (they share a job name).
+    Without an array throttle, the engine holds back all but max_running chunks.
     """
 
     name = "slurm"
+    throttles_itself = False
 
     def submit(self, work_dir: WorkDir, chunk_ids: Sequence[int]) -> None:
         for chunk_id in chunk_ids:

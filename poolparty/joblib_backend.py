@@ -16,14 +16,11 @@ from __future__ import annotations
 
 import collections
 import logging
-import multiprocessing
 import operator
 import os
 import threading
 from functools import partial
 from typing import Any, Callable
-
-import cloudpickle
 
 try:
     import joblib
@@ -34,8 +31,8 @@ except ImportError as error:  # pragma: no cover - depends on the installation
         "poolparty.joblib_backend needs joblib: pip install 'poolparty[joblib]'"
     ) from error
 
-from .errors import PoolTerminated, UnpicklableError
-from .pool import Pool, detect_backend
+from .errors import PoolTerminated
+from .pool import Pool, ResultHandle, detect_backend
 from .scheduler import Scheduler
 
 log = logging.getLogger("poolparty")
@@ -52,59 +49,13 @@ def register(make_default: bool = False) -> None:
     joblib.register_parallel_backend(NAME, PoolpartyBackend, make_default=make_default)
 
 
-class BatchFuture:
-    """What ``submit``/``apply_async`` return for one joblib batch: an AsyncResult-like
-    handle resolved once, when the batch's job ends, before joblib's callback runs."""
+class BatchFuture(ResultHandle):
+    """What ``submit``/``apply_async`` return for one joblib batch, resolved once, when
+    the batch's job ends, before joblib's callback runs."""
 
     def __init__(self, callback: Callable | None) -> None:
+        super().__init__()
         self._callback = callback
-        self._event = threading.Event()
-        self._success = False
-        self._value: Any = None
-
-    def _set(self, success: bool, value: Any) -> None:
-        self._success, self._value = success, value
-        self._event.set()
-
-    def ready(self) -> bool:
-        return self._event.is_set()
-
-    def successful(self) -> bool:
-        if not self.ready():
-            raise ValueError(f"{self!r} not ready")
-        return self._success
-
-    def wait(self, timeout: float | None = None) -> None:
-        self._event.wait(timeout)
-
-    def get(self, timeout: float | None = None) -> Any:
-        """The batch's list of results, or the exception a task raised."""
-        if not self._event.wait(timeout):
-            raise multiprocessing.TimeoutError
-        if self._success:
-            return self._value
-        raise self._value
-
-
-class CloudpickledBatch:
-    """A joblib batch cloudpickled in the client, run in the job.
-
-    The Pool pickles task arguments by reference when it can, and a function of the
-    script (``__main__``) pickled that way can't be found in the job; cloudpickle sends
-    those, and lambdas, by value. Functions of importable modules still go by reference.
-    """
-
-    def __init__(self, batch: Callable) -> None:
-        try:
-            self.blob = cloudpickle.dumps(batch)
-        except Exception as error:
-            raise UnpicklableError(
-                f"a joblib batch ({batch!r:.200}) can't be pickled to send it to a job: "
-                f"{type(error).__name__}: {error}"
-            ) from error
-
-    def __call__(self) -> Any:
-        return cloudpickle.loads(self.blob)()
 
 
 class PoolpartyBackend(ParallelBackendBase):
@@ -261,7 +212,7 @@ class PoolpartyBackend(ParallelBackendBase):
                 self._running += 1
                 pool = self._pool
             try:
-                pool.apply_async(CloudpickledBatch(func),
+                pool.apply_async(func,
                                  callback=partial(self._finish, future, pool, True),
                                  error_callback=partial(self._finish, future, pool, False))
             except BaseException as error:

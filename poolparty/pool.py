@@ -450,42 +450,18 @@ class PreparedMap:
     log: logging.Logger
 
 
-class AsyncResult:
-    """The result of apply_async/map_async, as multiprocessing's AsyncResult.
+class ResultHandle:
+    """A value or an exception that arrives later: multiprocessing's AsyncResult
+    surface (ready, successful, wait, get with a timeout)."""
 
-    The map runs in a background thread; callbacks are called from that thread.
-    """
-
-    def __init__(self, pool: Pool, prepared: PreparedMap | None, callback: Callable | None,
-                 error_callback: Callable | None, single: bool = False) -> None:
-        self._pool = pool
-        self._prepared = prepared
-        self._callback = callback
-        self._error_callback = error_callback
-        self._single = single
+    def __init__(self) -> None:
         self._event = threading.Event()
         self._success = False
         self._value: Any = None
 
-    def _run(self) -> None:
-        try:
-            value = self._pool._collect(self._prepared)
-            self._finish(True, value[0] if self._single else value)
-        except BaseException as error:  # noqa: BLE001 - handed to the caller of get()
-            self._finish(False, error)
-
-    def _finish(self, success: bool, value: Any) -> None:
-        """Record the outcome, then call back. A callback that raises is logged: it
-        changes neither the result nor which callback runs."""
+    def _set(self, success: bool, value: Any) -> None:
         self._success, self._value = success, value
-        callback = self._callback if success else self._error_callback
-        try:
-            if callback is not None:
-                callback(value)
-        except Exception:  # noqa: BLE001 - the caller's result must not depend on it
-            log.exception("the %s of %r raised", "callback" if success else "error_callback", self)
-        finally:
-            self._event.set()
+        self._event.set()
 
     def ready(self) -> bool:
         return self._event.is_set()
@@ -499,19 +475,58 @@ class AsyncResult:
         self._event.wait(timeout)
 
     def get(self, timeout: float | None = None) -> Any:
-        """The result; re-raises a task's exception. Ctrl-C while waiting cancels the
-        map's jobs, as it does for map()."""
-        try:
-            self.wait(timeout)
-        except KeyboardInterrupt:
-            if self._prepared is not None:
-                self._prepared.run.stop.set()
-            raise
+        """The value, or the exception raised again."""
+        self.wait(timeout)
         if not self.ready():
             raise multiprocessing.TimeoutError
         if self._success:
             return self._value
         raise self._value
+
+
+class AsyncResult(ResultHandle):
+    """The result of apply_async/map_async, as multiprocessing's AsyncResult.
+
+    The map runs in a background thread; callbacks are called from that thread.
+    """
+
+    def __init__(self, pool: Pool, prepared: PreparedMap | None, callback: Callable | None,
+                 error_callback: Callable | None, single: bool = False) -> None:
+        super().__init__()
+        self._pool = pool
+        self._prepared = prepared
+        self._callback = callback
+        self._error_callback = error_callback
+        self._single = single
+
+    def _run(self) -> None:
+        try:
+            value = self._pool._collect(self._prepared)
+            self._finish(True, value[0] if self._single else value)
+        except BaseException as error:  # noqa: BLE001 - handed to the caller of get()
+            self._finish(False, error)
+
+    def _finish(self, success: bool, value: Any) -> None:
+        """Record the outcome, then call back. A callback that raises is logged: it
+        changes neither the result nor which callback runs."""
+        callback = self._callback if success else self._error_callback
+        self._success, self._value = success, value
+        try:
+            if callback is not None:
+                callback(value)
+        except Exception:  # noqa: BLE001 - the caller's result must not depend on it
+            log.exception("the %s of %r raised", "callback" if success else "error_callback", self)
+        finally:
+            self._set(success, value)
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait for the map; Ctrl-C while waiting cancels its jobs, as in map()."""
+        try:
+            super().wait(timeout)
+        except KeyboardInterrupt:
+            if self._prepared is not None:
+                self._prepared.run.stop.set()
+            raise
 
 
 class IMapIterator:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 from ..pool import PredecessorPool
 from ..scheduler import CommandLineScheduler, QueuedJob, State, expand_ranges, states_of_chunks

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import SchedulerCommandError
+from ..pool import PredecessorPool
 from ..scheduler import compress_ranges
 from ..work_dir import WorkDir
-from ..pool import PredecessorPool
 from . import SlurmBase, parse_max_array_size
 
 log = logging.getLogger("poolparty")

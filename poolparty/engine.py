@@ -166,7 +166,15 @@ class MapRun:
         self.work_dir.archive(blobs)
         for chunk_id, _ in arrived:
             self.status[chunk_id].done = True
+        self._cancel_duplicates([chunk_id for chunk_id, _ in arrived])
         return arrived
+
+    def _cancel_duplicates(self, chunk_ids: list[int]) -> None:
+        """A chunk submitted more than once (thought lost, or in an error state) may
+        still have a job queued after one of its jobs delivered: nothing needs it."""
+        duplicated = [c for c in chunk_ids if self.status[c].submissions > 1]
+        if duplicated:
+            self.scheduler.cancel(self.work_dir, duplicated)
 
     # ------------------------------------------------------------------ scheduler calls
     def _submit(self, chunk_ids: list[int]) -> None:

@@ -1,0 +1,680 @@
+"""Faults caused for real on the one-node test clusters (scripts/test_cluster.sh).
+
+tests/test_faults.py injects faults through the dummy schedulers; here the real SLURM
+and Sun Grid Engine are made to misbehave: an array element requeued, held, over its
+time limit, a worker killed by a signal, the daemons killed and restarted, a job in
+SGE's error state, a result file torn by a worker killed while writing it. Each test
+ends with every correct result or a clear error, within explicit deadlines (and
+pytest-timeout above them).
+
+The tests skip with a message where no scheduler runs (they fail instead where
+POOLPARTY_REQUIRE_SCHEDULERS names it, as in CI). Restarting a daemon disrupts
+anything else using the cluster: every test that stops one restarts it in a
+``finally`` and waits until the cluster is healthy again before it ends.
+
+A task records each of its attempts as a file in ``ran/`` (``<task>.<uuid>``): the
+first attempt is the one that misbehaves, so a resubmitted chunk succeeds.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import pickle
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Callable
+
+import pytest
+from conftest import make_backend, qstat_jobs, squeue_jobs
+
+import poolparty
+
+real_slurm = pytest.mark.real_slurm
+real_sge = pytest.mark.real_sge
+
+MAP_DEADLINE = 120  # seconds a small map may take, faults included (TIMEOUT excepted)
+
+
+# ---------------------------------------------------------------------- task functions
+def attempts(ran: str | Path, task: int) -> int:
+    return sum(1 for name in os.listdir(ran) if name.split(".")[0] == str(task))
+
+
+def record_attempt(ran: str, task: int) -> bool:
+    """Note one attempt of ``task``; True when it is the first one."""
+    first = attempts(ran, task) == 0
+    Path(ran, f"{task}.{uuid.uuid4().hex}").touch()
+    return first
+
+
+def faulty(x: int, ran: str, victim: int = -1, fault: str = "", seconds: float = 1.0,
+           always: bool = False, seconds_again: float | None = None):
+    """Sleep ``seconds`` (``seconds_again`` on later attempts, if given) and return
+    ``x * 10``; task ``victim`` misbehaves on its first attempt (or on every attempt if
+    ``always``)."""
+    first = record_attempt(ran, x)
+    if not first and seconds_again is not None:
+        seconds = seconds_again
+    if x == victim and (first or always):
+        print(f"task {x}: about to {fault}", file=sys.stderr, flush=True)
+        if fault == "sigkill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        elif fault == "exit100":  # SGE: a job exiting with 100 goes into error state
+            os._exit(100)
+        elif fault == "overrun":
+            time.sleep(600)
+        elif fault == "torn-result":
+            os.fdopen = _dying_fdopen  # the next file the worker opens is its result
+    time.sleep(seconds)
+    return x * 10
+
+
+_real_fdopen = os.fdopen
+
+
+class _DyingFile:
+    """Writes half of what it is given, then the process is killed (SIGKILL)."""
+
+    def __init__(self, file) -> None:
+        self.file = file
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.file.close()
+
+    def write(self, data: bytes) -> None:
+        self.file.write(data[: len(data) // 2])
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _dying_fdopen(descriptor, *args, **kwargs):
+    return _DyingFile(_real_fdopen(descriptor, *args, **kwargs))
+
+
+# ---------------------------------------------------------------------- helpers
+def wait_for(condition: Callable[[], object], timeout: float, what: str,
+             interval: float = 0.2) -> object:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def the_map_dir(work_root: Path, timeout: float = 30) -> Path:
+    def found():
+        dirs = [p for p in work_root.iterdir() if p.is_dir()] if work_root.exists() else []
+        return dirs[0] if len(dirs) == 1 and (dirs[0] / "jobs.jsonl").exists() else None
+    return wait_for(found, timeout, f"a map with submitted jobs under {work_root}")
+
+
+def submissions(map_dir: Path) -> list[dict]:
+    """jobs.jsonl: one record per sbatch/qsub, ``{"job_id", "chunks": {chunk: [index, log]}}``."""
+    return [json.loads(line) for line in (map_dir / "jobs.jsonl").read_text().splitlines()]
+
+
+def submissions_per_chunk(map_dir: Path) -> Counter:
+    return Counter(int(chunk) for record in submissions(map_dir) for chunk in record["chunks"])
+
+
+def client_log(map_dir: Path) -> str:
+    return (map_dir / "client.log.jsonl").read_text()
+
+
+def counting_shims(tmp_path: Path, names: list[str]) -> tuple[dict, Path]:
+    """``commands=`` whose tools append their name to a file, then run the real tool."""
+    calls = tmp_path / "calls.txt"
+    calls.touch()
+    commands = {}
+    for name in names:
+        shim = tmp_path / f"counting-{name}"
+        shim.write_text(f'#!/bin/sh\necho {name} >> "{calls}"\nexec {name} "$@"\n')
+        shim.chmod(0o755)
+        commands[name] = [str(shim)]
+    return commands, calls
+
+
+def call_count(calls: Path, name: str) -> int:
+    return calls.read_text().split().count(name)
+
+
+def run(argv: list[str], timeout: float = 30, check: bool = True) -> str:
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+    if check and done.returncode != 0:
+        raise AssertionError(f"{argv} exited with {done.returncode}: {done.stderr.strip()}")
+    return done.stdout
+
+
+def start_daemon(argv: list[str]) -> None:
+    """Start a daemon that forks into the background, detached from this test."""
+    subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, start_new_session=True, timeout=60, check=False)
+
+
+def pid_alive(pidfile: Path, name: str) -> int | None:
+    """The pid in ``pidfile`` if that process runs and is ``name``."""
+    try:
+        pid = int(pidfile.read_text().split()[0])
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if comm == name[:15] else None
+
+
+def stop_daemon(pidfile: Path, name: str, timeout: float = 30) -> None:
+    """SIGTERM (what ``pkill -x NAME`` sends) to the daemon of this pid file only."""
+    pid = pid_alive(pidfile, name)
+    if pid is None:
+        pytest.fail(f"{name} is not running (pid file {pidfile})")
+    os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: not Path(f"/proc/{pid}").exists(), timeout, f"{name} (pid {pid}) to exit")
+
+
+def require_root_and(pidfiles: list[tuple[Path, str]]) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("stopping and starting scheduler daemons needs root")
+    for pidfile, name in pidfiles:
+        if pid_alive(pidfile, name) is None:
+            pytest.skip(f"{name} does not run from {pidfile} (not started by "
+                        f"scripts/test_cluster.sh): not touching it")
+
+
+# ---------------------------------------------------------------------- SLURM daemons
+def slurm_conf_value(key: str, default: str) -> str:
+    try:
+        text = Path(os.environ.get("SLURM_CONF", "/etc/slurm/slurm.conf")).read_text()
+    except OSError:
+        return default
+    match = re.search(rf"^\s*{key}\s*=\s*(\S+)", text, re.MULTILINE | re.IGNORECASE)
+    return match.group(1) if match else default
+
+
+def slurmctld_pidfile() -> Path:
+    default = "/var/spool/slurm-poolparty/run/slurmctld.pid"
+    return Path(slurm_conf_value("SlurmctldPidFile", default))
+
+
+def slurmd_pidfile() -> Path:
+    return Path(slurm_conf_value("SlurmdPidFile", "/var/spool/slurm-poolparty/run/slurmd.pid"))
+
+
+SLURM_HEALTHY = {"idle", "mixed", "allocated", "completing"}
+
+
+def slurm_node_state() -> str:
+    done = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True,
+                          timeout=20, stdin=subprocess.DEVNULL)
+    return done.stdout.strip() if done.returncode == 0 else f"(sinfo failed: {done.stderr.strip()})"
+
+
+def restore_slurm(timeout: float = 90) -> None:
+    """Start whichever daemon is down (as scripts/test_cluster.sh does) and wait until
+    the node takes jobs: ``sinfo`` says idle, mixed or allocated."""
+    if pid_alive(slurmctld_pidfile(), "slurmctld") is None:
+        start_daemon(["slurmctld"])
+    if pid_alive(slurmd_pidfile(), "slurmd") is None:
+        start_daemon(["slurmd", "-N", "localhost"])
+    resumed = False
+
+    def healthy() -> bool:
+        nonlocal resumed
+        state = slurm_node_state()
+        if state.rstrip("*") in ("down", "drained", "draining") and not resumed:
+            subprocess.run(["scontrol", "update", "nodename=localhost", "state=resume"],
+                           capture_output=True, timeout=20)
+            resumed = True
+        return state in SLURM_HEALTHY and pid_alive(slurmd_pidfile(), "slurmd") is not None
+
+    wait_for(healthy, timeout, f"SLURM to be healthy again (sinfo: {slurm_node_state()!r})", 0.5)
+
+
+# ---------------------------------------------------------------------- SGE daemons
+EXECD_PIDFILE = Path("/var/run/gridengine/execd.pid")
+
+
+def sge_execd_up() -> bool:
+    """execd runs and reports a load to the qmaster (as scripts/test_cluster.sh checks)."""
+    if pid_alive(EXECD_PIDFILE, "sge_execd") is None:
+        return False
+    host = socket.gethostname()
+    done = subprocess.run(["qhost", "-h", host], capture_output=True, text=True, timeout=20,
+                          stdin=subprocess.DEVNULL)
+    for line in done.stdout.splitlines():
+        fields = line.split()
+        if len(fields) > 6 and fields[0] == host:
+            return fields[6] != "-"
+    return False
+
+
+def restore_sge_execd(timeout: float = 90) -> None:
+    if pid_alive(EXECD_PIDFILE, "sge_execd") is None:
+        EXECD_PIDFILE.unlink(missing_ok=True)
+        start_daemon(["/etc/init.d/gridengine-exec", "start"])
+    wait_for(sge_execd_up, timeout, "sge_execd to report a load to the qmaster (qhost)", 0.5)
+
+
+# ---------------------------------------------------------------------- fixtures
+@pytest.fixture
+def ran(tmp_path: Path) -> Path:
+    path = tmp_path / "ran"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def slurm(work_root, tmp_path):
+    return make_backend("real-slurm-array", work_root, tmp_path)
+
+
+@pytest.fixture
+def sge(work_root, tmp_path):
+    return make_backend("real-sge", work_root, tmp_path)
+
+
+def this_maps_jobs(queue_lines: Callable[[set], list[str]], map_dir: Path) -> list[str]:
+    return queue_lines({f"poolparty-{map_dir.name}"})
+
+
+def running_slurm_elements(map_dir: Path) -> list[str]:
+    return [line.split("|")[0] for line in this_maps_jobs(squeue_jobs, map_dir)
+            if line.endswith("|RUNNING")]
+
+
+def slurm_element_of_chunk(map_dir: Path, chunk: int) -> str:
+    """``JOBID_INDEX`` of the newest array element running ``chunk``."""
+    for record in reversed(submissions(map_dir)):
+        if str(chunk) in record["chunks"]:
+            return f"{record['job_id']}_{record['chunks'][str(chunk)][0]}"
+    raise AssertionError(f"chunk {chunk} was never submitted")
+
+
+# ====================================================================== SLURM
+@real_slurm
+@pytest.mark.timeout(300)
+def test_slurm_requeued_element_reruns_and_job_over_its_time_limit_is_resubmitted(
+        slurm, work_root, ran, tmp_path):
+    """The two slow SLURM faults share one map, so that their waits overlap.
+
+    ``scontrol requeue`` kills a running element and puts it back PENDING; SLURM lets
+    it start again only once its credential expired (EligibleTime = requeue + ~121 s,
+    ``AuthInfo=cred_expire``): the pool leaves it alone all that time, it is the same
+    job, and takes its result when it reruns. Forcing ``StartTime=now`` is no shortcut:
+    slurmctld then kills it ("Job credential revoked").
+
+    A job over its ``--time`` ends as TIMEOUT and is resubmitted. SLURM's smallest limit
+    is one minute and slurmctld checks limits every 30 s: the TIMEOUT comes 60-95 s
+    after the start.
+    """
+    commands, calls = counting_shims(tmp_path, ["sbatch"])
+    pool = slurm.make_pool(keep_work_dir=True, commands=commands, time="1")
+    overrun, requeued = 0, 1
+    with pool:
+        result = pool.map_async(
+            functools.partial(faulty, ran=str(ran), victim=overrun, fault="overrun", seconds=3),
+            range(4), chunksize=1)
+        map_dir = the_map_dir(work_root)
+        element = slurm_element_of_chunk(map_dir, requeued)
+        wait_for(lambda: attempts(ran, requeued) == 1
+                 and element in running_slurm_elements(map_dir),
+                 60, f"element {element} to run task {requeued}")
+        run(["scontrol", "requeue", element])
+        wait_for(lambda: f"{element}|PENDING" in this_maps_jobs(squeue_jobs, map_dir), 30,
+                 f"{element} to be pending again")
+        eligible = re.search(r"EligibleTime=(\S+)", run(["scontrol", "show", "job", element]))
+        assert result.get(timeout=240) == [0, 10, 20, 30], eligible
+    assert attempts(ran, requeued) == 2  # killed by the requeue, then ran again
+    assert attempts(ran, overrun) == 2  # timed out, then resubmitted
+    assert submissions_per_chunk(map_dir) == Counter({0: 2, 1: 1, 2: 1, 3: 1})
+    assert call_count(calls, "sbatch") == 2
+    log_text = client_log(map_dir)
+    assert "in an error state" in log_text or "left the queue without a result" in log_text
+
+
+@real_slurm
+@pytest.mark.timeout(150)
+def test_slurm_held_element_is_waited_for_not_resubmitted(slurm, work_root, ran, tmp_path):
+    """A held job is PENDING: however long the hold, the pool waits for it."""
+    commands, calls = counting_shims(tmp_path, ["sbatch", "squeue"])
+    pool = slurm.make_pool(processes=2, keep_work_dir=True, commands=commands)
+    victim = 5  # the last element: with %2 it pends for a while
+    with pool:
+        result = pool.map_async(functools.partial(faulty, ran=str(ran), seconds=1.5), range(6),
+                                chunksize=1)
+        map_dir = the_map_dir(work_root)
+        element = slurm_element_of_chunk(map_dir, victim)
+        run(["scontrol", "hold", element])
+        try:
+            held = wait_for(
+                lambda: [line for line in this_maps_jobs(squeue_jobs, map_dir)
+                         if line == f"{element}|PENDING"], 30, f"{element} to show held")
+            assert held
+            reason = run(["squeue", "-h", "-j", element, "-o", "%r"]).strip()
+            assert "Held" in reason, reason
+            # every other chunk finishes; the pool then polls the held job a few times
+            wait_for(lambda: all(attempts(ran, x) for x in range(5))
+                     and this_maps_jobs(squeue_jobs, map_dir) == [f"{element}|PENDING"],
+                     60, "every chunk but the held one to finish")
+            polls = call_count(calls, "squeue")
+            wait_for(lambda: call_count(calls, "squeue") >= polls + 4, 30,
+                     "four more polls of the held job")
+            assert not result.ready()
+            assert call_count(calls, "sbatch") == 1
+            assert attempts(ran, victim) == 0
+        finally:
+            run(["scontrol", "release", element], check=False)
+        assert result.get(timeout=MAP_DEADLINE) == [x * 10 for x in range(6)]
+    assert call_count(calls, "sbatch") == 1
+    assert attempts(ran, victim) == 1
+    assert max(submissions_per_chunk(map_dir).values()) == 1
+
+
+@real_slurm
+@pytest.mark.timeout(150)
+def test_slurm_worker_killed_by_a_signal_once_is_resubmitted(slurm, work_root, ran):
+    pool = slurm.make_pool(keep_work_dir=True)
+    victim = 3
+    with pool:
+        result = pool.map_async(
+            functools.partial(faulty, ran=str(ran), victim=victim, fault="sigkill"), range(6),
+            chunksize=1)
+        assert result.get(timeout=MAP_DEADLINE) == [x * 10 for x in range(6)]
+        map_dir = the_map_dir(work_root)
+    assert attempts(ran, victim) == 2
+    assert submissions_per_chunk(map_dir)[victim] == 2
+
+
+@real_slurm
+@pytest.mark.timeout(150)
+def test_slurm_worker_killed_by_a_signal_every_time_ends_in_chunks_lost(slurm, work_root, ran):
+    pool = slurm.make_pool(max_num_resubmissions=1)
+    victim = 2
+    with pool:
+        result = pool.map_async(
+            functools.partial(faulty, ran=str(ran), victim=victim, fault="sigkill", always=True),
+            range(4), chunksize=1)
+        with pytest.raises(poolparty.ChunksLostError) as caught:
+            result.get(timeout=MAP_DEADLINE)
+    error = caught.value
+    assert error.task_indices == [victim]
+    message = str(error)
+    assert f"chunk {victim} (tasks {victim}..{victim})" in message
+    assert f"task {victim}: about to sigkill" in message  # the job's log tail
+    assert "poolparty worker: map" in message
+    assert error.work_dir in message and Path(error.work_dir).is_dir()
+    assert attempts(ran, victim) == 2  # first submission + one resubmission
+
+
+@real_slurm
+@pytest.mark.timeout(180)
+def test_slurm_map_survives_slurmd_killed_and_restarted(slurm, work_root, ran, tmp_path):
+    """While slurmd is away, running tasks go on; the jobs that end stay COMPLETING
+    (their CPUs are not released) and nothing new starts. The pool waits, nothing is
+    resubmitted, and the map completes once slurmd is back."""
+    require_root_and([(slurmd_pidfile(), "slurmd"), (slurmctld_pidfile(), "slurmctld")])
+    commands, calls = counting_shims(tmp_path, ["sbatch"])
+    pool = slurm.make_pool(keep_work_dir=True, commands=commands)
+    tasks = range(12)  # more than the node's 8 CPUs: some wait for slurmd to come back
+    try:
+        with pool:
+            result = pool.map_async(functools.partial(faulty, ran=str(ran), seconds=2), tasks,
+                                    chunksize=1)
+            map_dir = the_map_dir(work_root)
+            wait_for(lambda: len(os.listdir(ran)) >= 1, 60, "a task to start")
+            stop_daemon(slurmd_pidfile(), "slurmd")
+            time.sleep(5)  # the outage: the running tasks end meanwhile
+            start_daemon(["slurmd", "-N", "localhost"])
+            assert result.get(timeout=MAP_DEADLINE) == [x * 10 for x in tasks]
+    finally:
+        restore_slurm()
+    assert slurm_node_state() in SLURM_HEALTHY
+    assert call_count(calls, "sbatch") == 1, client_log(map_dir)
+    assert all(attempts(ran, x) == 1 for x in tasks)
+
+
+@real_slurm
+@pytest.mark.timeout(180)
+def test_slurm_map_survives_slurmctld_killed_and_restarted(slurm, work_root, ran, tmp_path):
+    """squeue fails while slurmctld is away: those polls are skipped, never taken as
+    every job gone, so nothing is resubmitted."""
+    require_root_and([(slurmd_pidfile(), "slurmd"), (slurmctld_pidfile(), "slurmctld")])
+    commands, calls = counting_shims(tmp_path, ["sbatch"])
+    pool = slurm.make_pool(keep_work_dir=True, commands=commands, call_timeout=3)
+    tasks = range(8)
+    try:
+        with pool:
+            result = pool.map_async(functools.partial(faulty, ran=str(ran), seconds=2.5), tasks,
+                                    chunksize=1)
+            map_dir = the_map_dir(work_root)
+            wait_for(lambda: len(os.listdir(ran)) >= 1, 60, "a task to start")
+            stop_daemon(slurmctld_pidfile(), "slurmctld")
+            wait_for(lambda: "could not ask the scheduler" in client_log(map_dir), 30,
+                     "a poll to fail while slurmctld is down")
+            time.sleep(2)  # a few more failing polls
+            start_daemon(["slurmctld"])
+            assert result.get(timeout=MAP_DEADLINE) == [x * 10 for x in tasks]
+    finally:
+        restore_slurm()
+    assert slurm_node_state() in SLURM_HEALTHY
+    assert call_count(calls, "sbatch") == 1, client_log(map_dir)
+    assert all(attempts(ran, x) == 1 for x in tasks)
+
+
+@real_slurm
+@pytest.mark.timeout(180)
+@pytest.mark.xfail(strict=True, reason=(
+    "bug: a resubmission that fails (sbatch can't reach slurmctld for call_timeout) ends "
+    "the whole map with SchedulerCommandError and cancels its running jobs, where a "
+    "failing query is only skipped"))
+def test_slurm_map_survives_slurmctld_away_when_a_chunk_must_be_resubmitted(
+        slurm, work_root, ran, tmp_path):
+    """slurmctld goes away just after a poll saw a job FAILED (a worker killed by a
+    signal): the resubmission can't reach it. The map should go on once it is back."""
+    require_root_and([(slurmd_pidfile(), "slurmd"), (slurmctld_pidfile(), "slurmctld")])
+    victim = 1
+    stopped = tmp_path / "slurmctld-stopped"
+    shim = tmp_path / "squeue-stopping-slurmctld"
+    shim.write_text(
+        '#!/bin/sh\n'
+        'out=$(squeue "$@"); rc=$?\n'
+        f'if [ ! -e "{stopped}" ] && printf "%s\\n" "$out" | grep -q "_{victim}|FAILED"; then\n'
+        f'  touch "{stopped}"; pid=$(cat "{slurmctld_pidfile()}"); kill "$pid"\n'
+        '  while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done\n'
+        'fi\n'
+        'printf "%s\\n" "$out"; exit $rc\n')
+    shim.chmod(0o755)
+    pool = slurm.make_pool(keep_work_dir=True, commands={"squeue": [str(shim)]},
+                           call_timeout=3)
+    try:
+        with pool:
+            result = pool.map_async(
+                functools.partial(faulty, ran=str(ran), victim=victim, fault="sigkill",
+                                  seconds=2), range(4), chunksize=1)
+            wait_for(stopped.exists, 60, "a poll to see the killed job FAILED")
+            wait_for(lambda: pid_alive(slurmctld_pidfile(), "slurmctld") is None, 30,
+                     "slurmctld to stop")
+            time.sleep(6)  # the outage, longer than call_timeout
+            start_daemon(["slurmctld"])
+            assert result.get(timeout=MAP_DEADLINE) == [0, 10, 20, 30]
+    finally:
+        restore_slurm()
+    assert attempts(ran, victim) == 2
+
+
+@real_slurm
+@pytest.mark.timeout(120)
+def test_slurm_result_torn_by_a_worker_killed_mid_write_is_never_read(slurm, work_root, ran):
+    """The worker writes its result under a temporary name and renames it: killed
+    halfway through the write, it leaves a torn temporary file that the client never
+    takes for a result; the chunk is resubmitted."""
+    pool = slurm.make_pool(keep_work_dir=True)
+    victim = 1
+    with pool:
+        result = pool.map_async(
+            functools.partial(faulty, ran=str(ran), victim=victim, fault="torn-result"),
+            range(4), chunksize=1)
+        assert result.get(timeout=MAP_DEADLINE) == [0, 10, 20, 30]
+        map_dir = the_map_dir(work_root)
+    torn = list((map_dir / "results").glob(f"{victim}.pkl.*"))
+    assert len(torn) == 1, sorted(os.listdir(map_dir / "results"))
+    assert torn[0].stat().st_size > 0
+    with pytest.raises(Exception):  # noqa: B017 - any unpickling error: it is torn
+        pickle.loads(torn[0].read_bytes())
+    assert attempts(ran, victim) == 2
+    assert submissions_per_chunk(map_dir)[victim] == 2
+
+
+@real_slurm
+@pytest.mark.timeout(120)
+def test_slurm_duplicate_job_of_a_chunk_done_meanwhile_is_cancelled(slurm, work_root, ran,
+                                                                    tmp_path):
+    """squeue answers empty twice (as when a job left the queue and its result is late on
+    NFS): both chunks are resubmitted, then the first jobs deliver. The second jobs are
+    useless from then on and should be cancelled, at the latest when the map returns."""
+    calls = tmp_path / "squeue-calls"
+    shim = tmp_path / "flaky-squeue"
+    shim.write_text(
+        f'#!/bin/sh\necho call >> "{calls}"\n'
+        f'n=$(wc -l < "{calls}")\n'
+        'if [ "$n" -eq 2 ] || [ "$n" -eq 3 ]; then exit 0; fi  # an empty answer\n'
+        'exec squeue "$@"\n')
+    shim.chmod(0o755)
+    pool = slurm.make_pool(keep_work_dir=True, commands={"squeue": [str(shim)]})
+    map_dir = None
+    try:
+        with pool:
+            result = pool.map_async(
+                functools.partial(faulty, ran=str(ran), seconds=4, seconds_again=60), range(2),
+                chunksize=1)
+            map_dir = the_map_dir(work_root)
+            assert result.get(timeout=MAP_DEADLINE) == [0, 10]
+        assert submissions_per_chunk(map_dir) == Counter({0: 2, 1: 2})
+        wait_for(lambda: not any(line.endswith(("|RUNNING", "|PENDING"))
+                                 for line in this_maps_jobs(squeue_jobs, map_dir)),
+                 8, "the duplicate jobs to be cancelled")
+    finally:
+        if map_dir is not None:
+            run(["scancel", f"--name=poolparty-{map_dir.name}"], check=False)
+
+
+# ====================================================================== Sun Grid Engine
+def running_sge_tasks(map_dir: Path) -> list[str]:
+    return [line.split("|")[0] for line in this_maps_jobs(qstat_jobs, map_dir)
+            if line.split("|")[1] == "r"]
+
+
+def sge_task_of_chunk(map_dir: Path, chunk: int) -> str:
+    for record in reversed(submissions(map_dir)):
+        if str(chunk) in record["chunks"]:
+            return f"{record['job_id']}.{record['chunks'][str(chunk)][0]}"
+    raise AssertionError(f"chunk {chunk} was never submitted")
+
+
+@real_sge
+@pytest.mark.timeout(180)
+def test_sge_task_deleted_while_running_is_resubmitted(sge, work_root, ran):
+    pool = sge.make_pool(keep_work_dir=True)
+    victim = 1
+    with pool:
+        result = pool.map_async(functools.partial(faulty, ran=str(ran), seconds=3), range(4),
+                                chunksize=1)
+        map_dir = the_map_dir(work_root)
+        task = sge_task_of_chunk(map_dir, victim)
+        wait_for(lambda: attempts(ran, victim) == 1 and task in running_sge_tasks(map_dir), 90,
+                 f"task {task} to run")
+        run(["qdel", task])
+        assert result.get(timeout=MAP_DEADLINE) == [0, 10, 20, 30]
+    assert attempts(ran, victim) == 2
+    assert submissions_per_chunk(map_dir) == Counter({0: 1, 1: 2, 2: 1, 3: 1})
+
+
+@real_sge
+@pytest.mark.timeout(180)
+def test_sge_job_in_error_state_is_deleted_and_resubmitted(sge, work_root, ran):
+    """A job that exits with status 100 is put into error state (``Eqw``) by SGE
+    itself: the pool deletes it and submits the chunk again."""
+    pool = sge.make_pool(keep_work_dir=True)
+    victim = 2
+    with pool:
+        result = pool.map_async(
+            functools.partial(faulty, ran=str(ran), victim=victim, fault="exit100"), range(4),
+            chunksize=1)
+        assert result.get(timeout=MAP_DEADLINE) == [0, 10, 20, 30]
+        map_dir = the_map_dir(work_root)
+    assert attempts(ran, victim) == 2
+    assert submissions_per_chunk(map_dir) == Counter({0: 1, 1: 1, 2: 2, 3: 1})
+    assert "in an error state" in client_log(map_dir)
+    first_job = submissions(map_dir)[0]["job_id"]
+    wait_for(lambda: not any(line.startswith(f"{first_job}.") and "E" in line.split("|")[1]
+                             for line in this_maps_jobs(qstat_jobs, map_dir)),
+             30, f"the job in error state ({first_job}) to be deleted")
+
+
+def sge_jobs_in_transfer() -> list[str]:
+    """Tasks of every user that the qmaster is handing to an execd (state ``t``)."""
+    lines = run(["qstat", "-u", "*"]).splitlines()[2:]
+    return [line for line in lines if len(line.split()) > 4 and "t" in line.split()[4]]
+
+
+@real_sge
+@pytest.mark.skip(reason=(
+    "known gap, see docs/reliability.rst: after an sge_execd restart here, tasks SGE was "
+    "handing over can stay listed as running with nothing running; the pool waits for "
+    "them (no hang guard yet) and this test overran its 240 s deadline"))
+@pytest.mark.timeout(240)
+def test_sge_map_survives_execd_stopped_and_restarted(sge, work_root, ran, tmp_path):
+    """While sge_execd is away its jobs run on (their shepherds stay), the qmaster still
+    lists them as running and nothing new starts. The pool waits, resubmits nothing,
+    and the map completes once the execd is back.
+
+    The queue instance is disabled around the restart, as an administrator would: a
+    task the qmaster is handing over (``t``) while the execd shuts down can be lost by
+    SGE and stay listed as ``t``/``r`` for minutes with nothing running (seen here:
+    ``execd doesn't know this job`` only once the task was deleted), and the pool
+    would wait for it; see docs/reliability.rst.
+    """
+    require_root_and([(EXECD_PIDFILE, "sge_execd")])
+    queue_instance = f"all.q@{socket.gethostname()}"
+    commands, calls = counting_shims(tmp_path, ["qsub"])
+    pool = sge.make_pool(keep_work_dir=True, commands=commands)
+    tasks = range(12)  # more than the queue's 8 slots: some wait for the execd
+    disabled = False
+    try:
+        with pool:
+            result = pool.map_async(functools.partial(faulty, ran=str(ran), seconds=2), tasks,
+                                    chunksize=1)
+            map_dir = the_map_dir(work_root)
+            wait_for(lambda: len(os.listdir(ran)) >= 1, 90, "a task to start")
+            run(["qmod", "-d", queue_instance])
+            disabled = True
+            wait_for(lambda: not sge_jobs_in_transfer(), 60, "no task in transfer (t)")
+            run(["/etc/init.d/gridengine-exec", "stop"], timeout=60, check=False)
+            wait_for(lambda: pid_alive(EXECD_PIDFILE, "sge_execd") is None, 45,
+                     "sge_execd to stop")
+            time.sleep(5)  # the outage: the running tasks end meanwhile
+            restore_sge_execd()
+            run(["qmod", "-e", queue_instance])
+            disabled = False
+            assert result.get(timeout=MAP_DEADLINE) == [x * 10 for x in tasks]
+    finally:
+        restore_sge_execd()
+        if disabled:
+            run(["qmod", "-e", queue_instance], check=False)
+    assert call_count(calls, "qsub") == 1, client_log(map_dir)
+    assert all(attempts(ran, x) == 1 for x in tasks)

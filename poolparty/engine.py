@@ -228,7 +228,15 @@ class MapRun:
             )
         for chunk_id in chunk_ids:
             self.work_dir.archive_logs_of(chunk_id)
-        self._submit(chunk_ids)
+        try:
+            self._submit(chunk_ids)
+        except SchedulerCommandError as error:
+            if not getattr(self.scheduler, "is_transient", lambda e: False)(error):
+                raise  # the scheduler refuses the job itself: retrying can't help
+            # The controller is away: these chunks are still missing at the next poll
+            # and are resubmitted then, as a failing query is tried again.
+            self.log.warning("could not resubmit %s, trying again next poll: %s",
+                             chunk_ids, error)
 
     def _cancel_unfinished(self) -> None:
         """Best effort: a failure here must not hide the exception being raised."""

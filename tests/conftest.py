@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -40,8 +41,16 @@ def scheduler_running(name: str) -> bool:
 
 
 def require_scheduler(name: str) -> None:
-    """Skip (on a user's machine) or fail (in CI) when ``name`` is not running here."""
-    if scheduler_running(name):
+    """Skip (on a user's machine) or fail (in CI) when ``name`` is not running here.
+
+    A scheduler restarting (the fault tests restart daemons) gets half a minute."""
+    deadline = time.monotonic() + (30 if shutil.which("sinfo" if name == "slurm" else "qstat")
+                                   else 0)
+    while not scheduler_running(name):
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(1)
+    else:
         return
     required = os.environ.get("POOLPARTY_REQUIRE_SCHEDULERS", "").split(",")
     message = f"no running {name} on this machine; " + HOW_TO_ENABLE.format(name=name)

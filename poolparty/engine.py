@@ -62,6 +62,7 @@ class MapRun:
         self._abandon_requests: set[int] = set()
         self._abandon_lock = threading.Lock()
         self._backlog: deque[int] = deque()
+        self._started = False
 
     def _top_up(self) -> None:
         """Submit waiting chunks: all of them, or, for a backend that can't throttle
@@ -74,7 +75,12 @@ class MapRun:
             chunk_id = self._backlog.popleft()
             if not self.status[chunk_id].done:
                 batch.append(chunk_id)
-        self._submit(batch)
+        if not batch:
+            return
+        if not self._started:  # the first submission: a refusal or an outage is raised
+            self._submit(batch)
+        elif not self._submit_while_running(batch):
+            self._backlog.extendleft(reversed(batch))
 
     def abandon(self, chunk_ids: list[int]) -> None:
         """Nobody needs these chunks any more (their futures were cancelled): cancel
@@ -105,6 +111,7 @@ class MapRun:
             yield from self._gather()  # results an earlier client had not gathered yet
             self._backlog.extend(self._chunks_to_start())
             self._top_up()
+            self._started = True
             nap = MIN_NAP
             while not all(s.done for s in self.status.values()):
                 if self.stop.is_set():
@@ -217,6 +224,7 @@ class MapRun:
         if lost:
             self.log.warning("chunk(s) %s left the queue without a result", lost)
         self._resubmit(in_error + lost)
+        self._top_up()  # chunks held back, or whose submission failed earlier
 
     def _resubmit(self, chunk_ids: list[int]) -> None:
         limit = self.max_num_resubmissions
@@ -228,15 +236,22 @@ class MapRun:
             )
         for chunk_id in chunk_ids:
             self.work_dir.archive_logs_of(chunk_id)
+        # if the controller is away, these chunks are still missing at the next poll
+        # and are resubmitted then
+        self._submit_while_running(chunk_ids, "resubmit")
+
+    def _submit_while_running(self, chunk_ids: list[int], verb: str = "submit") -> bool:
+        """Submit during a running map. A scheduler that can't be reached now is
+        tried again later (as a failing query is); one refusing the job raises."""
         try:
             self._submit(chunk_ids)
+            return True
         except SchedulerCommandError as error:
             if not getattr(self.scheduler, "is_transient", lambda e: False)(error):
                 raise  # the scheduler refuses the job itself: retrying can't help
-            # The controller is away: these chunks are still missing at the next poll
-            # and are resubmitted then, as a failing query is tried again.
-            self.log.warning("could not resubmit %s, trying again next poll: %s",
-                             chunk_ids, error)
+            self.log.warning("could not %s %s now, trying again later: %s",
+                             verb, chunk_ids, error)
+            return False
 
     def _cancel_unfinished(self) -> None:
         """Best effort: a failure here must not hide the exception being raised."""

@@ -478,43 +478,89 @@ def test_slurm_map_survives_slurmctld_killed_and_restarted(slurm, work_root, ran
 
 @real_slurm
 @pytest.mark.timeout(180)
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: a resubmission that fails (sbatch can't reach slurmctld for call_timeout) ends "
-    "the whole map with SchedulerCommandError and cancels its running jobs, where a "
-    "failing query is only skipped"))
 def test_slurm_map_survives_slurmctld_away_when_a_chunk_must_be_resubmitted(
         slurm, work_root, ran, tmp_path):
-    """slurmctld goes away just after a poll saw a job FAILED (a worker killed by a
-    signal): the resubmission can't reach it. The map should go on once it is back."""
+    """slurmctld goes away just as a chunk is found lost (its worker was killed by a
+    signal; squeue lists no finished jobs, so it is missing from two polls): the
+    resubmission can't reach slurmctld. It is tried again at the next poll that works,
+    as a failing query is, and the map completes once slurmctld is back (this ended the
+    map with SchedulerCommandError before commit e3aea2c).
+
+    The squeue shim stops slurmctld right after answering the second poll that misses
+    the chunk, so the outage starts exactly between that poll and the sbatch."""
     require_root_and([(slurmd_pidfile(), "slurmd"), (slurmctld_pidfile(), "slurmctld")])
     victim = 1
     stopped = tmp_path / "slurmctld-stopped"
+    misses = tmp_path / "misses"
     shim = tmp_path / "squeue-stopping-slurmctld"
     shim.write_text(
         '#!/bin/sh\n'
         'out=$(squeue "$@"); rc=$?\n'
-        f'if [ ! -e "{stopped}" ] && printf "%s\\n" "$out" | grep -q "_{victim}|FAILED"; then\n'
-        f'  touch "{stopped}"; pid=$(cat "{slurmctld_pidfile()}"); kill "$pid"\n'
-        '  while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done\n'
+        f'if [ $rc -eq 0 ] && [ ! -e "{stopped}" ] && ls "{ran}" | grep -q "^{victim}\\." \\\n'
+        f'   && ! printf "%s\\n" "$out" | grep -q "_{victim}|"; then\n'
+        f'  echo miss >> "{misses}"\n'
+        f'  if [ "$(wc -l < "{misses}")" -ge 2 ]; then\n'
+        f'    touch "{stopped}"; pid=$(cat "{slurmctld_pidfile()}"); kill "$pid"\n'
+        '    while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done\n'
+        '  fi\n'
         'fi\n'
         'printf "%s\\n" "$out"; exit $rc\n')
     shim.chmod(0o755)
+    # call_timeout 9: each try gets 3 s, time for the shim to see slurmctld exit
     pool = slurm.make_pool(keep_work_dir=True, commands={"squeue": [str(shim)]},
-                           call_timeout=3)
+                           call_timeout=9)
     try:
         with pool:
             result = pool.map_async(
                 functools.partial(faulty, ran=str(ran), victim=victim, fault="sigkill",
                                   seconds=2), range(4), chunksize=1)
-            wait_for(stopped.exists, 60, "a poll to see the killed job FAILED")
+            map_dir = the_map_dir(work_root)
+            wait_for(stopped.exists, 60, "two polls to miss the killed job")
             wait_for(lambda: pid_alive(slurmctld_pidfile(), "slurmctld") is None, 30,
                      "slurmctld to stop")
-            time.sleep(6)  # the outage, longer than call_timeout
+            time.sleep(12)  # the outage, longer than call_timeout
             start_daemon(["slurmctld"])
             assert result.get(timeout=MAP_DEADLINE) == [0, 10, 20, 30]
     finally:
         restore_slurm()
+    assert (tmp_path / "misses").read_text().count("miss") == 2
+    assert "could not resubmit" in client_log(map_dir)  # the outage did strike the sbatch
     assert attempts(ran, victim) == 2
+    assert submissions_per_chunk(map_dir)[victim] == 2
+
+
+@real_slurm
+@pytest.mark.timeout(180)
+def test_per_job_slurm_map_survives_slurmctld_away_while_chunks_wait_to_be_submitted(
+        work_root, ran, tmp_path):
+    """backend="slurm" (one sbatch per chunk) keeps at most ``processes`` chunks in the
+    queue and submits the next ones as results arrive. slurmctld goes away while two
+    chunks run: they deliver during the outage, the top-up sbatch can't reach slurmctld;
+    the map should go on once it is back, as it does for a failing query."""
+    require_root_and([(slurmd_pidfile(), "slurmd"), (slurmctld_pidfile(), "slurmctld")])
+    backend = make_backend("real-slurm", work_root, tmp_path)
+    commands, calls = counting_shims(tmp_path, ["sbatch"])
+    pool = backend.make_pool(processes=2, keep_work_dir=True, commands=commands,
+                             call_timeout=3)
+    tasks = range(6)
+    try:
+        with pool:
+            result = pool.map_async(functools.partial(faulty, ran=str(ran), seconds=3), tasks,
+                                    chunksize=1)
+            map_dir = the_map_dir(work_root)
+            wait_for(lambda: len(os.listdir(ran)) >= 2, 60, "two tasks to start")
+            sbatch_before = call_count(calls, "sbatch")
+            stop_daemon(slurmctld_pidfile(), "slurmctld")
+            # the outage: the two running chunks deliver and the pool tries to top up
+            wait_for(lambda: call_count(calls, "sbatch") > sbatch_before
+                     or result.ready(), 30, "a top-up sbatch during the outage")
+            time.sleep(5)  # longer than call_timeout
+            start_daemon(["slurmctld"])
+            assert result.get(timeout=MAP_DEADLINE) == [x * 10 for x in tasks]
+    finally:
+        restore_slurm()
+    assert all(attempts(ran, x) == 1 for x in tasks)
+    assert sorted(submissions_per_chunk(map_dir)) == list(tasks)
 
 
 @real_slurm
@@ -633,10 +679,6 @@ def sge_jobs_in_transfer() -> list[str]:
 
 
 @real_sge
-@pytest.mark.skip(reason=(
-    "known gap, see docs/reliability.rst: after an sge_execd restart here, tasks SGE was "
-    "handing over can stay listed as running with nothing running; the pool waits for "
-    "them (no hang guard yet) and this test overran its 240 s deadline"))
 @pytest.mark.timeout(240)
 def test_sge_map_survives_execd_stopped_and_restarted(sge, work_root, ran, tmp_path):
     """While sge_execd is away its jobs run on (their shepherds stay), the qmaster still

@@ -10,7 +10,10 @@ pytest-timeout above them).
 The tests skip with a message where no scheduler runs (they fail instead where
 POOLPARTY_REQUIRE_SCHEDULERS names it, as in CI). Restarting a daemon disrupts
 anything else using the cluster: every test that stops one restarts it in a
-``finally`` and waits until the cluster is healthy again before it ends.
+``finally`` and waits until the cluster is healthy again before it ends, and holds a
+lock file (``outage_lock``) so that two runs of this file never stop daemons at once.
+These tests expect to be the only ones stopping daemons: other runs restarting them
+meanwhile stretch the timings (seen: a 60-95 s TIMEOUT taking 165 s).
 
 A task records each of its attempts as a file in ``ran/`` (``<task>.<uuid>``): the
 first attempt is the one that misbehaves, so a resubmitted chunk succeeds.
@@ -18,6 +21,7 @@ first attempt is the one that misbehaves, so a resubmitted chunk succeeds.
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import json
 import os
@@ -27,6 +31,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections import Counter
@@ -272,6 +277,25 @@ def restore_sge_execd(timeout: float = 90) -> None:
 
 # ---------------------------------------------------------------------- fixtures
 @pytest.fixture
+def outage_lock():
+    """Held by every test that stops a daemon, across processes: two runs of this file
+    at once would otherwise cut each other's outages short or stack them."""
+    path = Path(tempfile.gettempdir()) / "poolparty-test-daemon-outage.lock"
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        def locked() -> bool:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                return False
+        wait_for(locked, 150, f"another test run's daemon outage to end ({path})", 0.5)
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
+
+
+@pytest.fixture
 def ran(tmp_path: Path) -> Path:
     path = tmp_path / "ran"
     path.mkdir()
@@ -422,8 +446,9 @@ def test_slurm_worker_killed_by_a_signal_every_time_ends_in_chunks_lost(slurm, w
 
 
 @real_slurm
-@pytest.mark.timeout(180)
-def test_slurm_map_survives_slurmd_killed_and_restarted(slurm, work_root, ran, tmp_path):
+@pytest.mark.timeout(300)  # with up to 150 s waiting for outage_lock
+def test_slurm_map_survives_slurmd_killed_and_restarted(
+        outage_lock, slurm, work_root, ran, tmp_path):
     """While slurmd is away, running tasks go on; the jobs that end stay COMPLETING
     (their CPUs are not released) and nothing new starts. The pool waits, nothing is
     resubmitted, and the map completes once slurmd is back."""
@@ -449,8 +474,9 @@ def test_slurm_map_survives_slurmd_killed_and_restarted(slurm, work_root, ran, t
 
 
 @real_slurm
-@pytest.mark.timeout(180)
-def test_slurm_map_survives_slurmctld_killed_and_restarted(slurm, work_root, ran, tmp_path):
+@pytest.mark.timeout(300)  # with up to 150 s waiting for outage_lock
+def test_slurm_map_survives_slurmctld_killed_and_restarted(
+        outage_lock, slurm, work_root, ran, tmp_path):
     """squeue fails while slurmctld is away: those polls are skipped, never taken as
     every job gone, so nothing is resubmitted."""
     require_root_and([(slurmd_pidfile(), "slurmd"), (slurmctld_pidfile(), "slurmctld")])
@@ -477,9 +503,9 @@ def test_slurm_map_survives_slurmctld_killed_and_restarted(slurm, work_root, ran
 
 
 @real_slurm
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(300)  # with up to 150 s waiting for outage_lock
 def test_slurm_map_survives_slurmctld_away_when_a_chunk_must_be_resubmitted(
-        slurm, work_root, ran, tmp_path):
+        outage_lock, slurm, work_root, ran, tmp_path):
     """slurmctld goes away just as a chunk is found lost (its worker was killed by a
     signal; squeue lists no finished jobs, so it is missing from two polls): the
     resubmission can't reach slurmctld. It is tried again at the next poll that works,
@@ -530,13 +556,14 @@ def test_slurm_map_survives_slurmctld_away_when_a_chunk_must_be_resubmitted(
 
 
 @real_slurm
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(300)  # with up to 150 s waiting for outage_lock
 def test_per_job_slurm_map_survives_slurmctld_away_while_chunks_wait_to_be_submitted(
-        work_root, ran, tmp_path):
+        outage_lock, work_root, ran, tmp_path):
     """backend="slurm" (one sbatch per chunk) keeps at most ``processes`` chunks in the
     queue and submits the next ones as results arrive. slurmctld goes away while two
     chunks run: they deliver during the outage, the top-up sbatch can't reach slurmctld;
-    the map should go on once it is back, as it does for a failing query."""
+    it is deferred to a later poll and the map completes once slurmctld is back (this
+    ended the map with SchedulerCommandError before commit f30e69d)."""
     require_root_and([(slurmd_pidfile(), "slurmd"), (slurmctld_pidfile(), "slurmctld")])
     backend = make_backend("real-slurm", work_root, tmp_path)
     commands, calls = counting_shims(tmp_path, ["sbatch"])
@@ -561,6 +588,7 @@ def test_per_job_slurm_map_survives_slurmctld_away_while_chunks_wait_to_be_submi
         restore_slurm()
     assert all(attempts(ran, x) == 1 for x in tasks)
     assert sorted(submissions_per_chunk(map_dir)) == list(tasks)
+    assert "could not submit" in client_log(map_dir)  # the outage did strike a top-up
 
 
 @real_slurm
@@ -679,8 +707,9 @@ def sge_jobs_in_transfer() -> list[str]:
 
 
 @real_sge
-@pytest.mark.timeout(240)
-def test_sge_map_survives_execd_stopped_and_restarted(sge, work_root, ran, tmp_path):
+@pytest.mark.timeout(300)  # with up to 150 s waiting for outage_lock
+def test_sge_map_survives_execd_stopped_and_restarted(
+        outage_lock, sge, work_root, ran, tmp_path):
     """While sge_execd is away its jobs run on (their shepherds stay), the qmaster still
     lists them as running and nothing new starts. The pool waits, resubmits nothing,
     and the map completes once the execd is back.

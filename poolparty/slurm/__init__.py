@@ -18,9 +18,9 @@ from ..work_dir import WorkDir
 
 log = logging.getLogger("poolparty")
 
-#: squeue's states, as the engine needs to see them. Terminal states (FAILED,
-#: TIMEOUT, ...) are shown briefly before the job leaves the queue: the job will not
-#: write a result, so the engine may as well resubmit it now.
+#: squeue's states, as the engine needs to see them. Plain squeue lists only pending,
+#: running and completing jobs (a finished or failed job just disappears and is found
+#: missing); the terminal states are mapped for squeue variants and --states callers.
 STATES: dict[str, State] = {
     "PENDING": State.PENDING,
     "REQUEUED": State.PENDING,

@@ -247,7 +247,7 @@ class MapRun:
             self._submit(chunk_ids)
             return True
         except SchedulerCommandError as error:
-            if not getattr(self.scheduler, "is_transient", lambda e: False)(error):
+            if not self.scheduler.is_transient(error):
                 raise  # the scheduler refuses the job itself: retrying can't help
             self.log.warning("could not %s %s now, trying again later: %s",
                              verb, chunk_ids, error)

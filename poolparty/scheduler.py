@@ -79,6 +79,11 @@ class Scheduler(abc.ABC):
     def check_available(self) -> None:
         """Raise :class:`SchedulerNotFoundError` when the scheduler can't be used here."""
 
+    def is_transient(self, error: SchedulerCommandError) -> bool:
+        """Whether a failed command may work if tried again later (a busy or absent
+        controller) rather than being refused for good (an unknown partition)."""
+        return False
+
     def close(self) -> None:
         """Release what the backend holds (processes, threads); the pool calls it once."""
 

@@ -408,9 +408,6 @@ class WorkDir:
     def jobs_of_chunk(self, chunk_id: int) -> list[JobRef]:
         return list(self._jobs_of_chunk.get(chunk_id, []))
 
-    def submitted_jobs(self) -> dict[tuple[str, int | None], int]:
-        return dict(self._chunk_of_job)
-
     def log_tail(self, chunk_id: int, max_bytes: int = 4000) -> str:
         """The end of the newest log of a chunk: what the user needs to see on failure."""
         for ref in reversed(self._jobs_of_chunk.get(chunk_id, [])):
@@ -433,9 +430,6 @@ class WorkDir:
             (self.logs_dir / name.split("/", 1)[1]).unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ housekeeping
-    def count_files(self) -> int:
-        return sum(len(files) for _, _, files in os.walk(self.path))
-
     def remove(self) -> None:
         self.close_archives()
         self.release()

@@ -10,12 +10,17 @@ installation works on a login node.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 import time
 from collections.abc import Sequence
 
+from .commands import UsageError
 from .pool import BACKENDS, Pool
+
+#: the modules of poolparty.commands that add subcommands, in the order ``--help`` lists them
+SUBCOMMAND_MODULES = ("run", "exec", "status", "config")
 
 
 def _square(x: int) -> int:
@@ -41,8 +46,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo_parser.add_argument("--backend", default="auto", choices=BACKENDS)
     demo_parser.add_argument("--tasks", type=int, default=100)
     demo_parser.set_defaults(run=demo)
+    for name in SUBCOMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"poolparty.commands.{name}")
+        except ModuleNotFoundError as error:
+            if error.name != f"poolparty.commands.{name}":
+                raise
+            continue  # not written yet
+        module.register(commands)
     arguments = parser.parse_args(argv)
-    return arguments.run(arguments)
+    try:
+        return arguments.run(arguments)
+    except UsageError as error:
+        print(f"poolparty {arguments.command}: error: {error}", file=sys.stderr)
+        return error.exit_code
 
 
 if __name__ == "__main__":

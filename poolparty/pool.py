@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import cloudpickle
 
-from . import chunking
+from . import chunking, config
 from .engine import MapRun, raise_task_error
 from .errors import InvalidInputError, UnpicklableError
 from .log import close_map_logger, configure_verbose, map_logger
@@ -55,6 +55,17 @@ def make_scheduler(backend: str | Scheduler, processes: int | None, options: dic
 
         return SunGridEngine(processes, **options)
     raise InvalidInputError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}.")
+
+
+def configured_scheduler(backend: str | Scheduler, processes: int | None,
+                         resolved: dict[str, config.Resolved], keywords: dict) -> Scheduler:
+    """make_scheduler with the backend options of the environment and config files
+    that apply to the chosen backend (so it is detected first); keywords win."""
+    if backend == "auto":
+        backend = detect_backend()
+    name = backend if isinstance(backend, str) else None
+    return make_scheduler(backend, processes, {**config.scheduler_options(resolved, name),
+                                               **keywords})
 
 
 def detect_backend() -> str:
@@ -127,6 +138,11 @@ class Pool:
     jobs running at once. ``initializer(*initargs)`` runs once in each job before its
     tasks. Remaining keyword arguments go to the backend (e.g. ``partition=``,
     ``time=``, ``memory=`` for SLURM); unknown ones are a TypeError.
+
+    An option left unset (None) comes from a ``POOLPARTY_*`` environment variable, a
+    ``poolparty.toml`` / ``[tool.poolparty]`` file, or the default (see
+    :mod:`poolparty.config`); backend options from there are ignored by backends that
+    don't take them.
     """
 
     def __init__(
@@ -136,16 +152,23 @@ class Pool:
         initargs: Sequence = (),
         maxtasksperchild: int | None = None,
         *,
-        backend: str | Scheduler = "auto",
+        backend: str | Scheduler | None = None,
         work_dir: str | os.PathLike | None = None,
-        keep_work_dir: bool = False,
+        keep_work_dir: bool | None = None,
         python_path: str | None = None,
-        polling_interval: float = 5.0,
-        max_num_resubmissions: int = 3,
-        verbose: bool = False,
-        progress: bool = False,
+        polling_interval: float | None = None,
+        max_num_resubmissions: int | None = None,
+        verbose: bool | None = None,
+        progress: bool | None = None,
         **backend_options: Any,
     ) -> None:
+        values, resolved = config.pool_values({
+            "processes": processes, "backend": backend, "work_dir": work_dir,
+            "keep_work_dir": keep_work_dir, "python_path": python_path,
+            "polling_interval": polling_interval, "max_num_resubmissions": max_num_resubmissions,
+            "verbose": verbose, "progress": progress, **backend_options,
+        })
+        processes, polling_interval = values["processes"], values["polling_interval"]
         if processes is not None and (not isinstance(processes, int) or processes < 1):
             raise ValueError("Number of processes must be at least 1")
         if initializer is not None and not callable(initializer):
@@ -158,18 +181,19 @@ class Pool:
             raise InvalidInputError(
                 f"polling_interval must be > 0 seconds, not {polling_interval!r}"
             )
-        configure_verbose(verbose)
-        self._scheduler = make_scheduler(backend, processes, backend_options)
+        configure_verbose(values["verbose"])
+        self._scheduler = configured_scheduler(values["backend"], processes, resolved,
+                                               backend_options)
         self._scheduler.check_available()
         self._initializer = initializer
         self._initargs = tuple(initargs)
-        self._work_dir_root = work_dir
-        self._keep_work_dir = keep_work_dir
-        self._python_path = check_python(python_path or sys.executable)
+        self._work_dir_root = values["work_dir"]
+        self._keep_work_dir = values["keep_work_dir"]
+        self._python_path = check_python(values["python_path"] or sys.executable)
         self._polling_interval = float(polling_interval)
-        self._max_num_resubmissions = check_max_num_resubmissions(max_num_resubmissions)
+        self._max_num_resubmissions = check_max_num_resubmissions(values["max_num_resubmissions"])
         self._max_running = processes or self._scheduler.default_max_running
-        self._progress = progress or (verbose and _tqdm_installed())
+        self._progress = values["progress"] or (values["verbose"] and _tqdm_installed())
         self._state = RUN
         self._lock = threading.Lock()
         self._threads: set[threading.Thread] = set()
@@ -416,26 +440,32 @@ class PredecessorPool(Pool):
         self,
         num_simultaneously_running_tasks: int | None = None,
         python_path: str | None = None,
-        polling_interval: float = 5.0,
+        polling_interval: float | None = None,
         work_dir: str | None = None,
-        keep_work_dir: bool = False,
-        verbose: bool = False,
-        slurm_call_timeout: float = 60.0,
+        keep_work_dir: bool | None = None,
+        verbose: bool | None = None,
+        slurm_call_timeout: float | None = None,
         max_num_resubmissions: int | None = None,
         **backend_options: Any,
     ) -> None:
         commands = dict(backend_options.pop("commands", {}))
         for option in [name for name in backend_options if name.endswith("_path")]:
             commands[option.removesuffix("_path")] = [backend_options.pop(option)]
-        backend_options.setdefault("call_timeout", slurm_call_timeout)
+        if slurm_call_timeout is not None:
+            backend_options.setdefault("call_timeout", slurm_call_timeout)
+        # the backend is built here, so the configuration's share of it is applied here
+        resolved = config.resolve({"processes": num_simultaneously_running_tasks,
+                                   **backend_options})
+        processes = resolved["processes"].value
+        options = {**config.scheduler_options(resolved, self.backend_class.name),
+                   **backend_options}
         backend = self.backend_class(  # type: ignore[call-arg]
-            num_simultaneously_running_tasks, commands=commands, **backend_options
+            processes, commands=commands, **options
         )
         super().__init__(
-            num_simultaneously_running_tasks, backend=backend, python_path=python_path,
+            processes, backend=backend, python_path=python_path,
             polling_interval=polling_interval, work_dir=work_dir, keep_work_dir=keep_work_dir,
-            verbose=verbose,
-            max_num_resubmissions=3 if max_num_resubmissions is None else max_num_resubmissions,
+            verbose=verbose, max_num_resubmissions=max_num_resubmissions,
         )
 
 

@@ -1,0 +1,437 @@
+"""Configuration: every Pool option from keywords, environment variables or files.
+
+A cluster user sets the same partition, time limit and work_dir in every script; the
+configuration lets them say it once. Each setting is resolved, highest priority first:
+
+1. a keyword argument (``Pool(partition="short")``);
+2. an environment variable ``POOLPARTY_<NAME>`` (``POOLPARTY_PARTITION=short``);
+3. the project file: ``poolparty.toml`` (top-level keys), or the ``[tool.poolparty]``
+   table of ``pyproject.toml``, in the current directory or the nearest parent that
+   has one (``poolparty.toml`` wins when a directory has both; a ``pyproject.toml``
+   without ``[tool.poolparty]`` is passed over, as ruff does);
+4. the user file ``$XDG_CONFIG_HOME/poolparty/poolparty.toml`` (default
+   ``~/.config/poolparty/poolparty.toml``): one place for a cluster account's defaults,
+   shared by every project of that account;
+5. the defaults below.
+
+Everything is read again each time a Pool is created, so a changed file or variable
+applies to the next Pool. An unknown key in a file or an unknown ``POOLPARTY_*``
+variable is an error (a typo silently ignored would submit to the wrong partition).
+Backend options (``partition``, ``queue``, ...) coming from a file or the environment
+are ignored, with a debug log, by backends that don't take them: one file serves
+``backend="local"`` on a laptop and SLURM on the cluster.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import InvalidInputError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python < 3.11 only
+    import tomli as tomllib
+
+log = logging.getLogger("poolparty")
+
+ENV_PREFIX = "POOLPARTY_"
+#: ``POOLPARTY_*`` variables that are not settings but are allowed (used by the test suite)
+NON_SETTING_VARIABLES = frozenset({"POOLPARTY_REQUIRE_SCHEDULERS"})
+PROJECT_FILE = "poolparty.toml"
+PYPROJECT_FILE = "pyproject.toml"
+
+KEYWORD = "keyword argument"
+DEFAULT = "default"
+
+SLURM = ("slurm-array", "slurm")
+CLUSTER = (*SLURM, "sge")
+
+
+class ConfigError(InvalidInputError):
+    """A configuration file or ``POOLPARTY_*`` variable is unreadable, unknown or bad."""
+
+
+# ---------------------------------------------------------------------------- value kinds
+@dataclass(frozen=True)
+class Kind:
+    """How a setting's value is checked in a TOML file and parsed from a variable.
+
+    ``from_toml`` gets the file's directory, so a relative path in a file means the same
+    wherever the program runs. Both raise ValueError with what was expected.
+    """
+
+    label: str
+    from_toml: Callable[[Any, Path], Any]
+    from_text: Callable[[str], Any]
+
+
+def _expect(condition: bool, what: str, value: Any) -> None:
+    if not condition:
+        raise ValueError(f"expected {what}, got {value!r}")
+
+
+def _string(value: Any, base: Path | None = None) -> str:
+    _expect(isinstance(value, str), "a string", value)
+    return value
+
+
+def _path_in_file(value: Any, base: Path) -> str:
+    path = Path(_string(value)).expanduser()
+    return str(path if path.is_absolute() else base / path)
+
+
+def _bool_text(text: str) -> bool:
+    words = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+    _expect(text.strip().lower() in words, "a bool: 1/0, true/false or yes/no", text)
+    return words[text.strip().lower()]
+
+
+def _bool(value: Any, base: Path | None = None) -> bool:
+    _expect(isinstance(value, bool), "true or false", value)
+    return value
+
+
+def _int_at_least(minimum: int) -> Callable[[Any, Path | None], int]:
+    def check(value: Any, base: Path | None = None) -> int:
+        _expect(isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
+                f"an int >= {minimum}", value)
+        return value
+    return check
+
+
+def _int_text(check: Callable[[Any], int]) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            number = int(text.strip())
+        except ValueError:
+            raise ValueError(f"expected an int, got {text!r}") from None
+        return check(number)
+    return parse
+
+
+def _positive_float(value: Any, base: Path | None = None) -> float:
+    _expect(isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0,
+            "a number > 0", value)
+    return float(value)
+
+
+def _positive_float_text(text: str) -> float:
+    try:
+        number = float(text.strip())
+    except ValueError:
+        raise ValueError(f"expected a number > 0, got {text!r}") from None
+    return _positive_float(number)
+
+
+def _int_or_string(value: Any, base: Path | None = None) -> int | str:
+    _expect(isinstance(value, (int, str)) and not isinstance(value, bool),
+            "an int or a string (e.g. 2 or 'a100:2')", value)
+    return value
+
+
+def _int_or_string_text(text: str) -> int | str:
+    return int(text) if text.strip().isdigit() else text
+
+
+def _json_text(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"expected {what}; not valid JSON: {error}") from None
+
+
+def _string_list(value: Any, base: Path | None = None) -> list[str]:
+    _expect(isinstance(value, list) and all(isinstance(item, str) for item in value),
+            "a list of strings", value)
+    return list(value)
+
+
+def _string_list_text(text: str) -> list[str]:
+    """A JSON list, or comma-separated (a JSON list when an argument holds a comma)."""
+    if text.lstrip().startswith("["):
+        return _string_list(_json_text(text, "a JSON list of strings"))
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _table(value: Any, base: Path | None = None) -> dict[str, Any]:
+    _expect(isinstance(value, dict) and all(
+        isinstance(item, (str, int, float)) and not isinstance(item, bool)
+        for item in value.values()), "a table of strings or numbers", value)
+    return dict(value)
+
+
+def _table_text(text: str) -> dict[str, Any]:
+    """A JSON object, or comma-separated ``key=value`` pairs."""
+    if text.lstrip().startswith("{"):
+        return _table(_json_text(text, "a JSON object"))
+    table = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, equals, value = item.partition("=")
+        _expect(bool(equals and key.strip()), "comma-separated key=value pairs", text)
+        table[key.strip()] = value.strip()
+    return table
+
+
+def _parallel_environment(value: Any, base: Path | None = None) -> tuple[str, int]:
+    _expect(isinstance(value, (list, tuple)) and len(value) == 2
+            and isinstance(value[0], str) and isinstance(value[1], int)
+            and not isinstance(value[1], bool), "[name, slots], e.g. ['smp', 4]", value)
+    return (value[0], value[1])
+
+
+def _parallel_environment_text(text: str) -> tuple[str, int]:
+    """``smp,4``, ``smp 4`` or a JSON list ``["smp", 4]``."""
+    if text.lstrip().startswith("["):
+        return _parallel_environment(_json_text(text, "a JSON list [name, slots]"))
+    parts = text.replace(",", " ").split()
+    _expect(len(parts) == 2 and parts[1].isdigit(), "'name,slots', e.g. 'smp,4'", text)
+    return (parts[0], int(parts[1]))
+
+
+def _backend(value: Any, base: Path | None = None) -> str:
+    from .pool import BACKENDS  # pool imports this module: import when first used
+
+    _expect(value in BACKENDS, f"one of {', '.join(BACKENDS)}", value)
+    return value
+
+
+STRING = Kind("string", _string, _string)
+PATH = Kind("path (relative: to the file's directory, or the current one)",
+            _path_in_file, lambda text: str(Path(text).expanduser()))
+PROGRAM = Kind("path or command name", lambda value, base: str(Path(_string(value)).expanduser()),
+               lambda text: str(Path(text).expanduser()))
+BOOL = Kind("bool (variable: 1/0, true/false, yes/no)", _bool, _bool_text)
+POSITIVE_INT = Kind("int >= 1", _int_at_least(1), _int_text(_int_at_least(1)))
+COUNT = Kind("int >= 0", _int_at_least(0), _int_text(_int_at_least(0)))
+SECONDS = Kind("number > 0", _positive_float, _positive_float_text)
+INT_OR_STRING = Kind("int or string", _int_or_string, _int_or_string_text)
+STRING_LIST = Kind("list of strings (variable: comma-separated or a JSON list)",
+                   _string_list, _string_list_text)
+TABLE = Kind("table (variable: key=value,key=value or a JSON object)", _table, _table_text)
+PARALLEL_ENVIRONMENT = Kind("[name, slots] (variable: name,slots or a JSON list)",
+                            _parallel_environment, _parallel_environment_text)
+BACKEND = Kind("auto, local, slurm-array, slurm or sge", _backend, _backend)
+
+
+# ---------------------------------------------------------------------------- the settings
+@dataclass(frozen=True)
+class Setting:
+    """One configurable option. ``backends`` is None for a Pool option (every backend);
+    otherwise the backends whose constructor takes it."""
+
+    name: str
+    kind: Kind
+    default: Any
+    description: str
+    backends: tuple[str, ...] | None = None
+
+    @property
+    def variable(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+
+SETTINGS: dict[str, Setting] = {setting.name: setting for setting in [
+    Setting("backend", BACKEND, "auto", "where jobs run; auto: SLURM arrays if sbatch is on "
+            "PATH, else SGE if its qsub is, else local processes"),
+    Setting("processes", POSITIVE_INT, None, "chunks of a map running at once (unset: local "
+            "uses every core, a cluster's scheduler decides)"),
+    Setting("work_dir", PATH, None, "where maps keep their files (unset: ./.poolparty); on "
+            "a cluster a disk the compute nodes share"),
+    Setting("keep_work_dir", BOOL, False, "keep a map's directory after it succeeded"),
+    Setting("python_path", PROGRAM, None, "the python the jobs run (unset: the caller's)"),
+    Setting("polling_interval", SECONDS, 5.0, "seconds between two questions to the "
+            "scheduler"),
+    Setting("max_num_resubmissions", COUNT, 3, "how often a chunk whose job died without a "
+            "result is resubmitted"),
+    Setting("verbose", BOOL, False, "print what the pool does"),
+    Setting("progress", BOOL, False, "show a tqdm progress bar"),
+    Setting("partition", STRING, None, "SLURM --partition", SLURM),
+    Setting("time", STRING, None, "SLURM --time, e.g. '1:00:00'", SLURM),
+    Setting("memory", STRING, None, "SLURM --mem, e.g. '2G'", SLURM),
+    Setting("cpus_per_task", POSITIVE_INT, None, "SLURM --cpus-per-task", SLURM),
+    Setting("gpus", INT_OR_STRING, None, "SLURM --gpus, e.g. 1 or 'a100:2'", SLURM),
+    Setting("sbatch_args", STRING_LIST, [], "more sbatch arguments, passed as they are",
+            SLURM),
+    Setting("queue", STRING, None, "SGE queue (qsub -q)", ("sge",)),
+    Setting("resources", TABLE, None, "SGE resources, each becomes -l key=value",
+            ("sge",)),
+    Setting("parallel_environment", PARALLEL_ENVIRONMENT, None, "SGE parallel environment "
+            "[name, slots] (qsub -pe name slots)", ("sge",)),
+    Setting("qsub_args", STRING_LIST, [], "more qsub arguments, passed as they are",
+            ("sge",)),
+    Setting("call_timeout", SECONDS, 60.0, "seconds within which a failing scheduler "
+            "command is retried", CLUSTER),
+]}
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A setting's effective value and where it came from."""
+
+    value: Any
+    source: str
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    """A configuration file that was found, its table of settings and how to name it."""
+
+    path: Path
+    table: dict[str, Any]
+    label: str
+
+
+# ---------------------------------------------------------------------------- files
+def read_toml(path: Path) -> dict[str, Any]:
+    """The parsed file; a malformed one is a ConfigError naming the file and line."""
+    try:
+        with open(path, "rb") as file:
+            return tomllib.load(file)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from error
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: can't be read: {error}") from error
+
+
+def user_config_path() -> Path:
+    """``$XDG_CONFIG_HOME/poolparty/poolparty.toml``, default ``~/.config/...``."""
+    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(base) / "poolparty" / PROJECT_FILE
+
+
+def _pyproject_table(path: Path) -> dict[str, Any] | None:
+    """The ``[tool.poolparty]`` table of a pyproject.toml, None when it has none."""
+    tool = read_toml(path).get("tool", {})
+    table = tool.get("poolparty") if isinstance(tool, dict) else None
+    if table is not None and not isinstance(table, dict):
+        raise ConfigError(f"{path}: tool.poolparty must be a table, not {table!r}")
+    return table
+
+
+def project_config(start: Path) -> ConfigFile | None:
+    """The project's file: in ``start`` or the nearest parent that has one."""
+    for directory in [start, *start.parents]:
+        candidate = directory / PROJECT_FILE
+        pyproject = directory / PYPROJECT_FILE
+        table = _pyproject_table(pyproject) if pyproject.is_file() else None
+        if candidate.is_file():
+            if table is not None:
+                log.warning("%s is used; [tool.poolparty] of %s is ignored", candidate, pyproject)
+            return ConfigFile(candidate, read_toml(candidate), str(candidate))
+        if table is not None:
+            return ConfigFile(pyproject, table, f"{pyproject} [tool.poolparty]")
+    return None
+
+
+def config_files(cwd: Path | None = None) -> list[ConfigFile]:
+    """The files that apply here, lowest priority first (user file, project file)."""
+    files = []
+    user_path = user_config_path()
+    if user_path.is_file():
+        files.append(ConfigFile(user_path, read_toml(user_path), str(user_path)))
+    project = project_config(Path(cwd or Path.cwd()).absolute())
+    if project is not None and not (files and files[0].path.samefile(project.path)):
+        files.append(project)
+    return files
+
+
+# ---------------------------------------------------------------------------- layers
+def _unknown(what: str, name: str, where: str, known: Iterable[str]) -> ConfigError:
+    """The error for a key that is no setting: a typo must not be silently ignored."""
+    known = list(known)
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return ConfigError(f"unknown {what} {name} in {where}{hint}. Known: {', '.join(known)}.")
+
+
+def _file_layer(config_file: ConfigFile) -> dict[str, Resolved]:
+    layer = {}
+    for name, value in config_file.table.items():
+        if name not in SETTINGS:
+            raise _unknown("setting", name, config_file.label, SETTINGS)
+        setting = SETTINGS[name]
+        try:
+            converted = setting.kind.from_toml(value, config_file.path.parent)
+        except ValueError as error:
+            raise ConfigError(f"{config_file.label}: {name}: {error}") from None
+        layer[name] = Resolved(converted, config_file.label)
+    return layer
+
+
+def _environment_layer(environ: Mapping[str, str]) -> dict[str, Resolved]:
+    by_variable = {setting.variable: setting for setting in SETTINGS.values()}
+    layer = {}
+    for variable, text in environ.items():
+        if not variable.startswith(ENV_PREFIX) or variable in NON_SETTING_VARIABLES:
+            continue
+        if variable not in by_variable:
+            raise _unknown("variable", variable, "the environment",
+                           [*by_variable, *sorted(NON_SETTING_VARIABLES)])
+        text = text.strip()
+        if not text:
+            continue  # an empty variable is an unset one
+        setting = by_variable[variable]
+        source = f"{variable} environment variable"
+        try:
+            layer[setting.name] = Resolved(setting.kind.from_text(text), source)
+        except ValueError as error:
+            raise ConfigError(f"{source}: {error} ({setting.kind.label})") from None
+    return layer
+
+
+def resolve(keywords: Mapping[str, Any] | None = None, cwd: Path | None = None
+            ) -> dict[str, Resolved]:
+    """Every setting's effective value and source.
+
+    ``keywords`` are the caller's arguments: those that are settings and not None win;
+    the others are not looked at (the backend judges them).
+    """
+    resolved = {name: Resolved(setting.default, DEFAULT) for name, setting in SETTINGS.items()}
+    for config_file in config_files(cwd):
+        resolved.update(_file_layer(config_file))
+    resolved.update(_environment_layer(os.environ))
+    resolved.update({name: Resolved(value, KEYWORD) for name, value in (keywords or {}).items()
+                     if name in SETTINGS and value is not None})
+    for name, item in resolved.items():
+        if item.source != DEFAULT:
+            log.debug("setting %s = %r (from %s)", name, item.value, item.source)
+    return resolved
+
+
+def scheduler_options(resolved: Mapping[str, Resolved], backend: str | None) -> dict[str, Any]:
+    """The backend options that the environment and files give to ``backend``.
+
+    Keyword arguments are not included: the caller passes them to the backend as they
+    are, so one it doesn't know stays a TypeError. Options for other backends are
+    ignored, with a debug log; with ``backend=None`` (a Scheduler object, already
+    built) all are.
+    """
+    options = {}
+    for name, item in resolved.items():
+        setting = SETTINGS[name]
+        if setting.backends is None or item.source in (DEFAULT, KEYWORD):
+            continue
+        if backend in setting.backends:
+            options[name] = item.value
+        else:
+            log.debug("%s from %s ignored: backend %s does not take it", name, item.source,
+                      backend or "(a Scheduler object)")
+    return options
+
+
+def pool_values(keywords: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Resolved]]:
+    """:func:`resolve` for a Pool: the values of its own (not backend) options, and the
+    resolution itself for :func:`scheduler_options`."""
+    resolved = resolve(keywords)
+    values = {name: item.value for name, item in resolved.items()
+              if SETTINGS[name].backends is None}
+    return values, resolved

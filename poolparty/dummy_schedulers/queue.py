@@ -59,15 +59,20 @@ class DummyQueue:
     ) -> None:
         """Arrange faults, seen by every dummy command and by the runner.
 
-        fail:        {command: n}: its next n calls fail with a timeout error (exit 1).
-        empty:       {command: n}: its next n calls print nothing, do nothing, exit 0.
-        hang:        {command: (seconds, n)}: its next n calls sleep first.
-        error_state: the next n tasks to start go to an error state instead
-                     (SLURM: PENDING, "launch failed requeued held"; SGE: Eqw)
-                     and stay queued until cancelled.
-        vanish:      the next n tasks to start disappear without running.
-        kill_after:  (seconds, n): the next n tasks to start are SIGKILLed and
-                     vanish that many seconds after starting.
+        fail
+            ``{command: n}``: its next n calls fail with a timeout error (exit 1).
+        empty
+            ``{command: n}``: its next n calls print nothing, do nothing, exit 0.
+        hang
+            ``{command: (seconds, n)}``: its next n calls sleep first.
+        error_state
+            The next n tasks to start go to an error state instead (SLURM: PENDING,
+            "launch failed requeued held"; SGE: Eqw) and stay queued until cancelled.
+        vanish
+            The next n tasks to start disappear without running.
+        kill_after
+            ``(seconds, n)``: the next n tasks to start are SIGKILLed and vanish that
+            many seconds after starting.
 
         Per-command settings are merged into the current ones; the others
         replace theirs.  Arguments left out change nothing.

@@ -15,7 +15,7 @@ on its own::
 
 An exception raised by the user's function inside a task is *not* wrapped: the caller gets
 the same type and message, with a :class:`RemoteTraceback` holding the remote traceback
-attached as ``__cause__``, as :mod:`multiprocessing.pool` does.
+attached as ``__cause__``, as ``multiprocessing.pool`` does.
 """
 
 from __future__ import annotations

@@ -60,6 +60,11 @@ class Executor(_Executor):
         self._dispatcher.start()
 
     def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> Future:
+        """Schedule ``fn(*args, **kwargs)`` and return its Future.
+
+        Calls submitted close together (until a quiet gap of ``batch_delay``, at most
+        ``max_batch_wait`` in all) go to the scheduler as one map.
+        """
         with self._condition:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")

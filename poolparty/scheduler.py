@@ -43,7 +43,7 @@ class Scheduler(abc.ABC):
     """One batch system, seen through the three calls the engine makes.
 
     Backends keep what they learn at submission (job ids) in the work_dir via
-    :meth:`WorkDir.record_jobs`, so a client that died can re-attach to its jobs.
+    :meth:`.WorkDir.record_jobs`, so a client that died can re-attach to its jobs.
     """
 
     #: Name used in logs and by ``Pool(backend=...)``.
@@ -202,7 +202,7 @@ def run_command(
     command that hangs. Each attempt gets a share of ``timeout``; failures judged
     transient are retried with exponential backoff until ``timeout`` seconds have
     passed in total. Then, or at once for a permanent failure (``invalid partition``),
-    raise :class:`SchedulerCommandError` carrying argv, exit code, stdout and stderr.
+    raise :class:`.SchedulerCommandError` carrying argv, exit code, stdout and stderr.
     Commands are always argv lists: nothing is ever interpreted by a shell.
     """
     deadline = time.monotonic() + timeout

@@ -141,7 +141,7 @@ class Pool:
 
     An option left unset (None) comes from a ``POOLPARTY_*`` environment variable, a
     ``poolparty.toml`` / ``[tool.poolparty]`` file, or the default (see
-    :mod:`poolparty.config`); backend options from there are ignored by backends that
+    ``poolparty.config``); backend options from there are ignored by backends that
     don't take them.
     """
 

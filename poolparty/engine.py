@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import sys
 import threading
 import time
 from collections import deque
@@ -27,6 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from .errors import ChunksLostError, PoolTerminated, RemoteTraceback, SchedulerCommandError
+from .events import ClientEvents
 from .scheduler import Scheduler, State
 from .work_dir import WorkDir
 
@@ -63,6 +65,7 @@ class MapRun:
         self._abandon_lock = threading.Lock()
         self._backlog: deque[int] = deque()
         self._started = False
+        self.events = ClientEvents(self.work_dir)  # what poolparty status reads
 
     def _top_up(self) -> None:
         """Submit waiting chunks: all of them, or, for a backend that can't throttle
@@ -96,6 +99,7 @@ class MapRun:
             self.scheduler.cancel(self.work_dir, chunk_ids)
             for chunk_id in chunk_ids:
                 self.status[chunk_id].done = True
+            self.events.abandoned(chunk_ids)
             self.log.info("abandoned chunk(s) %s: nothing needs them any more", chunk_ids)
 
     # ------------------------------------------------------------------ the loop
@@ -106,6 +110,7 @@ class MapRun:
         terminated pool) cancels the map's remaining jobs, so nothing stays queued.
         """
         finished = False
+        self.events.map_started(self.scheduler, self.chunks, self.work_dir.resumed)
         try:
             yield from self._gather_archived()
             yield from self._gather()  # results an earlier client had not gathered yet
@@ -130,15 +135,19 @@ class MapRun:
         finally:
             if not finished:
                 self._cancel_unfinished()
+            self.events.map_ended(finished, sys.exc_info()[1])
 
     def _gather_archived(self) -> Iterator[tuple[int, list]]:
         """Results an earlier client of this work_dir gathered (resume). Chunks whose
         tasks raised are run again: the cause may have been fixed since."""
+        recovered = []
         for chunk_id, blob in sorted(self.work_dir.archived_results().items()):
             outcomes = pickle.loads(blob)
             if chunk_id in self.status and all(outcome[0] for outcome in outcomes):
                 self.status[chunk_id].done = True
-                yield chunk_id, outcomes
+                recovered.append((chunk_id, outcomes))
+        self.events.gathered(recovered, self.chunks, recovered=True)
+        yield from recovered
 
     def _chunks_to_start(self) -> list[int]:
         """Every chunk without a result, except, when re-attaching to the work_dir of a
@@ -173,6 +182,8 @@ class MapRun:
         self.work_dir.archive(blobs)
         for chunk_id, _ in arrived:
             self.status[chunk_id].done = True
+        # before the first submission: results left by an earlier client of this work_dir
+        self.events.gathered(arrived, self.chunks, recovered=not self._started)
         self._cancel_duplicates([chunk_id for chunk_id, _ in arrived])
         return arrived
 
@@ -192,6 +203,7 @@ class MapRun:
             self.status[chunk_id].submissions += 1
             self.status[chunk_id].missing_polls = 0
         self._last_query = time.monotonic()
+        self.events.submitted(chunk_ids)
         self.log.info("submitted %d chunk(s) to %s", len(chunk_ids), self.scheduler.name)
 
     def _poll(self) -> Iterator[tuple[int, list]]:
@@ -223,6 +235,7 @@ class MapRun:
             self.scheduler.cancel(self.work_dir, in_error)
         if lost:
             self.log.warning("chunk(s) %s left the queue without a result", lost)
+        self.events.resubmit(in_error, lost)
         self._resubmit(in_error + lost)
         self._top_up()  # chunks held back, or whose submission failed earlier
 
@@ -230,6 +243,7 @@ class MapRun:
         limit = self.max_num_resubmissions
         over_limit = [c for c in chunk_ids if self.status[c].submissions > limit]
         if over_limit:
+            self.events.lost(over_limit)
             raise ChunksLostError(
                 {c: (self.status[c].tasks, self.work_dir.log_tail(c)) for c in over_limit},
                 self.work_dir.path,

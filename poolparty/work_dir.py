@@ -10,8 +10,10 @@ Layout of ``<root>/<map_id>/`` (mode 0700, every file private to the user)::
     jobs.jsonl           one line per submission: job id, and for each chunk its index/log
     results/<chunk>.pkl  written by workers (temporary name, then renamed: atomic)
     logs/                stdout+stderr of running jobs, named by the backend
+    events/              one file of JSON-lines events per running job (poolparty.events)
+    events.jsonl         the client's events and those of the chunks it gathered
     results.zip          results gathered by the client; the small files are then deleted
-    logs.zip             logs of finished jobs
+    logs.zip             logs of finished jobs; events.jsonl once the map ended
     client.log.jsonl     the client's log, one JSON object per line
 
 So a running map holds O(running chunks) files and a finished one about ten.
@@ -133,6 +135,14 @@ class WorkDir:
         work_dir = cls(root_path / new_map_id())
         if not work_dir._claim():  # pragma: no cover - a random name is never taken
             raise InvalidInputError(f"could not create a work_dir in {root_path}")
+        return work_dir
+
+    @classmethod
+    def inspect(cls, path: str | os.PathLike) -> WorkDir:
+        """An existing map's directory opened to look at, not to run (poolparty status):
+        its job records are loaded; nothing is locked, written or repaired."""
+        work_dir = cls(Path(path).absolute())
+        work_dir._load_job_records()
         return work_dir
 
     @staticmethod
@@ -428,6 +438,22 @@ class WorkDir:
         self._append_to_zip("logs.zip", logs)
         for name in logs:
             (self.logs_dir / name.split("/", 1)[1]).unlink(missing_ok=True)
+
+    def archive_log(self, member: str, blob: bytes) -> None:
+        """Add a file of the map's own (its events journal) to logs.zip."""
+        self._append_to_zip("logs.zip", {member: blob})
+
+    def archived_logs(self, member: str) -> list[bytes]:
+        """Every copy of ``member`` in logs.zip, oldest first (a resumed map adds one per
+        client). Only that member is read, unless the archive has to be salvaged."""
+        path = self.path / "logs.zip"
+        try:
+            with zipfile.ZipFile(path) as archive:
+                return [archive.read(i) for i in archive.infolist() if i.filename == member]
+        except FileNotFoundError:
+            return []
+        except (zipfile.BadZipFile, EOFError, OSError):  # a client appending, or killed
+            return [blob for name, blob in _read_zip(path) if name == member]
 
     # ------------------------------------------------------------------ housekeeping
     def remove(self) -> None:

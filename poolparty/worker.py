@@ -26,6 +26,7 @@ from typing import Any, Callable
 import cloudpickle
 
 from .errors import RemoteError
+from .events import WorkerEvents
 from .work_dir import WorkDir
 
 Outcome = tuple  # (True, value) | (False, exception, traceback_text)
@@ -84,13 +85,31 @@ def load_chunk(work_dir: WorkDir, chunk_id: int) -> tuple[Callable, bool, list, 
     return function, star, tasks, first_task
 
 
+def run_tasks(function: Callable, tasks: list, star: bool, first_task: int,
+              events: WorkerEvents) -> list[Outcome]:
+    """Run the tasks in order; each one that raises is an event at once, so a status
+    shows it while the rest of the chunk still runs."""
+    outcomes = []
+    for offset, task in enumerate(tasks):
+        outcome = run_task(function, task, star)
+        if not outcome[0]:
+            events.task_failed(first_task + offset, outcome[1])
+        outcomes.append(outcome)
+    return outcomes
+
+
 def run_chunk(work_dir: WorkDir, chunk_id: int) -> None:
     """Run every task of one chunk and write their outcomes as one result file.
 
     A failure to set up (a module missing on this node, an initializer raising) is
     reported as the outcome of every task of the chunk: the caller sees the real
     exception at once, instead of the job being resubmitted to fail again.
+
+    Events (started, each task that raised, finished) go to this attempt's own events
+    file; "finished" is written before the result, so a gathered chunk has it.
     """
+    events = WorkerEvents(work_dir.path, chunk_id)
+    events.started(dict(os.environ))
     metadata = work_dir.metadata()
     add_client_import_paths(metadata.get("import_paths", []))
     try:
@@ -99,8 +118,12 @@ def run_chunk(work_dir: WorkDir, chunk_id: int) -> None:
         first_task = chunk_id * metadata["chunksize"]
         count = min(metadata["chunksize"], metadata["num_tasks"] - first_task)
         outcomes = [(False, error, traceback.format_exc())] * count
+        for task_index in range(first_task, first_task + count):
+            events.task_failed(task_index, error)
     else:
-        outcomes = [run_task(function, task, star) for task in tasks]
+        outcomes = run_tasks(function, tasks, star, first_task, events)
+    failed = sum(1 for outcome in outcomes if not outcome[0])
+    events.finished(ok=len(outcomes) - failed, failed=failed)
     sys.stdout.flush()
     sys.stderr.flush()
     work_dir.write_result(chunk_id, encode_outcomes(outcomes, first_task))

@@ -57,6 +57,9 @@ class Local(Scheduler):
                 if process is not None:
                     _kill_group(process)
 
+    def preview_submit(self, work_dir: WorkDir, chunk_ids: Sequence[int]) -> list[list[str]]:
+        return [self._argv(work_dir, chunk_id) for chunk_id in chunk_ids]
+
     def close(self) -> None:
         with self._lock:
             self._cancelled.update(self._states)
@@ -84,7 +87,7 @@ class Local(Scheduler):
         log_fd = os.open(work_dir.logs_dir / log_name, flags, 0o600)
         try:
             process = subprocess.Popen(
-                ["/bin/sh", str(work_dir.script_path), str(chunk_id)],
+                self._argv(work_dir, chunk_id),
                 stdin=subprocess.DEVNULL, stdout=log_fd, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
@@ -92,6 +95,12 @@ class Local(Scheduler):
             os.close(log_fd)
         work_dir.record_jobs(f"local-{process.pid}", {chunk_id: (None, log_name)})
         return process
+
+
+    @staticmethod
+    def _argv(work_dir: WorkDir, chunk_id: int) -> list[str]:
+        """The worker command of one chunk (what a dry run prints for this backend)."""
+        return ["/bin/sh", str(work_dir.script_path), str(chunk_id)]
 
 
 def _kill_group(process: subprocess.Popen) -> None:

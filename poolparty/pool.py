@@ -12,6 +12,7 @@ import sys
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import cloudpickle
@@ -403,6 +404,24 @@ class Pool:
             outcomes_iterator.close()
         return results
 
+    def dry_run_map(self, func: Callable, iterable: Iterable,
+                    chunksize: int | None = None) -> MapPreview | None:
+        """Write map(func, iterable)'s work_dir and job script as map would, and return
+        the commands that would submit it, submitting nothing: a user checks what would
+        reach the cluster (``poolparty run --dry-run``). Calling map with the same
+        arguments later re-attaches to this work_dir. None for an empty iterable."""
+        self._check_running()
+        prepared = self._prepare(func, iterable, chunksize, star=False)
+        if prepared is None:
+            return None
+        try:
+            commands = self._scheduler.preview_submit(
+                prepared.work_dir, list(range(len(prepared.bounds))))
+        finally:
+            close_map_logger(prepared.log)
+            prepared.work_dir.release()
+        return MapPreview(prepared.work_dir.path, prepared.work_dir.script_path, commands)
+
     def _pickle_function(self, func: Callable, star: bool) -> bytes:
         try:
             return cloudpickle.dumps((func, star, self._initializer, self._initargs))
@@ -478,6 +497,15 @@ class PreparedMap:
     num_tasks: int
     run: MapRun
     log: logging.Logger
+
+
+@dataclass
+class MapPreview:
+    """What a dry run wrote, and the commands it did not run."""
+
+    work_dir: Path
+    job_script: Path
+    commands: list[list[str]]
 
 
 class ResultHandle:
@@ -600,8 +628,10 @@ class IMapIterator:
                 raise multiprocessing.TimeoutError
             if self._ordered:
                 index = self._position
-            else:
+            elif self._position < len(self._arrival_order):
                 index = self._arrival_order[self._position]
+            else:
+                index = -1  # woken by a failure, nothing more arrived: raise it
             if index not in self._arrived and self._failure is not None:
                 failure, self._length = self._failure, self._position
                 raise failure

@@ -87,6 +87,11 @@ class Scheduler(abc.ABC):
     def close(self) -> None:
         """Release what the backend holds (processes, threads); the pool calls it once."""
 
+    def preview_submit(self, work_dir: WorkDir, chunk_ids: Sequence[int]) -> list[list[str]]:
+        """The commands :meth:`submit` would run for these chunks, without queueing
+        anything: a dry run shows the user what would reach the scheduler."""
+        raise NotImplementedError(f"{self.name} can't show a submission without making it")
+
 
 @dataclass(frozen=True)
 class QueuedJob:
@@ -113,6 +118,9 @@ def states_of_chunks(work_dir: WorkDir, jobs: Iterable[QueuedJob]) -> dict[int, 
 
 KNOWN_COMMANDS = {"sbatch", "squeue", "scancel", "scontrol", "qsub", "qstat", "qdel", "qconf"}
 
+#: what a dry run answers in place of the submit tool; submit() takes it for the job id
+DRY_RUN_JOB_ID = "DRY-RUN"
+
 
 class CommandLineScheduler(Scheduler):
     """A scheduler driven by command line tools (sbatch, qsub, ...).
@@ -124,6 +132,8 @@ class CommandLineScheduler(Scheduler):
     #: the tools this backend calls; the first ones must exist for it to be usable
     command_names: tuple[str, ...] = ()
     required_commands: tuple[str, ...] = ()
+    #: the tools that queue jobs: a dry run records their argv instead of running them
+    submit_commands: tuple[str, ...] = ()
     #: stderr patterns worth retrying: the scheduler is busy or away
     transient_errors: re.Pattern[str]
 
@@ -141,6 +151,7 @@ class CommandLineScheduler(Scheduler):
         self.commands = {name: [name] for name in self.command_names}
         self.commands.update({k: list(v) for k, v in (commands or {}).items()})
         self.call_timeout = float(call_timeout)
+        self._dry_run_argvs: list[list[str]] | None = None
 
     def check_available(self) -> None:
         for name in self.required_commands:
@@ -160,9 +171,28 @@ class CommandLineScheduler(Scheduler):
         return [str(argument) for argument in arguments]
 
     def run(self, name: str, arguments: Sequence[str]) -> str:
-        """Run one of the tools, retrying transient failures within call_timeout."""
-        return run_command(self.commands[name] + list(arguments), self.call_timeout,
-                           self.is_transient)
+        """Run one of the tools, retrying transient failures within call_timeout.
+
+        During :meth:`preview_submit` a submit tool is not run: its argv is recorded
+        and a placeholder job id answered. Read-only tools (``scontrol show config``)
+        still run, so the preview is the real submission's argv.
+        """
+        argv = self.commands[name] + list(arguments)
+        if self._dry_run_argvs is not None and name in self.submit_commands:
+            self._dry_run_argvs.append(argv)
+            return DRY_RUN_JOB_ID
+        return run_command(argv, self.call_timeout, self.is_transient)
+
+    def preview_submit(self, work_dir: WorkDir, chunk_ids: Sequence[int]) -> list[list[str]]:
+        """The real submit() with the submit tools replaced by a recorder: one code path
+        builds both the dry run's commands and the real ones, so they can't differ."""
+        self._dry_run_argvs = []
+        try:
+            self.submit(work_dir, chunk_ids)
+            return self._dry_run_argvs
+        finally:
+            self._dry_run_argvs = None
+            work_dir.forget_jobs(DRY_RUN_JOB_ID)
 
     def is_transient(self, error: SchedulerCommandError) -> bool:
         return error.returncode is None or bool(self.transient_errors.search(error.stderr))

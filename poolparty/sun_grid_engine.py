@@ -99,6 +99,7 @@ class SunGridEngine(CommandLineScheduler):
     default_max_running = 8
     command_names = ("qsub", "qstat", "qdel", "qconf")
     required_commands = ("qsub", "qstat", "qdel")
+    submit_commands = ("qsub",)
     transient_errors = TRANSIENT_ERRORS
 
     def __init__(

@@ -116,6 +116,7 @@ class SlurmBase(CommandLineScheduler):
     default_max_running = 8
     command_names = ("sbatch", "squeue", "scancel", "scontrol")
     required_commands = ("sbatch", "squeue", "scancel")
+    submit_commands = ("sbatch",)
     transient_errors = TRANSIENT_ERRORS
 
     def __init__(

@@ -158,7 +158,10 @@ def _string_list(value: Any, base: Path | None = None) -> list[str]:
 def _string_list_text(text: str) -> list[str]:
     """A JSON list, or comma-separated (a JSON list when an argument holds a comma)."""
     if text.lstrip().startswith("["):
-        return _string_list(_json_text(text, "a JSON list of strings"))
+        value = _json_text(text, "a JSON list of strings")
+        _expect(isinstance(value, list) and all(isinstance(item, str) for item in value),
+                "comma-separated strings or a JSON list of strings", text)
+        return value
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
@@ -172,11 +175,15 @@ def _table(value: Any, base: Path | None = None) -> dict[str, Any]:
 def _table_text(text: str) -> dict[str, Any]:
     """A JSON object, or comma-separated ``key=value`` pairs."""
     if text.lstrip().startswith("{"):
-        return _table(_json_text(text, "a JSON object"))
+        try:
+            return _table(_json_text(text, "a JSON object"))
+        except ValueError:
+            raise ValueError(f"expected key=value,key=value or a JSON object of strings or "
+                             f"numbers, got {text!r}") from None
     table = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         key, equals, value = item.partition("=")
-        _expect(bool(equals and key.strip()), "comma-separated key=value pairs", text)
+        _expect(bool(equals and key.strip()), "key=value,key=value or a JSON object", text)
         table[key.strip()] = value.strip()
     return table
 
@@ -384,7 +391,7 @@ def _environment_layer(environ: Mapping[str, str]) -> dict[str, Resolved]:
         try:
             layer[setting.name] = Resolved(setting.kind.from_text(text), source)
         except ValueError as error:
-            raise ConfigError(f"{source}: {error} ({setting.kind.label})") from None
+            raise ConfigError(f"{source}: {error}") from None
     return layer
 
 

@@ -349,7 +349,12 @@ class Pool:
         identity = map_identity(function_blob, chunk_blobs, self._python_path)
         work_dir = WorkDir.create(self._work_dir_root, identity)
         if not work_dir.has_inputs():
-            work_dir.write_inputs(function_blob, chunk_blobs, self._metadata(len(tasks), chunksize))
+            try:
+                work_dir.write_inputs(function_blob, chunk_blobs,
+                                      self._metadata(len(tasks), chunksize))
+            except InvalidInputError:  # no room: nothing worth keeping was written
+                work_dir.remove()
+                raise
         work_dir.write_job_script(self._python_path)
         map_log = map_logger(work_dir.path / "client.log.jsonl", work_dir.map_id)
         run = MapRun(self._scheduler, work_dir, bounds, self._polling_interval,

@@ -21,8 +21,10 @@ So a running map holds O(running chunks) files and a finished one about ten.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
+import logging
 import os
 import re
 import secrets
@@ -42,6 +44,11 @@ from typing import Any
 import rename_after_writing
 
 from .errors import InvalidInputError
+
+log = logging.getLogger("poolparty")
+
+#: errors of a full disk, a quota or a file size limit: the user must make room
+_NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 _OFFSET = struct.Struct("<Q")
 _CLAIMED: set[str] = set()
@@ -66,6 +73,27 @@ def new_map_id() -> str:
 def default_root() -> Path:
     """``./.poolparty`` in the current directory: on clusters it is on the shared disk."""
     return Path.cwd() / ".poolparty"
+
+
+def check_safe_root(root: Path) -> None:
+    """Refuse a work_dir root where others could swap our map directories.
+
+    A directory that others can write (without the sticky bit, as /tmp has) lets them
+    rename a map's directory and put their own pickles in its place; so does one owned
+    by another user (other than root), who can change its mode at will.
+    """
+    info = os.stat(root)
+    if info.st_uid not in (os.getuid(), 0):
+        raise InvalidInputError(
+            f"work_dir {str(root)!r} is owned by uid {info.st_uid}, not by you: its owner "
+            f"could replace the code your jobs load. Pass work_dir= a directory of your own."
+        )
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not info.st_mode & stat.S_ISVTX:
+        raise InvalidInputError(
+            f"work_dir {str(root)!r} is writable by others (mode {stat.filemode(info.st_mode)})"
+            f": they could replace the code your jobs load. Pass work_dir= a directory of your "
+            f"own, or remove their write access (chmod go-w)."
+        )
 
 
 def _make_private_dir(path: Path, exist_ok: bool = False) -> None:
@@ -165,6 +193,7 @@ class WorkDir:
                 f"work_dir {str(root_path)!r} is not writable by you. Pass work_dir= a "
                 f"directory you can write, on a disk the compute nodes share."
             )
+        check_safe_root(root_path)
         return root_path
 
     def _claim(self) -> bool:
@@ -181,7 +210,11 @@ class WorkDir:
         except FileExistsError:
             if not self.path.is_dir():
                 return False
-            check_private(self.path)
+            try:
+                check_private(self.path)
+            except PermissionError as error:  # someone else's: never resume from it
+                log.warning("not resuming from %s: %s", self.path, error)
+                return False
             self.resumed = True
         with _CLAIMED_LOCK:  # fcntl locks are per process: threads need their own check
             if str(self.path) in _CLAIMED:
@@ -235,7 +268,27 @@ class WorkDir:
         chunk_blobs: Iterable[bytes],
         metadata: dict[str, Any],
     ) -> int:
-        """Write the function, the chunks and map.json; return the number of chunks."""
+        """Write the function, the chunks and map.json; return the number of chunks.
+
+        A full disk, a quota or a file size limit raises :class:`InvalidInputError`
+        saying so, with no temporary file left behind.
+        """
+        try:
+            return self._write_inputs(function_blob, chunk_blobs, metadata)
+        except OSError as error:
+            for leftover in self.path.glob(".*.tmp"):
+                leftover.unlink(missing_ok=True)
+            if error.errno not in _NO_ROOM:
+                raise
+            raise InvalidInputError(
+                f"could not write the tasks to {self.path}: {error.strerror}. Nothing was "
+                f"submitted. Free some space (or quota), or pass work_dir= a directory on a "
+                f"disk with room that the compute nodes share."
+            ) from error
+
+    def _write_inputs(
+        self, function_blob: bytes, chunk_blobs: Iterable[bytes], metadata: dict[str, Any]
+    ) -> int:
         _write_private(self.path / "function.pkl", function_blob)
         offsets = [0]
         temporary = self.path / f".tasks.pkl.{secrets.token_hex(4)}.tmp"

@@ -106,3 +106,62 @@ def test_the_scheduler_rejecting_the_job_raises_with_its_stderr(cluster_backend,
         pool.map(abs, range(3))
     assert caught.value.returncode not in (0, None)
     assert cluster_backend.queued_jobs() == []
+
+
+NO_ROOM_SCRIPT = """
+import resource, signal, sys
+import poolparty
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+try:
+    poolparty.Pool(backend="local", work_dir=sys.argv[1]).map(len, ["x" * 50_000] * 10)
+except poolparty.InvalidInputError as error:
+    print(error)
+    sys.exit(3)
+"""
+
+
+def test_no_room_while_writing_the_tasks_says_so_and_leaves_nothing(tmp_path):
+    import subprocess
+    import sys
+
+    root = tmp_path / "root"
+    done = subprocess.run([sys.executable, "-c", NO_ROOM_SCRIPT, str(root)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 3, done.stderr
+    assert "could not write the tasks" in done.stdout
+    assert "Nothing was submitted" in done.stdout and "work_dir=" in done.stdout
+    assert list(root.iterdir()) == []  # the half-written map's directory is gone
+
+
+def test_a_function_returning_something_unpicklable_names_the_task(backend):
+    def result(x):
+        return threading.Lock() if x == 3 else x
+
+    with pytest.raises(poolparty.RemoteError, match="task 3: its result could not be pickled"):
+        backend.make_pool().map(result, range(5), chunksize=5)
+
+
+def test_a_work_dir_root_writable_by_others_is_refused(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with pytest.raises(poolparty.InvalidInputError, match="writable by others"):
+        poolparty.Pool(backend="local", work_dir=shared).map(abs, [1])
+    assert list(shared.iterdir()) == []
+
+
+def test_a_sticky_shared_root_like_tmp_is_accepted(tmp_path):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    scratch.chmod(0o1777)  # others can't rename or remove what is ours
+    assert poolparty.Pool(backend="local", work_dir=scratch).map(abs, [-1, 2]) == [1, 2]
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to make a directory another user owns")
+def test_a_work_dir_root_owned_by_another_user_is_refused(tmp_path):
+    theirs = tmp_path / "theirs"
+    theirs.mkdir(mode=0o755)
+    os.chown(theirs, 12345, 12345)
+    with pytest.raises(poolparty.InvalidInputError, match="owned by uid 12345"):
+        poolparty.Pool(backend="local", work_dir=theirs).map(abs, [1])

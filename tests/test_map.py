@@ -84,6 +84,31 @@ def test_work_dir_is_private_whatever_the_umask(backend, work_root):
         assert path.stat().st_mode & 0o077 == 0, path
 
 
+def digest_of_secret(_):
+    import hashlib
+
+    return hashlib.sha256(os.environ.get("POOLPARTY_TEST_TOKEN", "").encode()).hexdigest()
+
+
+def test_environment_values_reach_the_jobs_but_no_file(backend, work_root, monkeypatch):
+    """Environment variables can hold tokens: the scheduler carries them to the job, and
+    nothing poolparty writes (scripts, logs, archives, metadata) contains them."""
+    secret = "tok-" + os.urandom(8).hex()
+    monkeypatch.setenv("POOLPARTY_TEST_TOKEN", secret)
+    pool = backend.make_pool(keep_work_dir=True)
+    import hashlib
+
+    digest = hashlib.sha256(secret.encode()).hexdigest()
+    assert pool.map(digest_of_secret, range(3), chunksize=1) == [digest] * 3
+    (map_dir,) = work_root.iterdir()
+    for path in files_under(map_dir):
+        assert secret.encode() not in path.read_bytes(), path
+        if path.suffix == ".zip":
+            with zipfile.ZipFile(path) as archive:
+                for name in archive.namelist():
+                    assert secret.encode() not in archive.read(name), (path, name)
+
+
 def test_two_maps_started_at_once_do_not_collide(backend, work_root):
     from concurrent.futures import ThreadPoolExecutor
 

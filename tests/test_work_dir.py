@@ -83,3 +83,15 @@ def test_a_work_dir_writable_by_others_is_refused(work_dir):
     os.chmod(work_dir.path, 0o777)
     with pytest.raises(PermissionError):
         check_private(work_dir.path)
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to make a directory another user owns")
+def test_a_map_directory_someone_else_made_is_never_resumed(tmp_path):
+    planted = tmp_path / "map-abc"
+    planted.mkdir(mode=0o700)
+    (planted / "function.pkl").write_bytes(b"not ours")
+    os.chown(planted, 12345, 12345)
+    work_dir = WorkDir.create(tmp_path, "map-abc")
+    assert work_dir.path == tmp_path / "map-abc-2"
+    assert not work_dir.resumed
+    work_dir.remove()

@@ -87,14 +87,14 @@ def test_work_dir_is_private_whatever_the_umask(backend, work_root):
 def digest_of_secret(_):
     import hashlib
 
-    return hashlib.sha256(os.environ.get("POOLPARTY_TEST_TOKEN", "").encode()).hexdigest()
+    return hashlib.sha256(os.environ.get("MY_SERVICE_TOKEN", "").encode()).hexdigest()
 
 
 def test_environment_values_reach_the_jobs_but_no_file(backend, work_root, monkeypatch):
     """Environment variables can hold tokens: the scheduler carries them to the job, and
     nothing poolparty writes (scripts, logs, archives, metadata) contains them."""
     secret = "tok-" + os.urandom(8).hex()
-    monkeypatch.setenv("POOLPARTY_TEST_TOKEN", secret)
+    monkeypatch.setenv("MY_SERVICE_TOKEN", secret)
     pool = backend.make_pool(keep_work_dir=True)
     import hashlib
 

@@ -1,0 +1,391 @@
+"""``poolparty status`` and ``poolparty top``: read from the map's JSON-lines events while
+it runs, after it ended and after its client died; bad lines, many writers and skewed
+clocks don't fool it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from conftest import dummy_backend, local_worker_processes
+
+import poolparty
+from poolparty import cli
+from poolparty.commands.status import CLEAR, STATES
+
+
+def gated(x: int, gate: str) -> int:
+    """Tasks below 2 return at once; the others wait until the test opens the gate."""
+    while x >= 2 and not os.path.exists(gate):
+        time.sleep(0.02)
+    return x
+
+
+def mixed_failures(x: int) -> int:
+    if x % 5 == 0:
+        raise KeyError(x)
+    if x % 3 == 0:
+        raise ValueError(f"bad value {x}\nsecond line")
+    return x
+
+
+def wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def status_of(path: Path, capsys, *options: str) -> dict:
+    assert cli.main(["status", str(path), "--json", *options]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def text_status(path: Path, capsys, *options: str) -> str:
+    assert cli.main(["status", str(path), *options]) == 0
+    return capsys.readouterr().out
+
+
+def status_in_subprocess(path: Path) -> dict:
+    done = subprocess.run([sys.executable, "-m", "poolparty.cli", "status", str(path), "--json"],
+                          capture_output=True, text=True, timeout=60, check=True)
+    return json.loads(done.stdout)
+
+
+def the_map(work_root: Path) -> Path:
+    return wait_for(lambda: next(iter(work_root.iterdir()), None) if work_root.exists()
+                    else None, 60, "the map's work_dir")
+
+
+def local_pool(work_root: Path, **options) -> poolparty.Pool:
+    return poolparty.Pool(backend="local", work_dir=work_root, polling_interval=0.2, **options)
+
+
+# ---------------------------------------------------------------------- real maps
+def test_a_running_map_shows_tasks_by_state_then_its_end(work_root, tmp_path, capsys):
+    gate = tmp_path / "gate"
+    pool = local_pool(work_root, processes=2, keep_work_dir=True)
+    try:
+        result = pool.starmap_async(gated, [(x, str(gate)) for x in range(6)], chunksize=1)
+        map_dir = the_map(work_root)
+        running = wait_for(
+            lambda: (lambda s: s if s["tasks"]["done"] == 2 and s["tasks"]["running"] == 2
+                     else None)(status_of(map_dir, capsys)), 60, "2 done and 2 running")
+        assert running["state"] == "running"
+        assert running["tasks"] == {"total": 6, "pending": 0, "queued": 2, "running": 2,
+                                    "done": 2, "failed": 0, "lost": 0, "cancelled": 0}
+        assert running["client"]["running"] is True
+        assert running["scheduler"]["asked"] is False
+        assert running["eta"] is not None and running["throughput"] > 0
+        assert status_in_subprocess(map_dir)["client"]["running"] is True  # its lock, seen
+        assert "running: client pid" in text_status(map_dir, capsys)
+    finally:
+        gate.touch()
+    assert result.get(timeout=60) == list(range(6))
+    pool.close()
+    pool.join()
+    ended = status_of(map_dir, capsys)
+    assert ended["state"] == "finished"
+    assert ended["tasks"]["done"] == 6
+    assert ended["client"]["running"] is False
+    assert ended["workers"]["finished_chunks"] == 6
+    assert not (map_dir / "events").exists() and not (map_dir / "events.jsonl").exists()
+    with zipfile.ZipFile(map_dir / "logs.zip") as logs:
+        assert "events.jsonl" in logs.namelist()
+
+
+def test_errors_are_grouped_by_type_with_their_first_task_ids(work_root, capsys):
+    with pytest.raises(KeyError):  # task 0's: the first in order
+        local_pool(work_root).map(mixed_failures, range(20), chunksize=20)
+    map_dir = the_map(work_root)
+    status = status_of(map_dir, capsys)
+    assert status["state"] == "failed"
+    assert status["tasks"]["failed"] == 9 and status["tasks"]["done"] == 11
+    assert status["errors"] == [
+        {"type": "ValueError", "count": 5, "first_tasks": [3, 6, 9, 12, 18],
+         "message": "bad value 3"},
+        {"type": "KeyError", "count": 4, "first_tasks": [0, 5, 10, 15], "message": "0"},
+    ]
+    text = text_status(map_dir, capsys)
+    assert "ValueError x5 (tasks 3, 6, 9, 12, 18): bad value 3" in text
+    assert "KeyError x4 (tasks 0, 5, 10, 15)" in text
+
+
+def test_resubmissions_are_counted_with_their_reasons(work_root, tmp_path, capsys):
+    backend = dummy_backend("slurm-array", work_root, tmp_path / "queue")
+    try:
+        backend.queue.inject(error_state=1, vanish=1)
+        pool = backend.make_pool(keep_work_dir=True)
+        assert pool.map(abs, range(-4, 0), chunksize=1) == [4, 3, 2, 1]
+    finally:
+        backend.queue.shutdown(timeout=30)
+    chunks = status_of(the_map(work_root), capsys)["chunks"]
+    assert chunks["resubmit_reasons"]["error_state"] >= 1
+    assert chunks["resubmit_reasons"]["missing"] >= 1
+    assert chunks["resubmitted"] == sum(chunks["resubmit_reasons"].values())
+
+
+CLIENT = textwrap.dedent('''
+    import json, sys
+    import poolparty
+    from test_status import gated
+
+    gate, options = sys.argv[1], json.loads(sys.argv[2])
+    pool = poolparty.Pool(**options)
+    print(json.dumps(pool.starmap(gated, [(x, gate) for x in range(2, 6)], chunksize=1)))
+''')
+
+
+def client_command(tmp_path: Path, options: dict) -> tuple[list[str], dict[str, str]]:
+    """argv and environment of a client script mapping ``gated`` (imported from here)."""
+    script = tmp_path / "client.py"
+    script.write_text(CLIENT)
+    options = {k: str(v) if isinstance(v, Path) else v for k, v in options.items()}
+    paths = [str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, paths)))
+    return [sys.executable, str(script), str(tmp_path / "gate"), json.dumps(options)], env
+
+
+def kill_when_running(command: tuple[list[str], dict[str, str]], work_root: Path, capsys,
+                      running: int) -> Path:
+    """Start the client, SIGKILL it once ``running`` tasks run: its workers live on."""
+    argv, env = command
+    client = subprocess.Popen(argv, stdout=subprocess.PIPE, env=env)
+    try:
+        map_dir = the_map(work_root)
+        wait_for(lambda: status_of(map_dir, capsys)["tasks"]["running"] >= running, 60,
+                 f"{running} running task(s)")
+    finally:
+        client.send_signal(signal.SIGKILL)
+        client.wait()
+    return map_dir
+
+
+def test_a_map_whose_client_died_says_so_and_resumes(work_root, tmp_path, capsys):
+    options = {"backend": "local", "processes": 2, "work_dir": work_root,
+               "polling_interval": 0.2, "keep_work_dir": True}
+    command = client_command(tmp_path, options)
+    map_dir = kill_when_running(command, work_root, capsys, running=2)
+    status = status_of(map_dir, capsys)
+    assert status["state"] == "interrupted"
+    assert status["client"]["running"] is False
+    assert status["tasks"]["running"] == 2 and status["tasks"]["queued"] == 2
+    assert status["eta"] is None
+    assert "interrupted: the client pid" in text_status(map_dir, capsys)
+
+    (tmp_path / "gate").touch()  # the orphaned workers finish; nobody gathers them
+    wait_for(lambda: not [p for p in local_worker_processes() if str(work_root) in p], 60,
+             "the orphaned workers to end")
+    assert status_of(map_dir, capsys)["tasks"]["done"] == 2
+
+    argv, env = command
+    resumed = subprocess.run(argv, stdout=subprocess.PIPE, env=env, timeout=120, check=True)
+    assert json.loads(resumed.stdout) == [2, 3, 4, 5]
+    status = status_of(map_dir, capsys)
+    assert status["state"] == "finished"
+    assert status["tasks"]["done"] == 4 and status["tasks"]["total"] == 4
+
+
+def test_a_cluster_map_whose_client_died_is_looked_up_in_the_scheduler(
+        work_root, tmp_path, capsys):
+    backend = dummy_backend("slurm-array", work_root, tmp_path / "queue", slots=2)
+    try:
+        command = client_command(tmp_path, backend.pool_options(processes=2))
+        map_dir = kill_when_running(command, work_root, capsys, running=2)
+        status = status_of(map_dir, capsys)
+        assert status["scheduler"]["asked"] is True, status["scheduler"]
+        assert status["scheduler"]["error"] is None
+        assert status["scheduler"]["states"]["running"] == 2
+        assert status["scheduler"]["states"]["pending"] == 2
+        assert status_of(map_dir, capsys, "--no-query")["scheduler"]["asked"] is False
+    finally:
+        (tmp_path / "gate").touch()
+        backend.queue.shutdown(timeout=30)
+
+
+# ---------------------------------------------------------------------- written events
+T0 = 1_700_000_000.0
+
+
+def client_line(kind: str, n: int, t: float, **fields) -> str:
+    return json.dumps({"event": kind, "t": t, "src": "client1", "n": n, **fields})
+
+
+def worker_line(kind: str, src: str, n: int, t: float, **fields) -> str:
+    return json.dumps({"event": kind, "t": t, "src": src, "n": n, **fields})
+
+
+def fake_map(root: Path, journal: list[str], workers: dict[str, list[str]] | None = None,
+             tail: str = "", backend: str = "local", commands: dict | None = None) -> Path:
+    """A work_dir as a client and its workers leave it: 4 tasks in chunks of 2."""
+    path = root / "map-fake"
+    (path / "events").mkdir(parents=True)
+    (path / "map.json").write_text(json.dumps({"num_tasks": 4, "chunksize": 2,
+                                               "backend": backend}))
+    started = client_line("map_started", -1, T0, tasks=4, chunks=2, chunksize=2,
+                          backend=backend, host="elsewhere", pid=1, commands=commands or {})
+    (path / "events.jsonl").write_text("\n".join([started, *journal]) + "\n" + tail)
+    for name, lines in (workers or {}).items():
+        (path / "events" / name).write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_truncated_last_line_and_a_garbage_line_are_skipped_and_counted(tmp_path, capsys):
+    path = fake_map(tmp_path, [
+        client_line("submitted", 0, T0 + 1, chunks="0-1", jobs=[]),
+        "this is not JSON",
+        client_line("gathered", 1, T0 + 5, chunks="0", tasks=2, errors=[]),
+        client_line("a_kind_from_the_future", 2, T0 + 6, anything=[1, 2]),
+    ], tail='{"event": "gathered", "t": 1700000010, "chu')
+    status = status_of(path, capsys)
+    assert status["skipped_lines"] == {"truncated": 1, "unreadable": 1}
+    assert status["tasks"]["done"] == 2 and status["tasks"]["queued"] == 2
+    assert "1 line(s) cut short and 1 unreadable" in text_status(path, capsys)
+
+
+def test_the_files_of_two_workers_are_read(tmp_path, capsys):
+    path = fake_map(tmp_path, [client_line("submitted", 0, T0 + 1, chunks="0-1", jobs=[])],
+                    workers={
+                        "0-nodeA-11.jsonl": [
+                            worker_line("chunk_started", "wA", 0, T0 + 2, chunk=0, host="nodeA"),
+                            worker_line("task_failed", "wA", 1, T0 + 3, chunk=0, task=1,
+                                        type="OSError", message="disk full"),
+                        ],
+                        "1-nodeB-22.jsonl": [
+                            worker_line("chunk_started", "wB", 0, T0 + 2, chunk=1, host="nodeB"),
+                            worker_line("chunk_finished", "wB", 1, T0 + 4, chunk=1, ok=2,
+                                        failed=0, seconds=1.5),
+                        ],
+                    })
+    status = status_of(path, capsys)
+    assert status["tasks"] == {"total": 4, "pending": 0, "queued": 0, "running": 1,
+                               "done": 2, "failed": 1, "lost": 0, "cancelled": 0}
+    assert status["workers"] == {"finished_chunks": 1, "mean_seconds": 1.5,
+                                 "running_hosts": {"nodeA": 1}}
+    assert status["errors"][0]["first_tasks"] == [1]
+
+
+def test_lines_folded_twice_count_once(tmp_path, capsys):
+    """A client killed between folding a worker file and deleting it leaves both."""
+    lines = [worker_line("chunk_started", "wA", 0, T0 + 2, chunk=0, host="nodeA"),
+             worker_line("chunk_finished", "wA", 1, T0 + 4, chunk=0, ok=2, failed=0, seconds=1)]
+    path = fake_map(tmp_path, [client_line("submitted", 0, T0 + 1, chunks="0-1", jobs=[]),
+                               *lines], workers={"0-nodeA-11.jsonl": lines})
+    assert status_of(path, capsys)["workers"]["finished_chunks"] == 1
+
+
+@pytest.mark.parametrize("skew", [0.0, 3600.0, -86400.0])
+def test_skewed_worker_clocks_do_not_change_throughput(tmp_path, capsys, skew):
+    workers = {f"{c}-node{c}-1.jsonl": [
+        worker_line("chunk_started", f"w{c}", 0, T0 + 1 + skew, chunk=c, host=f"node{c}"),
+        worker_line("chunk_finished", f"w{c}", 1, T0 + 3 + skew, chunk=c, ok=2, failed=0,
+                    seconds=2.0),
+    ] for c in (0, 1)}
+    path = fake_map(tmp_path, [
+        client_line("submitted", 0, T0, chunks="0-1", jobs=[]),
+        client_line("gathered", 1, T0 + 4, chunks="0-1", tasks=4, errors=[]),
+        client_line("map_ended", 2, T0 + 4, how="finished"),
+    ], workers=workers)
+    status = status_of(path, capsys)
+    assert (status["throughput"], status["elapsed"]) == (1.0, 4.0)
+    assert status["workers"]["mean_seconds"] == 2.0
+
+
+def test_a_failing_scheduler_query_is_shown_not_fatal(tmp_path, capsys):
+    refuse = [sys.executable, "-c",
+              "import sys; sys.stderr.write('squeue: error: Invalid user\\n'); sys.exit(1)"]
+    path = fake_map(tmp_path, [client_line("submitted", 0, T0, chunks="0-1", jobs=["7"])],
+                    backend="slurm-array", commands={"squeue": refuse})
+    status = status_of(path, capsys)
+    assert status["state"] == "interrupted"  # no client holds its lock
+    assert status["scheduler"]["asked"] is True
+    assert "Invalid user" in status["scheduler"]["error"]
+    assert "could not be asked" in text_status(path, capsys)
+
+
+def test_json_output_shape(tmp_path, capsys):
+    path = fake_map(tmp_path, [client_line("submitted", 0, T0, chunks="0-1", jobs=[])])
+    status = status_of(path, capsys)
+    assert set(status) == {"work_dir", "map_id", "backend", "state", "ended", "client",
+                           "tasks", "chunks", "elapsed", "throughput", "eta", "workers",
+                           "errors", "skipped_lines", "scheduler"}
+    assert set(status["tasks"]) == {"total", *STATES}
+    assert set(status["client"]) == {"running", "host", "pid", "last_event_age"}
+    assert set(status["chunks"]) == {"total", "chunksize", "resubmitted",
+                                     "resubmit_reasons", "lost"}
+    assert set(status["scheduler"]) == {"asked", "why", "error", "states",
+                                        "unfinished_not_queued"}
+    assert status["map_id"] == "map-fake" and status["backend"] == "local"
+
+
+# ---------------------------------------------------------------------- command line
+def test_a_missing_work_dir_is_a_clear_error_with_exit_code_2(tmp_path, capsys, monkeypatch):
+    assert cli.main(["status", str(tmp_path / "nope")]) == 2
+    assert "no work_dir" in capsys.readouterr().err
+    monkeypatch.chdir(tmp_path)  # no ./.poolparty here
+    assert cli.main(["status"]) == 2
+    assert "keep_work_dir" in capsys.readouterr().err
+    (tmp_path / ".poolparty").mkdir()
+    assert cli.main(["top"]) == 2
+    assert "no poolparty map" in capsys.readouterr().err
+
+
+def test_without_work_dir_the_most_recent_map_is_shown(tmp_path, capsys, monkeypatch):
+    root = tmp_path / ".poolparty"
+    older = fake_map(root / "a", [])
+    older.rename(root / "map-older")
+    newer = fake_map(root / "b", [])
+    newer.rename(root / "map-newer")
+    os.utime(root / "map-older" / "events.jsonl", (T0, T0))
+    for path in (root / "map-older", root / "map-newer"):
+        os.utime(path, (T0, T0))
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["status", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["map_id"] == "map-newer"
+
+
+def test_top_redraws_until_its_iterations_are_done(tmp_path, capsys):
+    path = fake_map(tmp_path, [client_line("submitted", 0, T0, chunks="0-1", jobs=[])])
+    assert cli.main(["top", str(path), "--iterations", "3", "--interval", "0.01"]) == 0
+    output = capsys.readouterr().out
+    assert output.count(CLEAR) == 3
+    assert output.count("state      interrupted") == 3
+
+
+def test_top_stops_when_the_map_has_ended(tmp_path, capsys):
+    path = fake_map(tmp_path, [client_line("map_ended", 0, T0, how="cancelled",
+                                           type="KeyboardInterrupt")])
+    assert cli.main(["top", str(path), "--iterations", "50", "--interval", "0.01"]) == 0
+    output = capsys.readouterr().out
+    assert output.count(CLEAR) == 1
+    assert "cancelled: KeyboardInterrupt" in output
+
+
+def test_top_of_a_map_running_in_this_process(work_root, tmp_path, capsys):
+    gate = tmp_path / "gate"
+    pool = local_pool(work_root, processes=1)
+    with ThreadPoolExecutor(1) as thread:
+        mapped = thread.submit(pool.starmap, gated, [(2, str(gate))])
+        try:
+            map_dir = the_map(work_root)
+            wait_for(lambda: status_of(map_dir, capsys)["tasks"]["running"] == 1, 60,
+                     "a running task")
+            assert cli.main(["top", str(map_dir), "--iterations", "2",
+                             "--interval", "0.01"]) == 0
+            assert capsys.readouterr().out.count("running 1") == 2
+        finally:
+            gate.touch()
+        assert mapped.result(timeout=60) == [2]

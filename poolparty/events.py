@@ -108,7 +108,7 @@ class EventWriter:
             self._sequence += 1
             try:
                 append_line_bytes(self.path, (json.dumps(line) + "\n").encode())
-            except OSError as error:
+            except Exception as error:  # noqa: BLE001 - a full disk, a value JSON can't hold
                 self._warn(error)
 
     def _warn(self, error: Exception) -> None:
@@ -184,7 +184,8 @@ class ClientEvents(EventWriter):
             chunks=len(chunks), chunksize=len(chunks[0]) if chunks else 0,
             backend=scheduler.name, host=socket.gethostname(), pid=os.getpid(),
             resumed=resumed,
-            commands={name: list(commands[name]) for name in QUERY_COMMANDS if name in commands},
+            commands={name: [str(part) for part in commands[name]]
+                      for name in QUERY_COMMANDS if name in commands},
         )
 
     def submitted(self, chunk_ids: Sequence[int]) -> None:
@@ -346,11 +347,24 @@ def read_events(work_dir: WorkDir) -> EventLog:
     files (read last-to-first, processed first-to-last; see the module doc)."""
     worker_blobs = [_read(path) for path in worker_files(work_dir.path / WORKER_DIR)]
     journal = _read(work_dir.path / JOURNAL)
-    archived = work_dir.archived_logs(JOURNAL)
+    archived = [] if started_afresh(journal) else work_dir.archived_logs(JOURNAL)
     events = EventLog()
     for blob in [*archived, journal, *worker_blobs]:
         events.add_blob(blob)
     return events
+
+
+def started_afresh(journal: bytes) -> bool:
+    """Whether the journal begins with the first client's start: then no copy of it was
+    archived yet, and logs.zip, which a running client keeps without a readable index
+    (salvaging it means reading every log), need not be read."""
+    first_line = journal.split(b"\n", 1)[0]
+    try:
+        event = json.loads(first_line)
+    except ValueError:
+        return False
+    return isinstance(event, dict) and event.get("event") == "map_started" and (
+        event.get("resumed") is False)
 
 
 def _read(path: Path) -> bytes:

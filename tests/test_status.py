@@ -21,6 +21,7 @@ from conftest import dummy_backend, local_worker_processes
 import poolparty
 from poolparty import cli
 from poolparty.commands.status import CLEAR, STATES
+from poolparty.events import WorkerEvents
 
 
 def gated(x: int, gate: str) -> int:
@@ -249,6 +250,7 @@ def test_a_truncated_last_line_and_a_garbage_line_are_skipped_and_counted(tmp_pa
         "this is not JSON",
         client_line("gathered", 1, T0 + 5, chunks="0", tasks=2, errors=[]),
         client_line("a_kind_from_the_future", 2, T0 + 6, anything=[1, 2]),
+        client_line("lost", 3, T0 + 7, chunks="", a_field_from_the_future={"x": 1}),
     ], tail='{"event": "gathered", "t": 1700000010, "chu')
     status = status_of(path, capsys)
     assert status["skipped_lines"] == {"truncated": 1, "unreadable": 1}
@@ -312,8 +314,11 @@ def test_a_failing_scheduler_query_is_shown_not_fatal(tmp_path, capsys):
     status = status_of(path, capsys)
     assert status["state"] == "interrupted"  # no client holds its lock
     assert status["scheduler"]["asked"] is True
-    assert "Invalid user" in status["scheduler"]["error"]
+    assert status["scheduler"]["error"] == "squeue: exit status 1: squeue: error: Invalid user"
     assert "could not be asked" in text_status(path, capsys)
+    missing = fake_map(tmp_path / "other", [], backend="sge",
+                       commands={"qstat": [str(tmp_path / "no-qstat")]})
+    assert "is not installed here" in status_of(missing, capsys)["scheduler"]["error"]
 
 
 def test_json_output_shape(tmp_path, capsys):
@@ -329,6 +334,28 @@ def test_json_output_shape(tmp_path, capsys):
     assert set(status["scheduler"]) == {"asked", "why", "error", "states",
                                         "unfinished_not_queued"}
     assert status["map_id"] == "map-fake" and status["backend"] == "local"
+
+
+def test_a_worker_writes_its_own_private_file_naming_its_job_and_nothing_else(tmp_path):
+    (tmp_path / "events").mkdir()
+    events = WorkerEvents(tmp_path, 3)
+    events.started({"SLURM_ARRAY_JOB_ID": "77", "SLURM_ARRAY_TASK_ID": "1",
+                    "SLURM_JOB_ID": "78", "API_TOKEN": "tok-secret"})
+    events.task_failed(7, ValueError("first line\nsecond line"))
+    events.finished(ok=1, failed=1)
+    (path,) = (tmp_path / "events").iterdir()
+    assert path.name.startswith("3-") and path.stat().st_mode & 0o777 == 0o600
+    started, failed, finished = [json.loads(line) for line in path.read_text().splitlines()]
+    assert (started["job"], started["index"], started["pid"]) == ("77", "1", os.getpid())
+    assert "tok-secret" not in path.read_text()
+    assert (failed["task"], failed["type"], failed["message"]) == (7, "ValueError", "first line")
+    assert (finished["ok"], finished["failed"]) == (1, 1) and finished["seconds"] >= 0
+    assert [e["n"] for e in (started, failed, finished)] == [0, 1, 2]
+
+
+def test_a_worker_without_an_events_directory_runs_on_quietly(tmp_path, caplog):
+    WorkerEvents(tmp_path, 0).started({})  # a work_dir of a client that collects no events
+    assert not caplog.records
 
 
 # ---------------------------------------------------------------------- command line

@@ -33,6 +33,7 @@ import errno
 import fcntl
 import json
 import os
+import shutil
 import socket
 import struct
 import sys
@@ -44,14 +45,14 @@ from typing import Any
 
 from ..chunking import chunk_bounds
 from ..errors import SchedulerCommandError
-from ..events import EventLog, read_events
+from ..events import QUERY_COMMANDS, EventLog, read_events
 from ..scheduler import expand_ranges
 from ..work_dir import WorkDir, default_root
 from . import UsageError
 
 STATES = ("pending", "queued", "running", "done", "failed", "lost", "cancelled")
 CLUSTER_BACKENDS = ("slurm-array", "slurm", "sge")
-QUERY_TIMEOUT = 20.0  #: seconds for one scheduler query, retries included
+QUERY_TIMEOUT = 10.0  #: seconds for one scheduler query, retries included
 TOP_QUERY_EVERY = 30.0  #: top asks the scheduler at most this often
 FIRST_TASKS = 5  #: task ids shown per error type
 CLEAR = "\x1b[H\x1b[2J"
@@ -302,12 +303,11 @@ class MapView:
             return
         try:
             handler(event)
+            session = self.sessions[-1] if self.sessions else None
+            if session is not None and event.get("src") == session.source:
+                session.last = max(session.last, float(event.get("t", session.last)))
         except (KeyError, TypeError, ValueError, IndexError, AttributeError):
             self.malformed += 1
-            return
-        session = self.sessions[-1] if self.sessions else None
-        if session is not None and event.get("src") == session.source:
-            session.last = max(session.last, float(event.get("t", session.last)))
 
     def chunk(self, chunk_id: Any) -> ChunkView:
         if not isinstance(chunk_id, int) or not 0 <= chunk_id < len(self.chunks):
@@ -545,8 +545,8 @@ def scheduler_info(work_dir: WorkDir, view: MapView, session: Session | None,
     info["asked"] = True
     try:
         states = ask_scheduler(work_dir, backend, session.commands if session else {})
-    except SchedulerCommandError as error:
-        info["error"] = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+    except QueryError as error:
+        info["error"] = str(error)
         return info
     counts = Counter(state.value for state in states.values())
     info["states"] = {name: counts.get(name, 0) for name in ("pending", "running", "error")}
@@ -556,6 +556,10 @@ def scheduler_info(work_dir: WorkDir, view: MapView, session: Session | None,
     return info
 
 
+class QueryError(Exception):
+    """The scheduler could not be asked; the message is one line for the status."""
+
+
 def ask_scheduler(work_dir: WorkDir, backend: str, commands: dict[str, list[str]]) -> dict:
     """One query, with the map's own command paths (a dummy scheduler's, say)."""
     from ..pool import make_scheduler
@@ -563,7 +567,18 @@ def ask_scheduler(work_dir: WorkDir, backend: str, commands: dict[str, list[str]
     options: dict[str, Any] = {"call_timeout": QUERY_TIMEOUT}
     if commands:
         options["commands"] = commands
-    return make_scheduler(backend, None, options).query(work_dir)
+    scheduler = make_scheduler(backend, None, options)
+    known = getattr(scheduler, "commands", {})
+    name = next((n for n in QUERY_COMMANDS if n in known), "the scheduler")
+    if name in known and shutil.which(known[name][0]) is None:  # say so now, not after retries
+        raise QueryError(f"{name}: {known[name][0]!r} is not installed here")
+    try:
+        return scheduler.query(work_dir)
+    except SchedulerCommandError as error:
+        outcome = (f"exit status {error.returncode}" if error.returncode is not None
+                   else error.reason or "no answer")
+        said = [line.strip() for line in error.stderr.splitlines() if line.strip()]
+        raise QueryError(f"{name}: {outcome}" + (f": {said[-1]}" if said else "")) from error
 
 
 # ---------------------------------------------------------------------- text

@@ -1,6 +1,6 @@
 """``poolparty status [WORK_DIR] [--json]`` and ``poolparty top [WORK_DIR]``.
 
-What a map is doing, read from its work_dir's events (:mod:`poolparty.events`): while
+What a map is doing, read from its work_dir's events (``poolparty.events``): while
 it runs, after it ended (failed, or ``keep_work_dir=True``) and after its client died.
 It only reads: nothing in the work_dir is written, locked or repaired, so it is safe
 next to a running client, on any host that sees the work_dir.
@@ -346,7 +346,7 @@ class MapView:
         for chunk in self.chunks_in(event["chunks"]):
             chunk.gathered_errors = {}
         for task, kind, message in event.get("errors", []):
-            self.chunk(task // self.chunksize).gathered_errors[int(task)] = (kind, message)
+            self.chunk(task // self.chunksize).gathered_errors[task] = (str(kind), str(message))
         if self.sessions and not event.get("recovered"):
             self.sessions[-1].gathered_tasks += int(event.get("tasks", 0))
 
@@ -401,11 +401,11 @@ def map_size(events: EventLog, path: Path) -> tuple[int, int] | None:
             tasks, chunksize = event.get("tasks"), event.get("chunksize")
             if isinstance(tasks, int) and isinstance(chunksize, int) and chunksize > 0:
                 return tasks, chunksize
-    try:
-        metadata = json.loads((path / "map.json").read_text())
-        return int(metadata["num_tasks"]), int(metadata["chunksize"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    metadata = metadata_of(path)
+    tasks, chunksize = metadata.get("num_tasks"), metadata.get("chunksize")
+    if isinstance(tasks, int) and isinstance(chunksize, int) and chunksize > 0:
+        return tasks, chunksize
+    return None
 
 
 def group_errors(errors: dict[int, tuple[str, str]]) -> list[dict[str, Any]]:

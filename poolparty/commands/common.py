@@ -147,11 +147,7 @@ def _run_task_set(arguments: argparse.Namespace, task_set: TaskSet) -> int:
     bins = shares.parse_bin(arguments.bin) if arguments.bin else None
     if arguments.bin_key and bins is None:
         raise UsageError("--bin-key says how --bin assigns tasks to shares: give --bin too")
-    indexed = list(enumerate(task_set.tasks))
-    share_of: list[int] = []
-    if bins is not None:
-        share_of = shares.assign(task_set.tasks, bins.count, task_set.key_of)
-        indexed = [(i, task) for i, task in indexed if share_of[i] in bins.shares]
+    indexed, share_of = select_tasks(task_set, bins)
     out = arguments.out or (DEFAULT_SHARE_DIR if bins else DEFAULT_OUT)
     out_format = output_format(out, arguments.out_format)
     check_out(out, bins is not None)
@@ -167,6 +163,17 @@ def _run_task_set(arguments: argparse.Namespace, task_set: TaskSet) -> int:
     else:
         write_shares(Path(out), out_format, bins, share_of, records, arguments.bin_key)
     return report(records, describe_any_failure, out)
+
+
+def select_tasks(task_set: TaskSet, bins: shares.Bins | None
+                 ) -> tuple[list[tuple[int, Any]], list[int]]:
+    """The ``(index, task)`` pairs to run here (all, or those of this machine's shares),
+    and the share of every task (empty without --bin)."""
+    indexed = list(enumerate(task_set.tasks))
+    if bins is None:
+        return indexed, []
+    share_of = shares.assign(task_set.tasks, bins.count, task_set.key_of)
+    return [(i, task) for i, task in indexed if share_of[i] in bins.shares], share_of
 
 
 def check_out(out: str, is_share_dir: bool) -> None:

@@ -67,8 +67,9 @@ def run(arguments: argparse.Namespace) -> int:
         raise UsageError(f"{function_name} in {script} is not a function but "
                          f"{type(function).__name__}")
     tasks = script_tasks(module, arguments.args, script)
+    call = _Call(function)
     task_set = common.TaskSet(
-        function=_Call(function), tasks=tasks, describe_task=_Call(function).describe,
+        function=call, tasks=tasks, describe_task=call.describe,
         key_of=positions_key(arguments.bin_key) if arguments.bin_key else None)
     return common.run_task_set(arguments, task_set)
 
@@ -107,8 +108,10 @@ def load_script(path: Path, script_args: list[str]) -> ModuleType:
     try:
         loader.exec_module(module)
     except SystemExit as exit_:
+        del sys.modules[name]
         raise UsageError(f"{path} exited while loading (exit code {exit_.code})") from None
     except Exception as error:
+        del sys.modules[name]
         traceback.print_exc()
         raise UsageError(f"{path} raised while loading: {type(error).__name__}: {error}"
                          ) from error

@@ -79,6 +79,16 @@ class Backend:
         return poolparty.Executor(**self.pool_options(**options))
 
 
+@pytest.fixture(autouse=True)
+def no_user_configuration(tmp_path_factory, monkeypatch) -> None:
+    """Pools read ~/.config/poolparty and POOLPARTY_* settings: the tests must not
+    depend on the configuration of whoever runs them."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("xdg_config")))
+    for name in list(os.environ):
+        if name.startswith("POOLPARTY_") and name != "POOLPARTY_REQUIRE_SCHEDULERS":
+            monkeypatch.delenv(name)
+
+
 @pytest.fixture
 def work_root(tmp_path: Path) -> Path:
     return tmp_path / "pp"

@@ -206,11 +206,10 @@ def test_a_cluster_map_whose_client_died_is_looked_up_in_the_scheduler(
     try:
         command = client_command(tmp_path, backend.pool_options(processes=2))
         map_dir = kill_when_running(command, work_root, capsys, running=2)
-        status = status_of(map_dir, capsys)
-        assert status["scheduler"]["asked"] is True, status["scheduler"]
-        assert status["scheduler"]["error"] is None
-        assert status["scheduler"]["states"]["running"] == 2
-        assert status["scheduler"]["states"]["pending"] == 2
+        scheduler = status_of(map_dir, capsys)["scheduler"]
+        assert scheduler["asked"] is True and scheduler["error"] is None, scheduler
+        assert scheduler["states"] == {"pending": 2, "running": 2, "error": 0}, scheduler
+        assert scheduler["unfinished_not_queued"] == 0, scheduler
         assert status_of(map_dir, capsys, "--no-query")["scheduler"]["asked"] is False
     finally:
         (tmp_path / "gate").touch()

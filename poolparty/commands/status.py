@@ -52,7 +52,9 @@ from . import UsageError
 
 STATES = ("pending", "queued", "running", "done", "failed", "lost", "cancelled")
 CLUSTER_BACKENDS = ("slurm-array", "slurm", "sge")
-QUERY_TIMEOUT = 10.0  #: seconds for one scheduler query, retries included
+#: seconds for one scheduler query, retries included (each try gets a third): a busy
+#: controller may take seconds to answer
+QUERY_TIMEOUT = 30.0
 TOP_QUERY_EVERY = 30.0  #: top asks the scheduler at most this often
 FIRST_TASKS = 5  #: task ids shown per error type
 CLEAR = "\x1b[H\x1b[2J"

@@ -262,7 +262,7 @@ def _run_once(argv: Sequence[str], timeout: float) -> str | SchedulerCommandErro
     except subprocess.TimeoutExpired as timed_out:
         return SchedulerCommandError(
             argv, None, _decode(timed_out.stdout), _decode(timed_out.stderr),
-            reason=f"no answer within {timeout:.0f} s",
+            reason=f"no answer within {timeout:.3g} s",
         )
     except OSError as os_error:
         return SchedulerCommandError(argv, None, "", str(os_error), reason="could not start")

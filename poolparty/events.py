@@ -66,6 +66,10 @@ JOB_VARIABLES = (
     ("JOB_ID", "SGE_TASK_ID"),
 )
 MAX_MESSAGE = 200
+#: task failures a worker reports one by one; past that only its final count (each
+#: event opens and closes a file, which costs round trips on NFS), the client's
+#: "gathered" event lists them all
+MAX_WORKER_FAILURES = 100
 _WORKER_FILE = re.compile(r"^(\d+)-.*\.jsonl$")
 
 
@@ -139,6 +143,7 @@ class WorkerEvents(EventWriter):
         self.chunk_id = chunk_id
         self.host = host
         self._start = time.monotonic()
+        self._failures = 0
 
     def _warn(self, error: Exception) -> None:
         if isinstance(error, FileNotFoundError):
@@ -151,6 +156,9 @@ class WorkerEvents(EventWriter):
                   **job_of_environment(environ))
 
     def task_failed(self, task_index: int, error: BaseException) -> None:
+        self._failures += 1
+        if self._failures > MAX_WORKER_FAILURES:
+            return
         kind, message = describe_error(error)
         self.emit("task_failed", chunk=self.chunk_id, task=task_index, type=kind,
                   message=message)
@@ -236,26 +244,22 @@ class ClientEvents(EventWriter):
     # ------------------------------------------------------------------ folding
     def fold(self, chunk_ids: Iterable[int] | None) -> None:
         """Move these chunks' worker files (all, for None) into the journal: appended
-        first, deleted after, so a crash in between duplicates lines, never loses them."""
+        first, deleted after, so a crash in between duplicates lines, never loses them.
+        Never raises: the map goes on without its events."""
         wanted = None if chunk_ids is None else set(chunk_ids)
         paths = [p for p in worker_files(self.worker_dir)
                  if wanted is None or worker_chunk(p.name) in wanted]
-        blobs = []
-        for path in paths:
-            try:
-                blob = path.read_bytes()
-            except OSError:
-                continue
-            blobs.append(blob if blob.endswith(b"\n") or not blob else blob + b"\n")
         if not paths:
             return
         try:
-            append_line_bytes(self.path, b"".join(blobs))
+            blobs = [_read(path) for path in paths]
+            append_line_bytes(self.path, b"".join(
+                blob if blob.endswith(b"\n") or not blob else blob + b"\n" for blob in blobs
+            ))
+            for path in paths:
+                path.unlink(missing_ok=True)
         except OSError as error:
             self._warn(error)
-            return
-        for path in paths:
-            path.unlink(missing_ok=True)
 
     def archive(self) -> None:
         """The map ended: everything into ``logs.zip``, the small files deleted."""

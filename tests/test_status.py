@@ -229,14 +229,16 @@ def worker_line(kind: str, src: str, n: int, t: float, **fields) -> str:
 
 
 def fake_map(root: Path, journal: list[str], workers: dict[str, list[str]] | None = None,
-             tail: str = "", backend: str = "local", commands: dict | None = None) -> Path:
-    """A work_dir as a client and its workers leave it: 4 tasks in chunks of 2."""
+             tail: str = "", backend: str = "local", commands: dict | None = None,
+             tasks: int = 4, chunksize: int = 2) -> Path:
+    """A work_dir as a client and its workers leave it: by default 4 tasks in chunks of 2."""
     path = root / "map-fake"
     (path / "events").mkdir(parents=True)
-    (path / "map.json").write_text(json.dumps({"num_tasks": 4, "chunksize": 2,
+    (path / "map.json").write_text(json.dumps({"num_tasks": tasks, "chunksize": chunksize,
                                                "backend": backend}))
-    started = client_line("map_started", -1, T0, tasks=4, chunks=2, chunksize=2,
-                          backend=backend, host="elsewhere", pid=1, commands=commands or {})
+    started = client_line("map_started", -1, T0, tasks=tasks, chunks=-(-tasks // chunksize),
+                          chunksize=chunksize, backend=backend, host="elsewhere", pid=1,
+                          commands=commands or {})
     (path / "events.jsonl").write_text("\n".join([started, *journal]) + "\n" + tail)
     for name, lines in (workers or {}).items():
         (path / "events" / name).write_text("\n".join(lines) + "\n")
@@ -350,6 +352,19 @@ def test_a_worker_writes_its_own_private_file_naming_its_job_and_nothing_else(tm
     assert (failed["task"], failed["type"], failed["message"]) == (7, "ValueError", "first line")
     assert (finished["ok"], finished["failed"]) == (1, 1) and finished["seconds"] >= 0
     assert [e["n"] for e in (started, failed, finished)] == [0, 1, 2]
+
+
+def test_a_worker_reports_its_first_failures_one_by_one_then_only_their_count(tmp_path, capsys):
+    path = fake_map(tmp_path, [client_line("submitted", 0, T0, chunks="0-1", jobs=[])],
+                    tasks=400, chunksize=200)
+    events = WorkerEvents(path, 0)
+    events.started({})
+    for task in range(150):
+        events.task_failed(task, KeyError(task))
+    assert len(next((path / "events").iterdir()).read_text().splitlines()) == 1 + 100
+    events.finished(ok=50, failed=150)
+    tasks = status_of(path, capsys)["tasks"]
+    assert (tasks["failed"], tasks["done"]) == (150, 50)
 
 
 def test_a_worker_without_an_events_directory_runs_on_quietly(tmp_path, caplog):

@@ -42,6 +42,10 @@ class ChunkStatus:
     tasks: range
     submissions: int = 0
     missing_polls: int = 0
+    #: the state the scheduler last showed for the current submission
+    last_seen: State | None = None
+    #: how each earlier submission ended, for the error the user sees
+    endings: list[str] = field(default_factory=list)
     done: bool = False
 
 
@@ -202,6 +206,7 @@ class MapRun:
         for chunk_id in chunk_ids:
             self.status[chunk_id].submissions += 1
             self.status[chunk_id].missing_polls = 0
+            self.status[chunk_id].last_seen = None
         self._last_query = time.monotonic()
         self.events.submitted(chunk_ids)
         self.log.info("submitted %d chunk(s) to %s", len(chunk_ids), self.scheduler.name)
@@ -224,12 +229,19 @@ class MapRun:
             state = states.get(chunk_id)
             if state is State.ERROR:
                 in_error.append(chunk_id)
+                chunk.endings.append("the scheduler put its job in an error state")
             elif state is None:
                 chunk.missing_polls += 1
                 if chunk.missing_polls >= MISSING_POLLS_BEFORE_LOST:
                     lost.append(chunk_id)
+                    chunk.endings.append(
+                        "its job left the queue without a result "
+                        + ("while running" if chunk.last_seen is State.RUNNING
+                           else "before it was seen running")
+                    )
             else:
                 chunk.missing_polls = 0
+                chunk.last_seen = state
         if in_error:
             self.log.warning("chunk(s) %s in an error state: cancelling them", in_error)
             self.scheduler.cancel(self.work_dir, in_error)
@@ -247,6 +259,7 @@ class MapRun:
             raise ChunksLostError(
                 {c: (self.status[c].tasks, self.work_dir.log_tail(c)) for c in over_limit},
                 self.work_dir.path,
+                {c: self.status[c].endings for c in over_limit},
             )
         for chunk_id in chunk_ids:
             self.work_dir.archive_logs_of(chunk_id)

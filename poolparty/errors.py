@@ -80,15 +80,21 @@ class SchedulerCommandError(PoolpartyError):
 class ChunksLostError(PoolpartyError):
     """Jobs died without writing a result more often than max_num_resubmissions allows."""
 
-    def __init__(self, lost: dict[int, tuple[range, str]], work_dir: str | os.PathLike) -> None:
+    def __init__(self, lost: dict[int, tuple[range, str]], work_dir: str | os.PathLike,
+                 endings: dict[int, list[str]] | None = None) -> None:
         self.lost = lost
         self.work_dir = str(work_dir)
+        #: how each submission of each lost chunk ended, as the pool saw it
+        self.endings = endings or {}
         lines = [
             f"{len(lost)} chunk(s) of this map died without a result more often than "
             f"max_num_resubmissions allows."
         ]
         for chunk_id, (tasks, stderr_tail) in sorted(lost.items())[:10]:
             lines.append(f"chunk {chunk_id} (tasks {tasks.start}..{tasks.stop - 1}):")
+            for attempt, ending in enumerate(self.endings.get(chunk_id, []), 1):
+                lines.append(f"  submission {attempt}: {ending}")
+            lines.append("  the end of its last log:")
             tail = stderr_tail.strip() or "(the job wrote no output)"
             lines.extend("    " + line for line in tail.splitlines()[-15:])
         if len(lost) > 10:
@@ -102,7 +108,7 @@ class ChunksLostError(PoolpartyError):
         return [i for chunk_id in sorted(self.lost) for i in self.lost[chunk_id][0]]
 
     def __reduce__(self):
-        return (self.__class__, (self.lost, self.work_dir))
+        return (self.__class__, (self.lost, self.work_dir, self.endings))
 
 
 class PoolTerminated(PoolpartyError):

@@ -305,11 +305,20 @@ class WorkDir:
     def write_job_script(self, python_path: str) -> Path:
         """The script every job runs: the fixed worker module, nothing generated."""
         script = self.path / "job.sh"
+        # Not exec: the shell stays to say, in the job's log, how a worker that died
+        # ended (a signal from the OOM killer, a segfault), as the scheduler may not.
         text = (
             "#!/bin/sh\n"
             f"# poolparty map {self.map_id}: runs chunks of tasks; arguments say which.\n"
-            f"exec {shlex.quote(python_path)} -m poolparty.worker "
+            f"{shlex.quote(python_path)} -m poolparty.worker "
             f"{shlex.quote(str(self.path))} \"$@\"\n"
+            "status=$?\n"
+            "if [ $status -gt 128 ]; then\n"
+            "    echo \"poolparty: the worker was killed by signal $((status - 128))\" >&2\n"
+            "elif [ $status -ne 0 ]; then\n"
+            "    echo \"poolparty: the worker exited with status $status\" >&2\n"
+            "fi\n"
+            "exit $status\n"
         )
         _write_private(script, text.encode())
         os.chmod(script, 0o700)

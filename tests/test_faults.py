@@ -86,8 +86,12 @@ def test_a_job_crashing_shows_its_stderr_tail_in_the_error(dummy, tmp_path):
         f"exec {__import__('sys').executable} \"$@\"\n"
     )
     bad_python.chmod(0o755)
-    with pytest.raises(poolparty.ChunksLostError, match="node says: segfault"):
+    with pytest.raises(poolparty.ChunksLostError, match="node says: segfault") as caught:
         dummy.make_pool(python_path=str(bad_python), max_num_resubmissions=1).map(abs, [1])
+    message = str(caught.value)
+    assert "the worker was killed by signal 11" in message  # from job.sh: how it ended
+    assert "submission 1: its job left the queue without a result" in message
+    assert "submission 2: its job left the queue without a result" in message
 
 
 @pytest.mark.parametrize("fault", [

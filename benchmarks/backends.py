@@ -128,19 +128,36 @@ def main() -> None:
     parser.add_argument("--cpu-tasks", type=int, default=100_000)
     parser.add_argument("--polling-interval", type=float, default=5.0)
     parser.add_argument("--repeat", type=int, default=3, help="runs of each; the median is shown")
+    parser.add_argument("--settings", nargs="+", default=["default", "chunksize=1"],
+                        choices=["default", "chunksize=1"])
     arguments = parser.parse_args()
     rows = []
     for size in arguments.sizes:
-        for label, chunksize in (("default", None), ("chunksize=1", 1)):
+        for label in arguments.settings:
+            chunksize = 1 if label == "chunksize=1" else None
             runs = []
-            for _ in range(arguments.repeat):  # interleaved, so both see the same cluster
-                floor = bare_floor(size, "sge" if arguments.backend == "sge" else "slurm")
-                run = run_map(arguments.backend, size, chunksize, arguments.polling_interval)
+            for attempt in range(arguments.repeat):
+                # Interleaved, and in alternating order, so both see the same cluster and
+                # neither always runs right after the other.
+                if attempt % 2:
+                    run = run_map(arguments.backend, size, chunksize, arguments.polling_interval)
+                    floor = bare_floor(size, "sge" if arguments.backend == "sge" else "slurm")
+                else:
+                    floor = bare_floor(size, "sge" if arguments.backend == "sge" else "slurm")
+                    run = run_map(arguments.backend, size, chunksize, arguments.polling_interval)
                 run.update(floor_s=round(floor, 2), ratio_to_floor=round(run["wall_s"] / floor, 2))
                 runs.append(run)
                 print(json.dumps({"tasks": size, "settings": label, **run}), flush=True)
             median = sorted(runs, key=lambda r: r["ratio_to_floor"])[len(runs) // 2]
             rows.append({"tasks": size, "settings": label + " (median)", **median})
+            walls = sorted(r["wall_s"] for r in runs)
+            floors = sorted(r["floor_s"] for r in runs)
+            print(json.dumps({"tasks": size, "settings": label,
+                              "median_wall_s": walls[len(walls) // 2],
+                              "median_floor_s": floors[len(floors) // 2],
+                              "ratio_of_medians": round(walls[len(walls) // 2]
+                                                        / floors[len(floors) // 2], 2)}),
+                  flush=True)
     if arguments.cpu_tasks:
         row = {"tasks": arguments.cpu_tasks, "settings": "default"}
         row.update(run_map(arguments.backend, arguments.cpu_tasks, None, arguments.polling_interval,

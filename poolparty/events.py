@@ -38,8 +38,6 @@ import json
 import logging
 import os
 import re
-import secrets
-import socket
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -47,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .scheduler import compress_ranges
+from .ranges import compress_ranges
 
 if TYPE_CHECKING:
     from .scheduler import Scheduler
@@ -100,7 +98,7 @@ class EventWriter:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.source = secrets.token_hex(6)
+        self.source = os.urandom(6).hex()  # not secrets: a cheap import on every job start
         self._sequence = 0
         self._lock = threading.Lock()
         self._warned = False
@@ -137,7 +135,7 @@ class WorkerEvents(EventWriter):
     """The events of one attempt at one chunk, in its own file (see the module doc)."""
 
     def __init__(self, work_dir_path: Path, chunk_id: int) -> None:
-        host = socket.gethostname()
+        host = os.uname().nodename
         safe_host = re.sub(r"[^A-Za-z0-9._]", "_", host)[:64]
         super().__init__(work_dir_path / WORKER_DIR / f"{chunk_id}-{safe_host}-{os.getpid()}.jsonl")
         self.chunk_id = chunk_id
@@ -190,7 +188,7 @@ class ClientEvents(EventWriter):
         self.emit(
             "map_started", map_id=self.work_dir.map_id, tasks=sum(len(c) for c in chunks),
             chunks=len(chunks), chunksize=len(chunks[0]) if chunks else 0,
-            backend=scheduler.name, host=socket.gethostname(), pid=os.getpid(),
+            backend=scheduler.name, host=os.uname().nodename, pid=os.getpid(),
             resumed=resumed,
             commands={name: [str(part) for part in commands[name]]
                       for name in QUERY_COMMANDS if name in commands},

@@ -270,33 +270,3 @@ def _run_once(argv: Sequence[str], timeout: float) -> str | SchedulerCommandErro
     if done.returncode != 0:
         return SchedulerCommandError(argv, done.returncode, stdout, stderr)
     return stdout
-
-
-def compress_ranges(numbers: Iterable[int]) -> str:
-    """``[0, 1, 2, 5, 7, 8]`` -> ``"0-2,5,7-8"``: the index syntax of job arrays."""
-    sorted_numbers = sorted(set(numbers))
-    parts: list[str] = []
-    start = previous = None
-    for number in sorted_numbers:
-        if start is None:
-            start = previous = number
-        elif number == previous + 1:
-            previous = number
-        else:
-            parts.append(f"{start}" if start == previous else f"{start}-{previous}")
-            start = previous = number
-    if start is not None:
-        parts.append(f"{start}" if start == previous else f"{start}-{previous}")
-    return ",".join(parts)
-
-
-def expand_ranges(text: str) -> list[int]:
-    """``"0-2,5,7-8:1"`` -> ``[0, 1, 2, 5, 7, 8]``; a ``%N`` throttle suffix is ignored."""
-    numbers: list[int] = []
-    text = text.strip().strip("[]").split("%")[0]
-    for part in filter(None, text.split(",")):
-        bounds, _, step = part.partition(":")
-        first, _, last = bounds.partition("-")
-        stop = int(last) if last else int(first)
-        numbers.extend(range(int(first), stop + 1, int(step) if step else 1))
-    return numbers

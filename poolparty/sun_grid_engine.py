@@ -18,7 +18,8 @@ from qstat._tools import xml2queue_and_job_info
 
 from .errors import SchedulerCommandError
 from .pool import PredecessorPool
-from .scheduler import CommandLineScheduler, QueuedJob, State, expand_ranges, states_of_chunks
+from .ranges import expand_ranges
+from .scheduler import CommandLineScheduler, QueuedJob, State, states_of_chunks
 from .work_dir import WorkDir
 
 log = logging.getLogger("poolparty")

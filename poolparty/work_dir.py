@@ -27,7 +27,6 @@ import json
 import logging
 import os
 import re
-import secrets
 import shlex
 import shutil
 import stat
@@ -67,12 +66,18 @@ class JobRef:
 
 def new_map_id() -> str:
     """A readable, sortable id that two maps started in the same second never share."""
-    return time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(4)
+    return time.strftime("%Y%m%d-%H%M%S-") + _random_hex()
 
 
 def default_root() -> Path:
     """``./.poolparty`` in the current directory: on clusters it is on the shared disk."""
     return Path.cwd() / ".poolparty"
+
+
+def _random_hex() -> str:
+    """Eight random hex digits for temporary names (os.urandom: the secrets module is a
+    costly import on every job start)."""
+    return os.urandom(4).hex()
 
 
 def check_safe_root(root: Path) -> None:
@@ -122,7 +127,7 @@ def check_private(path: Path) -> None:
 
 def _write_private(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` (mode 0600) under a temporary name, then rename."""
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    temporary = path.with_name(f".{path.name}.{_random_hex()}.tmp")
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "wb") as file:
         file.write(data)
@@ -291,7 +296,7 @@ class WorkDir:
     ) -> int:
         _write_private(self.path / "function.pkl", function_blob)
         offsets = [0]
-        temporary = self.path / f".tasks.pkl.{secrets.token_hex(4)}.tmp"
+        temporary = self.path / f".tasks.pkl.{_random_hex()}.tmp"
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "wb") as tasks_file:
             for blob in chunk_blobs:
@@ -453,7 +458,7 @@ class WorkDir:
             except zipfile.BadZipFile:
                 pass
             members = list(_salvage_zip(path.read_bytes()))
-            temporary = path.with_name(f".{name}.{secrets.token_hex(4)}.tmp")
+            temporary = path.with_name(f".{name}.{_random_hex()}.tmp")
             os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
             with zipfile.ZipFile(temporary, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
                 for member, blob in members:
@@ -541,7 +546,7 @@ class WorkDir:
 
 def _can_create_in(directory: Path) -> bool:
     """os.access says yes to root everywhere; /proc and read-only mounts say no."""
-    probe = directory / f".poolparty-probe-{secrets.token_hex(4)}"
+    probe = directory / f".poolparty-probe-{_random_hex()}"
     try:
         os.mkdir(probe, 0o700)
     except OSError:

@@ -19,17 +19,18 @@ from __future__ import annotations
 import os
 import pickle
 import sys
-import traceback
 from collections.abc import Sequence
 from typing import Any, Callable
-
-import cloudpickle
 
 from .errors import RemoteError
 from .events import WorkerEvents
 from .work_dir import WorkDir
 
 Outcome = tuple  # (True, value) | (False, exception, traceback_text)
+
+# Every job starts here, and on a busy node each millisecond of start-up counts once per
+# job: so modules needed only in rarer cases (traceback when a task raises, cloudpickle
+# for a result plain pickle can't take) are imported when needed.
 
 
 def parse_chunk_id(argv: Sequence[str], environ: dict[str, str]) -> int:
@@ -44,12 +45,24 @@ def run_task(function: Callable, task: Any, star: bool) -> Outcome:
     try:
         return (True, function(*task) if star else function(task))
     except Exception as error:  # noqa: BLE001 - the caller decides what to re-raise
+        import traceback
+
         return (False, error, traceback.format_exc())
 
 
 def encode_outcomes(outcomes: list[Outcome], first_task: int) -> bytes:
     """Pickle the chunk's outcomes; an unpicklable value or exception becomes an error
-    naming its task, instead of losing the whole chunk."""
+    naming its task, instead of losing the whole chunk.
+
+    Plain pickle first: it refuses (rather than mis-pickles) what only cloudpickle can
+    carry, such as a class defined in the client's ``__main__``.
+    """
+    try:
+        return pickle.dumps(outcomes, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        pass
+    import cloudpickle
+
     try:
         return cloudpickle.dumps(outcomes)
     except Exception:
@@ -117,6 +130,8 @@ def run_chunk(work_dir: WorkDir, chunk_id: int) -> None:
     except Exception as error:  # noqa: BLE001
         first_task = chunk_id * metadata["chunksize"]
         count = min(metadata["chunksize"], metadata["num_tasks"] - first_task)
+        import traceback
+
         outcomes = [(False, error, traceback.format_exc())] * count
         for task_index in range(first_task, first_task + count):
             events.task_failed(task_index, error)

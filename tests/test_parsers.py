@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from poolparty.scheduler import State, compress_ranges, expand_ranges
+from poolparty.ranges import compress_ranges, expand_ranges
+from poolparty.scheduler import State
 from poolparty.slurm import parse_max_array_size, parse_squeue
 from poolparty.sun_grid_engine import (
     contiguous_runs,

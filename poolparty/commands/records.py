@@ -25,7 +25,7 @@ from typing import Any, Callable, TextIO
 
 import cloudpickle
 
-from ..scheduler import compress_ranges
+from ..ranges import compress_ranges
 from ..work_dir import check_private
 from . import UsageError
 

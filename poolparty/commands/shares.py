@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from ..scheduler import compress_ranges
+from ..ranges import compress_ranges
 from . import UsageError
 from .records import describe_any_failure, read_records, report, write_records
 

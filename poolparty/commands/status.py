@@ -46,7 +46,7 @@ from typing import Any
 from ..chunking import chunk_bounds
 from ..errors import SchedulerCommandError
 from ..events import QUERY_COMMANDS, EventLog, read_events
-from ..scheduler import expand_ranges
+from ..ranges import expand_ranges
 from ..work_dir import WorkDir, default_root
 from . import UsageError
 

@@ -13,7 +13,8 @@ import re
 from collections.abc import Iterable, Sequence
 
 from ..pool import PredecessorPool
-from ..scheduler import CommandLineScheduler, QueuedJob, State, expand_ranges, states_of_chunks
+from ..ranges import expand_ranges
+from ..scheduler import CommandLineScheduler, QueuedJob, State, states_of_chunks
 from ..work_dir import WorkDir
 
 log = logging.getLogger("poolparty")

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import SchedulerCommandError
 from ..pool import PredecessorPool
-from ..scheduler import compress_ranges
+from ..ranges import compress_ranges
 from ..work_dir import WorkDir
 from . import SlurmBase, parse_max_array_size
 

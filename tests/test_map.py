@@ -118,3 +118,9 @@ def test_two_maps_started_at_once_do_not_collide(backend, work_root):
         second = threads.submit(pool.map, lambda x: ("b", x), range(20))
         assert first.result() == [("a", x) for x in range(20)]
         assert second.result() == [("b", x) for x in range(20)]
+
+
+def test_results_only_cloudpickle_can_carry_come_back(backend):
+    """Results go back with plain pickle when it can, cloudpickle when it must."""
+    results = backend.make_pool().map(lambda x: (lambda: x * 10), range(4), chunksize=2)
+    assert [make() for make in results] == [0, 10, 20, 30]

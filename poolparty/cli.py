@@ -1,10 +1,12 @@
 """The ``poolparty`` command line.
 
-    poolparty demo [--backend auto|local|slurm-array] [--tasks N]
+    poolparty demo [--backend B] [--tasks N]     a real map, the quickest installation check
+    poolparty run SCRIPT.py:FUNC --args NAME     map a script's function (also: collect)
+    poolparty exec --params FILE -- CMD {}       map a command over parameters
+    poolparty status|top [WORK_DIR]              how far a map has got, what failed
+    poolparty config                             the effective settings and their sources
 
-``demo`` runs a real map on the best backend found here (SLURM arrays when sbatch is
-on PATH, else local processes) and prints what it did: the quickest check that an
-installation works on a login node.
+Each subcommand but ``demo`` lives in its own module of ``poolparty.commands``.
 """
 
 from __future__ import annotations
@@ -43,17 +45,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="poolparty", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     demo_parser = commands.add_parser("demo", help="run a real map on the best backend found")
-    demo_parser.add_argument("--backend", default="auto", choices=BACKENDS)
+    demo_parser.add_argument("--backend", default=None, choices=BACKENDS,
+                             help="default: the configured backend, else auto")
     demo_parser.add_argument("--tasks", type=int, default=100)
     demo_parser.set_defaults(run=demo)
     for name in SUBCOMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"poolparty.commands.{name}")
-        except ModuleNotFoundError as error:
-            if error.name != f"poolparty.commands.{name}":
-                raise
-            continue  # not written yet
-        module.register(commands)
+        importlib.import_module(f"poolparty.commands.{name}").register(commands)
     arguments = parser.parse_args(argv)
     try:
         return arguments.run(arguments)

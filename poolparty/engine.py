@@ -28,13 +28,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from .errors import ChunksLostError, PoolTerminated, RemoteTraceback, SchedulerCommandError
-from .events import ClientEvents
+from .events import ClientEvents, worker_chunk, worker_files
 from .scheduler import Scheduler, State
 from .work_dir import WorkDir
 
 MIN_NAP = 0.02
 MAX_NAP = 0.5
 MISSING_POLLS_BEFORE_LOST = 2
+#: a job the scheduler has shown running this long, with no worker started for it, was
+#: lost on its way to the node (SGE can lose a task so when sge_execd stops during the
+#: hand-over, and keeps listing it as running): it is cancelled and resubmitted
+STUCK_AFTER_SECONDS = 600.0
 
 
 @dataclass
@@ -44,6 +48,8 @@ class ChunkStatus:
     missing_polls: int = 0
     #: the state the scheduler last showed for the current submission
     last_seen: State | None = None
+    #: when the scheduler first showed the current submission running (monotonic)
+    running_since: float | None = None
     #: how each earlier submission ended, for the error the user sees
     endings: list[str] = field(default_factory=list)
     done: bool = False
@@ -207,6 +213,7 @@ class MapRun:
             self.status[chunk_id].submissions += 1
             self.status[chunk_id].missing_polls = 0
             self.status[chunk_id].last_seen = None
+            self.status[chunk_id].running_since = None
         self._last_query = time.monotonic()
         self.events.submitted(chunk_ids)
         self.log.info("submitted %d chunk(s) to %s", len(chunk_ids), self.scheduler.name)
@@ -242,6 +249,9 @@ class MapRun:
             else:
                 chunk.missing_polls = 0
                 chunk.last_seen = state
+                if state is State.RUNNING and chunk.running_since is None:
+                    chunk.running_since = time.monotonic()
+        in_error += self._stuck_chunks(set(in_error))
         if in_error:
             self.log.warning("chunk(s) %s in an error state: cancelling them", in_error)
             self.scheduler.cancel(self.work_dir, in_error)
@@ -250,6 +260,30 @@ class MapRun:
         self.events.resubmit(in_error, lost)
         self._resubmit(in_error + lost)
         self._top_up()  # chunks held back, or whose submission failed earlier
+
+    def _stuck_chunks(self, already: set[int]) -> list[int]:
+        """Chunks shown running for STUCK_AFTER_SECONDS whose worker never started
+        (it would have written its events file first thing). Without an events
+        directory nothing can be told, and nothing is taken for stuck."""
+        now = time.monotonic()
+        suspects = [
+            chunk_id for chunk_id, chunk in self.status.items()
+            if not chunk.done and chunk_id not in already and chunk.running_since is not None
+            and now - chunk.running_since > STUCK_AFTER_SECONDS
+        ]
+        if not suspects or not self.events.worker_dir.is_dir():
+            return []
+        started = {worker_chunk(path.name) for path in worker_files(self.events.worker_dir)}
+        stuck = [chunk_id for chunk_id in suspects if chunk_id not in started]
+        for chunk_id in stuck:
+            self.status[chunk_id].endings.append(
+                f"the scheduler showed its job running for over {STUCK_AFTER_SECONDS:.0f} s, "
+                f"but no worker ever started on a node"
+            )
+        if stuck:
+            self.log.warning("chunk(s) %s shown running but no worker started: lost on the way "
+                             "to a node", stuck)
+        return stuck
 
     def _resubmit(self, chunk_ids: list[int]) -> None:
         limit = self.max_num_resubmissions

@@ -162,3 +162,26 @@ def test_per_job_slurm_keeps_at_most_processes_jobs_in_the_queue(tmp_path, work_
         backend.queue.shutdown(timeout=30)
     assert most_queued == 2
     assert backend.queue.history()["sbatch"] == 6
+
+
+def test_a_job_listed_running_whose_worker_never_starts_is_resubmitted(dummy, monkeypatch):
+    """SGE can lose a task on its way to the node and list it as running for ever: a
+    chunk shown running with no worker started, past a limit, is cancelled and resubmitted
+    instead of the map waiting for ever."""
+    from poolparty import engine
+
+    monkeypatch.setattr(engine, "STUCK_AFTER_SECONDS", 1.0)
+    dummy.queue.inject(stuck=1)
+    assert dummy.make_pool().map(abs, range(-3, 3), chunksize=1) == [3, 2, 1, 0, 1, 2]
+    assert dummy.queue.history()[dummy.command["submit"]] >= 2  # the lost chunk once more
+    assert dummy.queued_jobs() == []  # the stuck job was cancelled
+
+
+def test_a_job_that_stays_stuck_ends_in_an_error_saying_so(dummy, monkeypatch):
+    from poolparty import engine
+
+    monkeypatch.setattr(engine, "STUCK_AFTER_SECONDS", 0.5)
+    dummy.queue.inject(stuck=1000)
+    with pytest.raises(poolparty.ChunksLostError, match="no worker ever started"):
+        dummy.make_pool(max_num_resubmissions=1).map(abs, [1])
+    assert dummy.queued_jobs() == []

@@ -180,7 +180,7 @@ def cancel_tasks(queue_dir: Path, state: State, doomed: Iterable[Task]) -> None:
     """
     doomed = list(doomed)
     for task in doomed:
-        if task["state"] == "RUNNING":
+        if task["state"] == "RUNNING" and task["pid"] is not None:
             kill_group(task["pid"])
     remove_tasks(queue_dir, state, doomed)
 

@@ -116,9 +116,12 @@ class Runner:
         ended = [
             task
             for task in tasks_in(state, "RUNNING")
-            if task["pid"] in exited
-            # a task started by an earlier runner that died: not our child
-            or (task["pid"] not in self.children and not process_exists(task["pid"]))
+            if task["pid"] is not None  # None: a stuck task, which never ends by itself
+            and (
+                task["pid"] in exited
+                # a task started by an earlier runner that died: not our child
+                or (task["pid"] not in self.children and not process_exists(task["pid"]))
+            )
         ]
         for task in ended:
             kill_group(task["pid"])  # a batch job's leftovers die with it
@@ -148,6 +151,10 @@ class Runner:
                 task["state"] = "ERROR"
             elif failure == "vanish":
                 vanished.append(task)
+            elif failure == "stuck":
+                task.update(state="RUNNING", pid=None, start_time=time.time(), kill_at=None)
+                running += 1
+                per_job[task["job_id"]] += 1
             else:
                 running += 1
                 per_job[task["job_id"]] += 1
@@ -196,7 +203,8 @@ def hold_until_exit(path: Path) -> None:
 
 
 def take_start_fault(state: State) -> str | None:
-    """Use up one injected start fault: ``"error_state"``, ``"vanish"`` or None."""
+    """Use up one injected start fault: ``"error_state"``, ``"vanish"``, ``"stuck"``
+    or None."""
     faults = state["faults"]
     if faults["error_state"] > 0:
         faults["error_state"] -= 1
@@ -204,6 +212,9 @@ def take_start_fault(state: State) -> str | None:
     if faults["vanish"] > 0:
         faults["vanish"] -= 1
         return "vanish"
+    if faults.get("stuck", 0) > 0:
+        faults["stuck"] -= 1
+        return "stuck"
     return None
 
 

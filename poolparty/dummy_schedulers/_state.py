@@ -16,7 +16,8 @@ State format (``<queue dir>/state.json``)::
       "runner_pid": null,          # the last runner started; liveness is its locks
       "history": {"squeue": 12},   # calls per command
       "faults": {"fail": {"squeue": 2}, "empty": {}, "hang": {"qstat": [5.0, 1]},
-                 "error_state": 0, "vanish": 0, "kill_after": null},
+                 "error_state": 0, "vanish": 0, "kill_after": null,
+                 "stuck": 0},
       "jobs": {"1000": JOB, ...},  # keyed by the id sbatch/qsub printed
       "tasks": [TASK, ...]         # in submission order
     }
@@ -71,6 +72,7 @@ def initial_state() -> State:
             "error_state": 0,
             "vanish": 0,
             "kill_after": None,
+            "stuck": 0,
         },
         "jobs": {},
         "tasks": [],

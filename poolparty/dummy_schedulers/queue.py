@@ -56,6 +56,7 @@ class DummyQueue:
         error_state: int | None = None,
         vanish: int | None = None,
         kill_after: tuple[float, int] | None = None,
+        stuck: int | None = None,
     ) -> None:
         """Arrange faults, seen by every dummy command and by the runner.
 
@@ -73,6 +74,10 @@ class DummyQueue:
         kill_after
             ``(seconds, n)``: the next n tasks to start are SIGKILLed and vanish that
             many seconds after starting.
+        stuck
+            The next n tasks to start are listed as running but never run, until
+            cancelled: a task lost on its way to the node, as SGE can lose one when
+            sge_execd stops during the hand-over.
 
         Per-command settings are merged into the current ones; the others
         replace theirs.  Arguments left out change nothing.
@@ -86,7 +91,8 @@ class DummyQueue:
             faults = state["faults"]
             for name, table in tables.items():
                 faults[name].update({cmd: _plain(value) for cmd, value in (table or {}).items()})
-            task_faults = {"error_state": error_state, "vanish": vanish, "kill_after": kill_after}
+            task_faults = {"error_state": error_state, "vanish": vanish,
+                           "kill_after": kill_after, "stuck": stuck}
             for name, value in task_faults.items():
                 if value is not None:
                     faults[name] = _plain(value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import zipfile
 from pathlib import Path
 
@@ -124,3 +125,29 @@ def test_results_only_cloudpickle_can_carry_come_back(backend):
     """Results go back with plain pickle when it can, cloudpickle when it must."""
     results = backend.make_pool().map(lambda x: (lambda: x * 10), range(4), chunksize=2)
     assert [make() for make in results] == [0, 10, 20, 30]
+
+
+def test_a_node_missing_a_module_the_function_needs_raises_it_without_resubmitting(
+        backend, tmp_path, monkeypatch):
+    """The node's python can't import the function's module: the caller gets that
+    ModuleNotFoundError at once (with the node's traceback), not a resubmission loop."""
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "node_lacks_this.py").write_text("def double(x):\n    return 2 * x\n")
+    monkeypatch.syspath_prepend(str(code))
+    import node_lacks_this
+
+    blocker = tmp_path / "blocker"  # the node's python: that module can't be imported
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(
+        "import sys\nsys.modules['node_lacks_this'] = None\n")
+    node_python = tmp_path / "node-python"
+    node_python.write_text(f"#!/bin/sh\nPYTHONPATH={blocker} exec {sys.executable} \"$@\"\n")
+    node_python.chmod(0o755)
+    pool = backend.make_pool(python_path=str(node_python))
+    with pytest.raises(ModuleNotFoundError, match="node_lacks_this") as caught:
+        pool.map(node_lacks_this.double, range(4), chunksize=2)
+    assert "node_lacks_this" in str(caught.value.__cause__)  # the node's own traceback
+    if backend.queue is not None:
+        # one submission per chunk at most (per-job SLURM submits each): none resubmitted
+        assert backend.queue.history()[backend.command["submit"]] <= 2

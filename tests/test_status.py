@@ -384,6 +384,14 @@ def test_a_missing_work_dir_is_a_clear_error_with_exit_code_2(tmp_path, capsys, 
     assert "no poolparty map" in capsys.readouterr().err
 
 
+def test_without_work_dir_the_configured_root_is_looked_in(tmp_path, capsys, monkeypatch):
+    fake_map(tmp_path / "elsewhere" / "x", []).rename(tmp_path / "elsewhere" / "map-there")
+    monkeypatch.setenv("POOLPARTY_WORK_DIR", str(tmp_path / "elsewhere"))
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["status", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["map_id"] == "map-there"
+
+
 def test_without_work_dir_the_most_recent_map_is_shown(tmp_path, capsys, monkeypatch):
     root = tmp_path / ".poolparty"
     older = fake_map(root / "a", [])

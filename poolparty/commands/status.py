@@ -154,8 +154,8 @@ def run_top(arguments: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------- finding the map
 def locate_map(argument: str | None) -> Path:
     """The map directory to show: WORK_DIR itself, or the most recent map in it (a
-    work_dir root such as ./.poolparty, the default)."""
-    path = Path(argument).expanduser().absolute() if argument else default_root()
+    work_dir root such as ./.poolparty, the default, or the configured ``work_dir``)."""
+    path = Path(argument).expanduser().absolute() if argument else configured_root()
     if not path.exists():
         raise UsageError(
             f"no work_dir {str(path)!r}. A map that succeeded removes its work_dir (unless "
@@ -170,6 +170,18 @@ def locate_map(argument: str | None) -> Path:
     if not maps:
         raise UsageError(f"no poolparty map in {str(path)!r} (nor is it one).")
     return max(maps, key=last_activity)
+
+
+def configured_root() -> Path:
+    """Where pools made here put their maps: ``work_dir`` from POOLPARTY_WORK_DIR or a
+    config file (see ``poolparty config``), else the default root."""
+    from ..config import ConfigError, resolve
+
+    try:
+        work_dir = resolve()["work_dir"].value
+    except ConfigError as error:
+        raise UsageError(str(error)) from error
+    return Path(work_dir).expanduser().absolute() if work_dir else default_root()
 
 
 def is_map_dir(path: Path) -> bool:

@@ -1,10 +1,12 @@
 """Logging for poolparty: the ``poolparty`` logger and a JSON-lines file per map.
 
-json_line_logger 0.0.10 builds its JSON by pasting the message into a ``%(message)s``
-format string, so a message holding a quote, a backslash or a newline (a path on
-Windows, a traceback, sbatch's stderr) makes an invalid line. We keep its file logger
-and its field names (t, l, m, c) but give it a formatter that encodes every field with
-:func:`json.dumps`, so each line always parses.
+json_line_logger 0.0.10 has two defects for us. It builds its JSON by pasting the
+message into a ``%(message)s`` format string, so a message holding a quote, a backslash
+or a newline (a path on Windows, a traceback, sbatch's stderr) makes an invalid line;
+and its ``LoggerFile`` opens the file with mode ``"w"``, so a client resuming a map
+would erase the log of the client that died. We keep its line format (keys t, l, m, c
+and its date format) with a formatter that encodes every field with :func:`json.dumps`,
+written by our own handler that appends to a file created 0600.
 """
 
 from __future__ import annotations
@@ -39,11 +41,12 @@ class JsonLineFormatter(logging.Formatter):
 
 
 def json_file_logger(path: str | os.PathLike, name: str) -> logging.Logger:
-    """json_line_logger.LoggerFile with its formatter replaced by a correct one."""
-    logger = json_line_logger.LoggerFile(path=str(path), name=name)
-    for handler in logger.handlers:
-        handler.setFormatter(JsonLineFormatter())
-    os.chmod(path, 0o600)
+    """A logger appending valid JSON lines to ``path``, a file private to the user."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+    handler = logging.FileHandler(path, mode="a", encoding="utf-8")
+    handler.setFormatter(JsonLineFormatter())
+    logger = logging.Logger(name=name)
+    logger.addHandler(handler)
     return logger
 
 

@@ -48,3 +48,21 @@ def test_a_logged_exception_keeps_its_traceback_in_one_valid_line(tmp_path):
     assert 'ValueError: bad "value"' in record["m"]
     assert (tmp_path / "client.log.jsonl").stat().st_mode & 0o077 == 0
     assert "poolparty.map.m1" not in logging.Logger.manager.loggerDict
+
+
+def test_json_line_logger_alone_truncates_an_existing_log(tmp_path):
+    """Why we open the file ourselves: a resumed map must keep the dead client's log."""
+    path = tmp_path / "raw.jsonl"
+    path.write_text('{"m": "the first client was here"}\n')
+    json_line_logger.shutdown(json_line_logger.LoggerFile(path=str(path)))
+    assert path.read_text() == ""
+
+
+def test_a_resuming_client_appends_to_the_log_of_the_client_before(tmp_path):
+    path = tmp_path / "client.log.jsonl"
+    for client in ("first", "second"):
+        logger = map_logger(path, f"m-{client}")
+        logger.info("client %s", client)
+        close_map_logger(logger)
+    with json_lines.open(str(path)) as lines:
+        assert [record["m"] for record in lines] == ["client first", "client second"]

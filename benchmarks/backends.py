@@ -17,6 +17,7 @@ Needs the scheduler running: ``sudo bash scripts/test_cluster.sh all``.
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import resource
@@ -44,8 +45,7 @@ def bare_floor(size: int, scheduler: str) -> float:
              sys.executable, "-c", "pass"],
             capture_output=True, text=True, check=True,
         ).stdout.strip().split(".")[0]
-        while f"<JB_job_number>{job}</JB_job_number>" in subprocess.run(
-                ["qstat", "-xml"], capture_output=True, text=True).stdout:
+        while still_listed(["qstat", "-xml"], f"<JB_job_number>{job}</JB_job_number>"):
             time.sleep(0.1)
     else:
         job = subprocess.run(
@@ -53,10 +53,18 @@ def bare_floor(size: int, scheduler: str) -> float:
              f"--wrap={sys.executable} -c pass"],
             capture_output=True, text=True, check=True,
         ).stdout.strip().split(";")[0]
-        while subprocess.run(["squeue", "--noheader", "--array", f"--jobs={job}"],
-                             capture_output=True, text=True).stdout.strip():
+        while still_listed(["squeue", "--noheader", "--array", f"--jobs={job}"], ""):
             time.sleep(0.1)
     return time.monotonic() - start
+
+
+def still_listed(argv: list[str], marker: str) -> bool:
+    """Whether the queue still lists the job. A failed query (a busy controller times
+    out, and prints nothing) is not "gone": it would end the floor early."""
+    done = subprocess.run(argv, capture_output=True, text=True)
+    if done.returncode != 0:
+        return True
+    return marker in done.stdout if marker else bool(done.stdout.strip())
 
 
 class FileSampler(threading.Thread):
@@ -131,6 +139,9 @@ def main() -> None:
     parser.add_argument("--settings", nargs="+", default=["default", "chunksize=1"],
                         choices=["default", "chunksize=1"])
     arguments = parser.parse_args()
+    # As ``pip install`` of a wheel does: with PYTHONDONTWRITEBYTECODE set (and an editable
+    # install) every job would otherwise compile poolparty's modules again at its start.
+    compileall.compile_dir(os.path.dirname(poolparty.__file__), quiet=1)
     rows = []
     for size in arguments.sizes:
         for label in arguments.settings:

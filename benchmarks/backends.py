@@ -1,16 +1,20 @@
 """Benchmark: poolparty's maps against the bare floor, on this machine's real scheduler.
 
     python benchmarks/backends.py --backend slurm-array|slurm|sge [--sizes 100 1000]
-                                  [--cpu-tasks 100000] [--repeat 3]
+                                  [--cpu-tasks 100000] [--repeat 3] [--floor-poll 0.5]
+                                  [--settings default chunksize=1]
 
 For each size N it measures
   * the bare floor: one array of N ``python -c pass`` jobs (``sbatch --array=0-(N-1)``
-    or ``qsub -t 1-N``), waited for by polling the queue by hand;
+    or ``qsub -t 1-N``), waited for by polling the queue by hand every ``--floor-poll`` s
+    (a failed query counts as "still there");
   * poolparty with default settings and with ``chunksize=1``;
 and reports wall time, the ratio to the floor, the number of queue queries (counted by a
 shim in front of squeue / qstat), the peak number of files in the work_dir (sampled every 20 ms)
 and the client's CPU seconds (this process, threads included; sbatch/squeue children
 reported apart). Finally the client's CPU per task for a map of ``--cpu-tasks`` tasks.
+Pairs run in alternating order; medians are printed. poolparty is byte-compiled first,
+as a wheel install leaves it.
 Needs the scheduler running: ``sudo bash scripts/test_cluster.sh all``.
 """
 
@@ -36,8 +40,10 @@ def trivial(x):
     return x
 
 
-def bare_floor(size: int, scheduler: str) -> float:
-    """Submit N do-nothing jobs as one array and wait, polling by hand, until they left."""
+def bare_floor(size: int, scheduler: str, poll: float) -> float:
+    """Submit N do-nothing jobs as one array and wait, polling by hand every ``poll``
+    seconds, until they left. Polling often loads the controller (each squeue of a
+    1000-element array packs 1000 records), which slows the very jobs it waits for."""
     start = time.monotonic()
     if scheduler == "sge":
         job = subprocess.run(
@@ -46,7 +52,7 @@ def bare_floor(size: int, scheduler: str) -> float:
             capture_output=True, text=True, check=True,
         ).stdout.strip().split(".")[0]
         while still_listed(["qstat", "-xml"], f"<JB_job_number>{job}</JB_job_number>"):
-            time.sleep(0.1)
+            time.sleep(poll)
     else:
         job = subprocess.run(
             ["sbatch", "--parsable", f"--array=0-{size - 1}", "--output=/dev/null",
@@ -54,7 +60,7 @@ def bare_floor(size: int, scheduler: str) -> float:
             capture_output=True, text=True, check=True,
         ).stdout.strip().split(";")[0]
         while still_listed(["squeue", "--noheader", "--array", f"--jobs={job}"], ""):
-            time.sleep(0.1)
+            time.sleep(poll)
     return time.monotonic() - start
 
 
@@ -136,6 +142,8 @@ def main() -> None:
     parser.add_argument("--cpu-tasks", type=int, default=100_000)
     parser.add_argument("--polling-interval", type=float, default=5.0)
     parser.add_argument("--repeat", type=int, default=3, help="runs of each; the median is shown")
+    parser.add_argument("--floor-poll", type=float, default=0.5,
+                        help="seconds between the floor's queue queries")
     parser.add_argument("--settings", nargs="+", default=["default", "chunksize=1"],
                         choices=["default", "chunksize=1"])
     arguments = parser.parse_args()
@@ -143,6 +151,7 @@ def main() -> None:
     # install) every job would otherwise compile poolparty's modules again at its start.
     compileall.compile_dir(os.path.dirname(poolparty.__file__), quiet=1)
     rows = []
+    scheduler = "sge" if arguments.backend == "sge" else "slurm"
     for size in arguments.sizes:
         for label in arguments.settings:
             chunksize = 1 if label == "chunksize=1" else None
@@ -152,9 +161,9 @@ def main() -> None:
                 # neither always runs right after the other.
                 if attempt % 2:
                     run = run_map(arguments.backend, size, chunksize, arguments.polling_interval)
-                    floor = bare_floor(size, "sge" if arguments.backend == "sge" else "slurm")
+                    floor = bare_floor(size, scheduler, arguments.floor_poll)
                 else:
-                    floor = bare_floor(size, "sge" if arguments.backend == "sge" else "slurm")
+                    floor = bare_floor(size, scheduler, arguments.floor_poll)
                     run = run_map(arguments.backend, size, chunksize, arguments.polling_interval)
                 run.update(floor_s=round(floor, 2), ratio_to_floor=round(run["wall_s"] / floor, 2))
                 runs.append(run)

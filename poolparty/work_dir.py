@@ -31,6 +31,7 @@ import shlex
 import shutil
 import stat
 import struct
+import sys
 import threading
 import time
 import warnings
@@ -542,6 +543,49 @@ class WorkDir:
 
     def __repr__(self) -> str:
         return f"WorkDir({str(self.path)!r})"
+
+
+def client_running(path: Path) -> bool | None:
+    """Whether a client holds the map's lock (see WorkDir._claim); None if this file
+    system can't tell. Only looks: an fcntl lock is never taken, not even for a moment
+    (a client claiming the map then would think it busy), and a lock held by this very
+    process is not released (closing any descriptor of a file drops the process's
+    locks on it, so the file is not opened then)."""
+    with _CLAIMED_LOCK:  # no thread of this process claims it while we look
+        if any(os.path.realpath(held) == os.path.realpath(path) for held in _CLAIMED):
+            return True
+        try:
+            descriptor = os.open(path / "client.lock", os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return None
+        try:
+            return lock_held(descriptor)
+        finally:
+            os.close(descriptor)
+
+
+def lock_held(descriptor: int) -> bool | None:
+    """Ask the kernel (F_GETLK) whether another process holds a lock on the file."""
+    if not sys.platform.startswith("linux"):
+        return lock_held_by_trying(descriptor)
+    request = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+    try:
+        answer = fcntl.fcntl(descriptor, fcntl.F_GETLK, request)
+    except OSError:
+        return None
+    return struct.unpack("hhqqi4x", answer)[0] != fcntl.F_UNLCK
+
+
+def lock_held_by_trying(descriptor: int) -> bool | None:
+    """Elsewhere: take a shared lock and let it go at once."""
+    try:
+        fcntl.lockf(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as error:
+        return True if error.errno in (errno.EACCES, errno.EAGAIN) else None
+    fcntl.lockf(descriptor, fcntl.LOCK_UN)
+    return False
 
 
 def _can_create_in(directory: Path) -> bool:

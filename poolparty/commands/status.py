@@ -29,13 +29,9 @@ jobs); ``--query`` always, ``--no-query`` never. A failing query is shown, not f
 from __future__ import annotations
 
 import argparse
-import errno
-import fcntl
 import json
-import os
 import shutil
 import socket
-import struct
 import sys
 import time
 from collections import Counter
@@ -47,7 +43,7 @@ from ..chunking import chunk_bounds
 from ..errors import SchedulerCommandError
 from ..events import QUERY_COMMANDS, EventLog, read_events
 from ..ranges import expand_ranges
-from ..work_dir import WorkDir, default_root
+from ..work_dir import WorkDir, client_running, default_root
 from . import UsageError
 
 STATES = ("pending", "queued", "running", "done", "failed", "lost", "cancelled")
@@ -197,51 +193,6 @@ def last_activity(path: Path) -> float:
         except OSError:
             continue
     return max(times, default=0.0)
-
-
-def client_running(path: Path) -> bool | None:
-    """Whether a client holds the map's lock (see WorkDir._claim); None if this file
-    system can't tell. Only looks: an fcntl lock is never taken, not even for a moment
-    (a client claiming the map then would think it busy), and a lock held by this very
-    process is not released (closing any descriptor of a file drops the process's
-    locks on it, so the file is not opened then)."""
-    from ..work_dir import _CLAIMED, _CLAIMED_LOCK
-
-    with _CLAIMED_LOCK:  # no thread of this process claims it while we look
-        if any(os.path.realpath(held) == os.path.realpath(path) for held in _CLAIMED):
-            return True
-        try:
-            descriptor = os.open(path / "client.lock", os.O_RDONLY)
-        except FileNotFoundError:
-            return False
-        except OSError:
-            return None
-        try:
-            return lock_held(descriptor)
-        finally:
-            os.close(descriptor)
-
-
-def lock_held(descriptor: int) -> bool | None:
-    """Ask the kernel (F_GETLK) whether another process holds a lock on the file."""
-    if not sys.platform.startswith("linux"):
-        return lock_held_by_trying(descriptor)
-    request = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
-    try:
-        answer = fcntl.fcntl(descriptor, fcntl.F_GETLK, request)
-    except OSError:
-        return None
-    return struct.unpack("hhqqi4x", answer)[0] != fcntl.F_UNLCK
-
-
-def lock_held_by_trying(descriptor: int) -> bool | None:
-    """Elsewhere: take a shared lock and let it go at once."""
-    try:
-        fcntl.lockf(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError as error:
-        return True if error.errno in (errno.EACCES, errno.EAGAIN) else None
-    fcntl.lockf(descriptor, fcntl.LOCK_UN)
-    return False
 
 
 # ---------------------------------------------------------------------- from events to states

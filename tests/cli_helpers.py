@@ -1,6 +1,6 @@
 """Helpers of the CLI tests: the CLI run in-process, and a dummy SLURM/SGE on PATH.
 
-Each test module makes fixtures of them (``run_cli``, ``dummy_slurm``). The dummy
+conftest.py makes fixtures of them (``run_cli``, ``dummy_slurm``). The dummy
 scheduler's commands are put on PATH as small wrapper scripts, so the
 command line finds ``sbatch`` as it would on a login node: nothing poolparty-specific
 tells it where the queue is.

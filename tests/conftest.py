@@ -8,10 +8,12 @@ then a missing scheduler is a failure, never a silent skip.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -208,26 +210,53 @@ def make_backend(param: str, work_root: Path, tmp_path: Path) -> Backend:
     return real_backend(name, work_root)
 
 
+#: the backends that run maps as job arrays (or locally): for tests of what arrays do
+ARRAY_BACKEND_PARAMS = ["local", "dummy-slurm-array", "dummy-sge", "real-slurm-array", "real-sge"]
+
+
+@contextlib.contextmanager
+def made_backend(param: str, work_root: Path, tmp_path: Path) -> Iterator[Backend]:
+    """A backend for one test; a dummy queue is shut down after it."""
+    made = make_backend(param, work_root, tmp_path)
+    try:
+        yield made
+    finally:
+        if made.queue is not None:
+            made.queue.shutdown(timeout=30)
+
+
 @pytest.fixture(params=["local", *ALL_CLUSTER_PARAMS])
 def backend(request, work_root: Path, tmp_path: Path):
     """Every backend: local, and each cluster backend on its dummy and real scheduler."""
-    made = make_backend(request.param, work_root, tmp_path)
-    yield made
-    if made.queue is not None:
-        made.queue.shutdown(timeout=30)
+    with made_backend(request.param, work_root, tmp_path) as made:
+        yield made
 
 
 @pytest.fixture(params=ALL_CLUSTER_PARAMS)
 def cluster_backend(request, work_root: Path, tmp_path: Path):
-    made = make_backend(request.param, work_root, tmp_path)
-    yield made
-    if made.queue is not None:
-        made.queue.shutdown(timeout=30)
+    with made_backend(request.param, work_root, tmp_path) as made:
+        yield made
 
 
 @pytest.fixture(params=[f"dummy-{name}" for name in CLUSTER_BACKENDS])
 def dummy(request, work_root: Path, tmp_path: Path):
     """Every cluster backend on its dummy scheduler, for faults a real one can't make."""
-    made = make_backend(request.param, work_root, tmp_path)
-    yield made
-    made.queue.shutdown(timeout=30)
+    with made_backend(request.param, work_root, tmp_path) as made:
+        yield made
+
+
+@pytest.fixture
+def run_cli(tmp_path: Path, monkeypatch, capsys):
+    """The command line run in-process (see tests/cli_helpers.py)."""
+    from cli_helpers import cli_runner
+
+    return cli_runner(tmp_path, monkeypatch, capsys)
+
+
+@pytest.fixture
+def dummy_slurm(tmp_path: Path, monkeypatch):
+    """A dummy SLURM whose commands are on PATH, as on a login node."""
+    from cli_helpers import dummy_scheduler_on_path
+
+    with dummy_scheduler_on_path(tmp_path, monkeypatch) as queue:
+        yield queue

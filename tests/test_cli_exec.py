@@ -8,7 +8,7 @@ import json
 import sys
 
 import pytest
-from cli_helpers import cli_runner, dummy_scheduler_on_path, nothing_written, read_jsonl
+from cli_helpers import nothing_written, read_jsonl
 
 from poolparty.commands import shares
 
@@ -17,16 +17,6 @@ ECHO_ARGS = "import sys; print('\\n'.join(sys.argv[1:]))"
 INJECTIONS = ["x; touch PWNED", "$(touch PWNED)", "`touch PWNED`", "it's; touch PWNED",
               "a\" ; touch PWNED; \"", "| touch PWNED", "x && touch PWNED #"]
 
-
-@pytest.fixture
-def run_cli(tmp_path, monkeypatch, capsys):
-    return cli_runner(tmp_path, monkeypatch, capsys)
-
-
-@pytest.fixture
-def dummy_slurm(tmp_path, monkeypatch):
-    with dummy_scheduler_on_path(tmp_path, monkeypatch) as queue:
-        yield queue
 
 
 def results(tmp_path, name="results.jsonl") -> list[dict]:

@@ -12,7 +12,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from cli_helpers import cli_runner, dummy_scheduler_on_path, nothing_written, read_jsonl
+from cli_helpers import nothing_written, read_jsonl
 
 from poolparty.commands import shares
 
@@ -56,16 +56,6 @@ SCRIPT = textwrap.dedent("""
 #: compute over ARGS with the script argument 10
 EXPECTED = {0: 20, 1: 40, 2: 260, 4: 100, 5: 140}
 
-
-@pytest.fixture
-def run_cli(tmp_path, monkeypatch, capsys):
-    return cli_runner(tmp_path, monkeypatch, capsys)
-
-
-@pytest.fixture
-def dummy_slurm(tmp_path, monkeypatch):
-    with dummy_scheduler_on_path(tmp_path, monkeypatch) as queue:
-        yield queue
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import concurrent.futures
 import time
 
 import pytest
-from conftest import make_backend
+from conftest import ARRAY_BACKEND_PARAMS, made_backend, make_backend
 
 import poolparty
 
@@ -20,12 +20,10 @@ def divide(a, b):
     return a / b
 
 
-@pytest.fixture(params=["local", "dummy-slurm-array", "dummy-sge", "real-slurm-array", "real-sge"])
+@pytest.fixture(params=ARRAY_BACKEND_PARAMS)
 def backend(request, work_root, tmp_path):
-    made = make_backend(request.param, work_root, tmp_path)
-    yield made
-    if made.queue is not None:
-        made.queue.shutdown(timeout=30)
+    with made_backend(request.param, work_root, tmp_path) as made:
+        yield made
 
 
 def test_submit_map_wait_and_as_completed(backend):

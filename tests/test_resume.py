@@ -14,7 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import make_backend
+from conftest import ARRAY_BACKEND_PARAMS, made_backend
 
 CLIENT = textwrap.dedent('''
     import json, os, sys, time
@@ -38,12 +38,10 @@ def runs_per_task(ran: Path) -> Counter:
     return Counter(int(name.split("-")[0]) for name in os.listdir(ran))
 
 
-@pytest.fixture(params=["local", "dummy-slurm-array", "dummy-sge", "real-slurm-array", "real-sge"])
+@pytest.fixture(params=ARRAY_BACKEND_PARAMS)
 def backend(request, work_root, tmp_path):
-    made = make_backend(request.param, work_root, tmp_path)
-    yield made
-    if made.queue is not None:
-        made.queue.shutdown(timeout=30)
+    with made_backend(request.param, work_root, tmp_path) as made:
+        yield made
 
 
 def test_a_killed_client_resumes_without_rerunning_finished_tasks(backend, tmp_path):

@@ -11,7 +11,6 @@ starts once per job, thousands of times, and should not pay for the client's imp
 from __future__ import annotations
 
 import importlib
-from typing import Any
 
 from .errors import (
     ChunksLostError,
@@ -55,7 +54,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     if name in _LAZY:
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'poolparty' has no attribute {name!r}")

@@ -35,23 +35,21 @@ duration of its chunk as a difference of its own monotonic clock.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from .ranges import compress_ranges
 
+TYPE_CHECKING = False  # not typing's: workers import this module on every job start
 if TYPE_CHECKING:
+    from typing import Any
+
     from .scheduler import Scheduler
     from .work_dir import WorkDir
-
-log = logging.getLogger("poolparty")
 
 JOURNAL = "events.jsonl"  # the client's file, and its name inside logs.zip
 WORKER_DIR = "events"
@@ -116,8 +114,11 @@ class EventWriter:
     def _warn(self, error: Exception) -> None:
         if not self._warned:
             self._warned = True
-            log.warning("could not write events to %s (poolparty status will miss them): %s",
-                        self.path, error)
+            import logging  # rare, and the worker avoids its import on every job start
+
+            logging.getLogger("poolparty").warning(
+                "could not write events to %s (poolparty status will miss them): %s",
+                self.path, error)
 
 
 def job_of_environment(environ: dict[str, str]) -> dict[str, str]:
@@ -308,15 +309,17 @@ def _worker_sort_key(name: str) -> tuple[int, str]:
     return worker_chunk(name) or 0, name
 
 
-@dataclass
 class EventLog:
     """The events of one work_dir, in reading order, with what had to be skipped."""
 
-    events: list[dict[str, Any]] = field(default_factory=list)
-    truncated: int = 0  #: a last line without its newline: killed, or still being written
-    unreadable: int = 0  #: lines that are not a JSON object with an "event" kind
-    duplicates: int = 0
-    _seen: set[tuple[str, int]] = field(default_factory=set, repr=False)
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        #: a last line without its newline: killed, or still being written
+        self.truncated = 0
+        #: lines that are not a JSON object with an "event" kind
+        self.unreadable = 0
+        self.duplicates = 0
+        self._seen: set[tuple[str, int]] = set()
 
     def add_blob(self, blob: bytes) -> None:
         lines = blob.split(b"\n")

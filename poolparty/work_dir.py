@@ -41,16 +41,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import rename_after_writing
-
 from .errors import InvalidInputError
+from .map_files import OFFSET, MapFiles, check_private
 
 log = logging.getLogger("poolparty")
 
 #: errors of a full disk, a quota or a file size limit: the user must make room
 _NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
-_OFFSET = struct.Struct("<Q")
 _CLAIMED: set[str] = set()
 _CLAIMED_LOCK = threading.Lock()
 _RESULT_NAME = re.compile(r"^(\d+)\.pkl$")
@@ -113,19 +111,6 @@ def _make_private_dir(path: Path, exist_ok: bool = False) -> None:
     os.chmod(path, 0o700)
 
 
-def check_private(path: Path) -> None:
-    """Refuse a file or directory that another user owns or others can write.
-
-    Pickles run code when loaded: a pickle that someone else could have replaced is
-    never loaded.
-    """
-    info = os.stat(path)
-    if info.st_uid != os.getuid():
-        raise PermissionError(f"{path} is owned by uid {info.st_uid}, not by you: refusing it")
-    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise PermissionError(f"{path} is writable by others: refusing it")
-
-
 def _write_private(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` (mode 0600) under a temporary name, then rename."""
     temporary = path.with_name(f".{path.name}.{_random_hex()}.tmp")
@@ -135,14 +120,12 @@ def _write_private(path: Path, data: bytes) -> None:
     os.replace(temporary, path)
 
 
-class WorkDir:
-    """One map's directory; every path and format decision lives here."""
+class WorkDir(MapFiles):
+    """One map's directory; every path and format decision lives here (what a job
+    touches, in ``MapFiles``: poolparty/map_files.py)."""
 
     def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
-        self.map_id = self.path.name
-        self.results_dir = self.path / "results"
-        self.logs_dir = self.path / "logs"
+        super().__init__(path)
         self._jobs_of_chunk: dict[int, list[JobRef]] = {}
         self._chunk_of_job: dict[tuple[str, int | None], int] = {}
         self.resumed = False
@@ -304,7 +287,7 @@ class WorkDir:
                 tasks_file.write(blob)
                 offsets.append(offsets[-1] + len(blob))
         os.replace(temporary, self.path / "tasks.pkl")
-        _write_private(self.path / "tasks.idx", b"".join(_OFFSET.pack(o) for o in offsets))
+        _write_private(self.path / "tasks.idx", b"".join(OFFSET.pack(o) for o in offsets))
         _write_private(self.path / "map.json", json.dumps(metadata, indent=1).encode())
         return len(offsets) - 1
 
@@ -334,42 +317,7 @@ class WorkDir:
     def script_path(self) -> Path:
         return self.path / "job.sh"
 
-    def metadata(self) -> dict[str, Any]:
-        return json.loads((self.path / "map.json").read_text())
-
-    def read_function(self) -> bytes:
-        """The pickled function, after checking nobody else could have written it."""
-        return self._read_private(self.path / "function.pkl")
-
-    def read_chunk(self, chunk_id: int) -> bytes:
-        """One chunk's pickled tasks, read by seeking: the worker never loads them all."""
-        check_private(self.path)
-        with open(self.path / "tasks.idx", "rb") as index:
-            index.seek(chunk_id * _OFFSET.size)
-            start, stop = struct.unpack("<QQ", index.read(2 * _OFFSET.size))
-        tasks_path = self.path / "tasks.pkl"
-        check_private(tasks_path)
-        with open(tasks_path, "rb") as tasks_file:
-            tasks_file.seek(start)
-            return tasks_file.read(stop - start)
-
-    def _read_private(self, path: Path) -> bytes:
-        check_private(self.path)
-        check_private(path)
-        return path.read_bytes()
-
     # ------------------------------------------------------------------ results
-    def result_path(self, chunk_id: int) -> Path:
-        return self.results_dir / f"{chunk_id}.pkl"
-
-    def write_result(self, chunk_id: int, blob: bytes) -> None:
-        """Called by the worker: written under a temporary name, renamed when complete
-        (rename_after_writing), so a worker killed mid-write leaves no result."""
-        with rename_after_writing.Path(str(self.result_path(chunk_id))) as temporary:
-            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(descriptor, "wb") as file:
-                file.write(blob)
-
     def new_result_ids(self) -> list[int]:
         """Chunk ids with a result file waiting to be gathered (cheap: one listdir)."""
         found = []
@@ -540,9 +488,6 @@ class WorkDir:
         self.close_archives()
         self.release()
         shutil.rmtree(self.path, ignore_errors=True)
-
-    def __repr__(self) -> str:
-        return f"WorkDir({str(self.path)!r})"
 
 
 def client_running(path: Path) -> bool | None:

@@ -19,18 +19,23 @@ from __future__ import annotations
 import os
 import pickle
 import sys
-from collections.abc import Sequence
-from typing import Any, Callable
+from collections.abc import Callable, Sequence
 
 from .errors import RemoteError
 from .events import WorkerEvents
-from .work_dir import WorkDir
+from .map_files import MapFiles
+
+TYPE_CHECKING = False  # typing is not imported at run time: see below
+if TYPE_CHECKING:
+    from typing import Any
 
 Outcome = tuple  # (True, value) | (False, exception, traceback_text)
 
 # Every job starts here, and on a busy node each millisecond of start-up counts once per
-# job: so modules needed only in rarer cases (traceback when a task raises, cloudpickle
-# for a result plain pickle can't take) are imported when needed.
+# job: so the worker imports only what every job needs (the node's side of the work_dir
+# is MapFiles, not the client's WorkDir; no logging, dataclasses or typing), and modules
+# needed only in rarer cases (traceback when a task raises, cloudpickle for a result plain
+# pickle can't take) are imported when needed. benchmarks/job_start.py measures it.
 
 
 def parse_chunk_id(argv: Sequence[str], environ: dict[str, str]) -> int:
@@ -89,7 +94,7 @@ def add_client_import_paths(paths: Sequence[str]) -> None:
     sys.path[:0] = [p for p in paths if p not in sys.path and os.path.isdir(p)]
 
 
-def load_chunk(work_dir: WorkDir, chunk_id: int) -> tuple[Callable, bool, list, int]:
+def load_chunk(work_dir: MapFiles, chunk_id: int) -> tuple[Callable, bool, list, int]:
     """Unpickle what a chunk needs; returns (function, star, tasks, first task index)."""
     function, star, initializer, initargs = pickle.loads(work_dir.read_function())
     first_task, tasks = pickle.loads(work_dir.read_chunk(chunk_id))
@@ -111,7 +116,7 @@ def run_tasks(function: Callable, tasks: list, star: bool, first_task: int,
     return outcomes
 
 
-def run_chunk(work_dir: WorkDir, chunk_id: int) -> None:
+def run_chunk(work_dir: MapFiles, chunk_id: int) -> None:
     """Run every task of one chunk and write their outcomes as one result file.
 
     A failure to set up (a module missing on this node, an initializer raising) is
@@ -149,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(arguments) < 2:
         print(__doc__, file=sys.stderr)
         return 2
-    work_dir = WorkDir(arguments[0])
+    work_dir = MapFiles(arguments[0])
     chunk_id = parse_chunk_id(arguments[1:], dict(os.environ))
     print(f"poolparty worker: map {work_dir.map_id} chunk {chunk_id} on {os.uname().nodename}",
           file=sys.stderr, flush=True)

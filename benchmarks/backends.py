@@ -3,18 +3,22 @@
     python benchmarks/backends.py --backend slurm-array|slurm|sge [--sizes 100 1000]
                                   [--cpu-tasks 100000] [--repeat 3] [--floor-poll 0.5]
                                   [--settings default chunksize=1]
+                                  [--function main|importable]
 
 For each size N it measures
   * the bare floor: one array of N ``python -c pass`` jobs (``sbatch --array=0-(N-1)``
     or ``qsub -t 1-N``), waited for by polling the queue by hand every ``--floor-poll`` s
     (a failed query counts as "still there");
-  * poolparty with default settings and with ``chunksize=1``;
-and reports wall time, the ratio to the floor, the number of queue queries (counted by a
-shim in front of squeue / qstat), the peak number of files in the work_dir (sampled every 20 ms)
-and the client's CPU seconds (this process, threads included; sbatch/squeue children
-reported apart). Finally the client's CPU per task for a map of ``--cpu-tasks`` tasks.
-Pairs run in alternating order; medians are printed. poolparty is byte-compiled first,
-as a wheel install leaves it.
+  * poolparty with default settings and with ``chunksize=1``.
+
+The task function is ``trivial`` from this script (``main``: pickled by value, as a
+lambda or a notebook's function is, so each job imports cloudpickle to load it) or the
+builtin ``abs`` (``importable``: pickled by reference). It reports wall time, the ratio to
+the floor, the number of queue queries (counted by a shim in front of squeue / qstat), the
+peak number of files in the work_dir (sampled every 20 ms) and the client's CPU seconds
+(this process, threads included; sbatch/squeue children reported apart). Finally the
+client's CPU per task for a map of ``--cpu-tasks`` tasks. Pairs run in alternating order;
+medians are printed. poolparty is byte-compiled first, as a wheel install leaves it.
 Needs the scheduler running: ``sudo bash scripts/test_cluster.sh all``.
 """
 
@@ -97,8 +101,11 @@ def query_shim(directory: Path, command: str) -> tuple[list[str], Path]:
     return [str(shim)], counter
 
 
+FUNCTIONS = {"main": trivial, "importable": abs}
+
+
 def run_map(backend: str, size: int, chunksize: int | None, polling_interval: float,
-            sample_files: bool = True) -> dict:
+            sample_files: bool = True, function=trivial) -> dict:
     """One map, measured; the file sampler's own CPU is left out when it is off."""
     query = "qstat" if backend == "sge" else "squeue"
     with tempfile.TemporaryDirectory(dir=os.getcwd()) as scratch:
@@ -113,7 +120,7 @@ def run_map(backend: str, size: int, chunksize: int | None, polling_interval: fl
         self_before = resource.getrusage(resource.RUSAGE_SELF)
         children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.monotonic()
-        results = pool.map(trivial, range(size), chunksize=chunksize)
+        results = pool.map(function, range(size), chunksize=chunksize)
         wall = time.monotonic() - start
         self_after = resource.getrusage(resource.RUSAGE_SELF)
         children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -147,6 +154,8 @@ def main() -> None:
                         help="seconds between the floor's queue queries")
     parser.add_argument("--settings", nargs="+", default=["default", "chunksize=1"],
                         choices=["default", "chunksize=1"])
+    parser.add_argument("--function", default="main", choices=sorted(FUNCTIONS),
+                        help="main: defined in this script (by value); importable: abs")
     arguments = parser.parse_args()
     # As ``pip install`` of a wheel does: with PYTHONDONTWRITEBYTECODE set (and an editable
     # install) every job would otherwise compile poolparty's modules again at its start.
@@ -161,14 +170,17 @@ def main() -> None:
                 # Interleaved, and in alternating order, so both see the same cluster and
                 # neither always runs right after the other.
                 if attempt % 2:
-                    run = run_map(arguments.backend, size, chunksize, arguments.polling_interval)
+                    run = run_map(arguments.backend, size, chunksize, arguments.polling_interval,
+                                  function=FUNCTIONS[arguments.function])
                     floor = bare_floor(size, scheduler, arguments.floor_poll)
                 else:
                     floor = bare_floor(size, scheduler, arguments.floor_poll)
-                    run = run_map(arguments.backend, size, chunksize, arguments.polling_interval)
+                    run = run_map(arguments.backend, size, chunksize, arguments.polling_interval,
+                                  function=FUNCTIONS[arguments.function])
                 run.update(floor_s=round(floor, 2), ratio_to_floor=round(run["wall_s"] / floor, 2))
                 runs.append(run)
-                print(json.dumps({"tasks": size, "settings": label, **run}), flush=True)
+                print(json.dumps({"tasks": size, "settings": label,
+                                  "function": arguments.function, **run}), flush=True)
             # the table's row: the run whose ratio is the (upper) median; the summary line
             # gives the true medians: of the paired ratios, and of walls and floors apart
             middle = sorted(runs, key=lambda r: r["ratio_to_floor"])[len(runs) // 2]
@@ -176,7 +188,7 @@ def main() -> None:
             median_wall = statistics.median(r["wall_s"] for r in runs)
             median_floor = statistics.median(r["floor_s"] for r in runs)
             print(json.dumps({
-                "tasks": size, "settings": label,
+                "tasks": size, "settings": label, "function": arguments.function,
                 "median_ratio": round(statistics.median(r["ratio_to_floor"] for r in runs), 3),
                 "median_wall_s": median_wall, "median_floor_s": median_floor,
                 "ratio_of_medians": round(median_wall / median_floor, 2),

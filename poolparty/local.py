@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -103,8 +104,24 @@ class Local(Scheduler):
         return ["/bin/sh", str(work_dir.script_path), str(chunk_id)]
 
 
+#: how long a cancel waits for a killed chunk's processes to be gone
+KILL_WAIT_SECONDS = 5.0
+
+
 def _kill_group(process: subprocess.Popen) -> None:
+    """Kill the job's whole process group (its shell and the worker under it), then wait,
+    a few seconds at most, until none of them is left: when a map has been cancelled,
+    its workers are gone, not merely signalled (a busy machine takes a moment to tear
+    down a killed process, and the worker, orphaned by its shell, is init's to reap)."""
     try:
         os.killpg(process.pid, signal.SIGKILL)
     except ProcessLookupError:
-        pass
+        return
+    deadline = time.monotonic() + KILL_WAIT_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:  # reap the shell: a zombie still counts as in the group
+            try:
+                os.killpg(process.pid, 0)
+            except ProcessLookupError:
+                return
+        time.sleep(0.01)

@@ -67,8 +67,10 @@ def status_in_subprocess(path: Path) -> dict:
 
 
 def the_map(work_root: Path) -> Path:
-    return wait_for(lambda: next(iter(work_root.iterdir()), None) if work_root.exists()
-                    else None, 60, "the map's work_dir")
+    """The map's directory, once it exists (not the short-lived hidden directory a pool
+    makes to check that it may create directories in the root)."""
+    return wait_for(lambda: next((p for p in work_root.iterdir() if not p.name.startswith(".")),
+                                 None) if work_root.exists() else None, 60, "the map's work_dir")
 
 
 def local_pool(work_root: Path, **options) -> poolparty.Pool:

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from .errors import ChunksLostError, PoolTerminated, RemoteTraceback, SchedulerCommandError
-from .events import ClientEvents, worker_chunk, worker_files
+from .events import ClientEvents
 from .scheduler import Scheduler, State
 from .work_dir import WorkDir
 
@@ -189,6 +189,7 @@ class MapRun:
                 continue
             blobs[chunk_id] = self.work_dir.read_result(chunk_id)
         arrived = [(chunk_id, pickle.loads(blob)) for chunk_id, blob in sorted(blobs.items())]
+        self.events.fold(blobs)  # from their logs, which archive() then deletes
         self.work_dir.archive(blobs)
         for chunk_id, _ in arrived:
             self.status[chunk_id].done = True
@@ -263,18 +264,14 @@ class MapRun:
 
     def _stuck_chunks(self, already: set[int]) -> list[int]:
         """Chunks shown running for STUCK_AFTER_SECONDS whose worker never started
-        (it would have written its events file first thing). Without an events
-        directory nothing can be told, and nothing is taken for stuck."""
+        (it would have written its first event into the job's log first thing)."""
         now = time.monotonic()
         suspects = [
             chunk_id for chunk_id, chunk in self.status.items()
             if not chunk.done and chunk_id not in already and chunk.running_since is not None
             and now - chunk.running_since > STUCK_AFTER_SECONDS
         ]
-        if not suspects or not self.events.worker_dir.is_dir():
-            return []
-        started = {worker_chunk(path.name) for path in worker_files(self.events.worker_dir)}
-        stuck = [chunk_id for chunk_id in suspects if chunk_id not in started]
+        stuck = [chunk_id for chunk_id in suspects if not self.events.worker_started(chunk_id)]
         for chunk_id in stuck:
             self.status[chunk_id].endings.append(
                 f"the scheduler showed its job running for over {STUCK_AFTER_SECONDS:.0f} s, "

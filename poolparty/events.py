@@ -7,23 +7,27 @@ status command must be able to read them without trusting them with code.
 Who writes where:
 
 - The client appends its events to ``events.jsonl`` in the work_dir.
-- Each worker (one job attempt of one chunk) appends to its own small file,
-  ``events/<chunk>-<host>-<pid>.jsonl``: over NFS, ``O_APPEND`` from several hosts to one
-  file is not atomic, but one writer per file is always safe.
-- The client folds a chunk's worker files into ``events.jsonl`` when it gathers (or
-  resubmits) that chunk, as logs are folded into ``logs.zip``, so a running map holds
-  one events file per running chunk.
+- Each worker (one job attempt of one chunk) writes its events into its job's log
+  (``logs/``, the file the scheduler sends the job's output to), each on a line of its
+  own after the mark ``poolparty-event:``. The log has one writer, the job, so this is
+  safe over NFS, and a running chunk costs one file, not two: the work_dir's peak number
+  of files is one of the things users watch (inode quotas).
+- The client folds a chunk's worker events from its logs into ``events.jsonl`` when it
+  gathers (or resubmits) that chunk, just before the logs go into ``logs.zip``.
 - When the map ends (however it ends) the client folds what is left, then moves
   ``events.jsonl`` into ``logs.zip`` (member ``events.jsonl``): a finished work_dir stays
   about ten files. A client that resumes the map starts a new ``events.jsonl``.
 
-Every line is written by a single ``os.write`` on an ``O_APPEND`` descriptor of a file
-created 0600, so writers on one host never interleave within a line. A reader takes
-``logs.zip``'s copies, then ``events.jsonl``, then the unfolded worker files (read in the
-opposite order, so a fold happening meanwhile duplicates lines instead of hiding them);
-duplicates are dropped by ``(src, n)``. A last line without its newline (a writer killed
-mid-write, or still writing) and a line that is not a JSON object are skipped and
-counted; unknown kinds and unknown fields are ignored, so older readers keep working.
+Every line is written by a single ``os.write``: the client's on an ``O_APPEND``
+descriptor of a file created 0600, a worker's on its standard error (after flushing
+Python's own buffers), so writers never interleave within a line. A reader takes
+``logs.zip``'s copies, then ``events.jsonl``, then the marked lines of the logs not yet
+archived (read in the opposite order, so a fold happening meanwhile duplicates lines
+instead of hiding them); duplicates are dropped by ``(src, n)``. A last line without its
+newline (a writer killed mid-write, or still writing) and a line that is not a JSON object
+are skipped and counted; unknown kinds and unknown fields are ignored, so older readers
+keep working. In a log, only marked lines count; the mark may follow a line the user's
+code left unfinished.
 
 Writing an event never fails a map: an error is logged once and the event is dropped.
 
@@ -36,7 +40,7 @@ from __future__ import annotations
 
 import json
 import os
-import re
+import sys
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -52,7 +56,10 @@ if TYPE_CHECKING:
     from .work_dir import WorkDir
 
 JOURNAL = "events.jsonl"  # the client's file, and its name inside logs.zip
-WORKER_DIR = "events"
+#: what starts a worker's event in its job's log
+MARK = b"poolparty-event: "
+#: how much of a log's start is read to tell whether its worker started
+_HEAD_BYTES = 65536
 #: the scheduler commands a status may call later to ask about the map's jobs
 QUERY_COMMANDS = ("squeue", "qstat")
 #: environment variables naming the scheduler job a worker runs in: (job id, array index)
@@ -62,11 +69,9 @@ JOB_VARIABLES = (
     ("JOB_ID", "SGE_TASK_ID"),
 )
 MAX_MESSAGE = 200
-#: task failures a worker reports one by one; past that only its final count (each
-#: event opens and closes a file, which costs round trips on NFS), the client's
-#: "gathered" event lists them all
+#: task failures a worker reports one by one; past that only its final count (they
+#: share the job's log with its output), the client's "gathered" event lists them all
 MAX_WORKER_FAILURES = 100
-_WORKER_FILE = re.compile(r"^(\d+)-.*\.jsonl$")
 
 
 # ---------------------------------------------------------------------- writing
@@ -74,11 +79,15 @@ def append_line_bytes(path: Path, data: bytes) -> None:
     """Append whole lines with one ``os.write`` on an O_APPEND descriptor (0600)."""
     descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
-        view = memoryview(data)
-        while view:  # a regular file takes it all at once unless the disk is full
-            view = view[os.write(descriptor, view):]
+        write_all(descriptor, data)
     finally:
         os.close(descriptor)
+
+
+def write_all(descriptor: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:  # a regular file takes it all at once unless the disk is full
+        view = view[os.write(descriptor, view):]
 
 
 def describe_error(error: BaseException) -> tuple[str, str]:
@@ -92,10 +101,9 @@ def describe_error(error: BaseException) -> tuple[str, str]:
 
 
 class EventWriter:
-    """Appends one writer's events to one file; thread-safe; never raises."""
+    """Writes one writer's events, a line each; thread-safe; never raises."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self) -> None:
         self.source = os.urandom(6).hex()  # not secrets: a cheap import on every job start
         self._sequence = 0
         self._lock = threading.Lock()
@@ -107,9 +115,12 @@ class EventWriter:
                     "n": self._sequence, **fields}
             self._sequence += 1
             try:
-                append_line_bytes(self.path, (json.dumps(line) + "\n").encode())
+                self._write((json.dumps(line) + "\n").encode())
             except Exception as error:  # noqa: BLE001 - a full disk, a value JSON can't hold
                 self._warn(error)
+
+    def _write(self, line: bytes) -> None:
+        raise NotImplementedError
 
     def _warn(self, error: Exception) -> None:
         if not self._warned:
@@ -117,8 +128,7 @@ class EventWriter:
             import logging  # rare, and the worker avoids its import on every job start
 
             logging.getLogger("poolparty").warning(
-                "could not write events to %s (poolparty status will miss them): %s",
-                self.path, error)
+                "could not write events (poolparty status will miss them): %s", error)
 
 
 def job_of_environment(environ: dict[str, str]) -> dict[str, str]:
@@ -133,21 +143,24 @@ def job_of_environment(environ: dict[str, str]) -> dict[str, str]:
 
 
 class WorkerEvents(EventWriter):
-    """The events of one attempt at one chunk, in its own file (see the module doc)."""
+    """The events of one attempt at one chunk, marked lines in its job's log (the
+    worker's standard error; see the module doc)."""
 
-    def __init__(self, work_dir_path: Path, chunk_id: int) -> None:
-        host = os.uname().nodename
-        safe_host = re.sub(r"[^A-Za-z0-9._]", "_", host)[:64]
-        super().__init__(work_dir_path / WORKER_DIR / f"{chunk_id}-{safe_host}-{os.getpid()}.jsonl")
+    def __init__(self, chunk_id: int, descriptor: int = 2) -> None:
+        super().__init__()
         self.chunk_id = chunk_id
-        self.host = host
+        self.descriptor = descriptor
+        self.host = os.uname().nodename
         self._start = time.monotonic()
         self._failures = 0
 
-    def _warn(self, error: Exception) -> None:
-        if isinstance(error, FileNotFoundError):
-            return  # no events directory: a client that does not collect events
-        super()._warn(error)
+    def _write(self, line: bytes) -> None:
+        """After what Python still holds of the task's output, so the log keeps its
+        order; a line of output left unfinished gets the mark after it."""
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
+        write_all(self.descriptor, MARK + line)
 
     def started(self, environ: dict[str, str]) -> None:
         self._start = time.monotonic()
@@ -170,19 +183,15 @@ class WorkerEvents(EventWriter):
 
 
 class ClientEvents(EventWriter):
-    """The client's events, and the folding of workers' files into its journal."""
+    """The client's events, and the folding of workers' events into its journal."""
 
     def __init__(self, work_dir: WorkDir) -> None:
-        super().__init__(work_dir.path / JOURNAL)
+        super().__init__()
+        self.path = work_dir.path / JOURNAL
         self.work_dir = work_dir
-        self.worker_dir = work_dir.path / WORKER_DIR
-        try:
-            os.mkdir(self.worker_dir, 0o700)
-            os.chmod(self.worker_dir, 0o700)
-        except FileExistsError:
-            pass
-        except OSError as error:
-            self._warn(error)
+
+    def _write(self, line: bytes) -> None:
+        append_line_bytes(self.path, line)
 
     def map_started(self, scheduler: Scheduler, chunks: Sequence[range], resumed: bool) -> None:
         commands = getattr(scheduler, "commands", None) or {}
@@ -202,8 +211,8 @@ class ClientEvents(EventWriter):
 
     def resubmit(self, in_error: Sequence[int], missing: Sequence[int]) -> None:
         """The engine's decision and its reason; the resubmission itself is ``submitted``.
-        The chunks' worker files are folded first: their attempts are over, and the
-        reader then takes the files left in ``events/`` for the current attempt."""
+        The chunks' worker events are folded first: their attempts are over, and their
+        logs go into logs.zip next."""
         if in_error or missing:
             self.fold([*in_error, *missing])
             self.emit("resubmit", error=compress_ranges(in_error),
@@ -217,14 +226,14 @@ class ClientEvents(EventWriter):
 
     def gathered(self, arrived: Sequence[tuple[int, list]], chunks: Sequence[range],
                  recovered: bool = False) -> None:
-        """Chunks whose results the client has, with the tasks that raised.
+        """Chunks whose results the client has, with the tasks that raised (their
+        workers' events were folded before their logs were archived).
 
         ``recovered``: results of an earlier client of this work_dir, which must not
         count in this client's throughput.
         """
         if not arrived:
             return
-        self.fold([chunk_id for chunk_id, _ in arrived])
         errors = []
         for chunk_id, outcomes in arrived:
             for offset, outcome in enumerate(outcomes):
@@ -242,23 +251,34 @@ class ClientEvents(EventWriter):
 
     # ------------------------------------------------------------------ folding
     def fold(self, chunk_ids: Iterable[int] | None) -> None:
-        """Move these chunks' worker files (all, for None) into the journal: appended
-        first, deleted after, so a crash in between duplicates lines, never loses them.
-        Never raises: the map goes on without its events."""
-        wanted = None if chunk_ids is None else set(chunk_ids)
-        paths = [p for p in worker_files(self.worker_dir)
-                 if wanted is None or worker_chunk(p.name) in wanted]
-        if not paths:
+        """Copy the worker events in these chunks' logs (every log, for None) into the
+        journal, before the logs are archived and deleted: a crash in between duplicates
+        lines, never loses them. Never raises: the map goes on without its events."""
+        if chunk_ids is None:
+            paths = log_files(self.work_dir.logs_dir)
+        else:
+            paths = [self.work_dir.logs_dir / ref.log_name
+                     for chunk_id in chunk_ids for ref in self.work_dir.jobs_of_chunk(chunk_id)]
+        lines = [line for path in paths for line in marked_lines(_read(path))]
+        if not lines:
             return
         try:
-            blobs = [_read(path) for path in paths]
-            append_line_bytes(self.path, b"".join(
-                blob if blob.endswith(b"\n") or not blob else blob + b"\n" for blob in blobs
-            ))
-            for path in paths:
-                path.unlink(missing_ok=True)
+            append_line_bytes(self.path, b"\n".join(lines) + b"\n")
         except OSError as error:
             self._warn(error)
+
+    def worker_started(self, chunk_id: int) -> bool:
+        """Whether the worker of the chunk's newest job began: its first event is near
+        the top of the job's log (only the log's start is read)."""
+        refs = self.work_dir.jobs_of_chunk(chunk_id)
+        if not refs:
+            return False
+        try:
+            with open(self.work_dir.logs_dir / refs[-1].log_name, "rb") as log:
+                head = log.read(_HEAD_BYTES)
+        except OSError:
+            return False
+        return MARK + b'{"event": "chunk_started"' in head
 
     def archive(self) -> None:
         """The map ended: everything into ``logs.zip``, the small files deleted."""
@@ -267,7 +287,6 @@ class ClientEvents(EventWriter):
             if self.path.exists():
                 self.work_dir.archive_log(JOURNAL, self.path.read_bytes())
                 self.path.unlink()
-            self.worker_dir.rmdir()  # a late write of a cancelled job has nowhere to go
         except FileNotFoundError:
             pass
         except Exception as error:  # noqa: BLE001 - must not hide how the map ended
@@ -290,23 +309,23 @@ def end_of(finished: bool, error: BaseException | None) -> tuple[str, dict[str, 
 
 
 # ---------------------------------------------------------------------- reading
-def worker_files(directory: Path) -> list[Path]:
-    """The unfolded worker files, by name (chunk, host, pid): a stable order."""
+def log_files(directory: Path) -> list[Path]:
+    """The logs not archived yet (of running jobs, or of a map that ended unfinished),
+    by name: a stable order."""
     try:
         with os.scandir(directory) as entries:
-            names = [entry.name for entry in entries if _WORKER_FILE.match(entry.name)]
+            names = sorted(entry.name for entry in entries if entry.is_file())
     except OSError:
         return []
-    return [directory / name for name in sorted(names, key=_worker_sort_key)]
+    return [directory / name for name in names]
 
 
-def worker_chunk(name: str) -> int | None:
-    match = _WORKER_FILE.match(name)
-    return int(match.group(1)) if match else None
-
-
-def _worker_sort_key(name: str) -> tuple[int, str]:
-    return worker_chunk(name) or 0, name
+def marked_lines(log: bytes) -> list[bytes]:
+    """The worker events in a job's log: what follows the mark on each whole line."""
+    if MARK not in log:
+        return []
+    lines = log.split(b"\n")[:-1]  # the last part has no newline yet
+    return [line[line.index(MARK) + len(MARK):] for line in lines if MARK in line]
 
 
 class EventLog:
@@ -329,6 +348,14 @@ class EventLog:
             if line.strip():
                 self.add_line(line)
 
+    def add_log(self, log: bytes) -> None:
+        """The worker events in a job's log (its other lines are the job's output)."""
+        last_line = log.rsplit(b"\n", 1)[-1]
+        if MARK in last_line:
+            self.truncated += 1
+        for line in marked_lines(log):
+            self.add_line(line)
+
     def add_line(self, line: bytes) -> None:
         try:
             event = json.loads(line)
@@ -348,14 +375,17 @@ class EventLog:
 
 
 def read_events(work_dir: WorkDir) -> EventLog:
-    """Every event of a work_dir: archived copies, the journal, then unfolded worker
-    files (read last-to-first, processed first-to-last; see the module doc)."""
-    worker_blobs = [_read(path) for path in worker_files(work_dir.path / WORKER_DIR)]
+    """Every event of a work_dir: archived copies, the journal, then the worker events
+    in logs not archived yet (read last-to-first, processed first-to-last; see the module
+    doc)."""
+    logs = [_read(path) for path in log_files(work_dir.logs_dir)]
     journal = _read(work_dir.path / JOURNAL)
     archived = [] if started_afresh(journal) else work_dir.archived_logs(JOURNAL)
     events = EventLog()
-    for blob in [*archived, journal, *worker_blobs]:
+    for blob in [*archived, journal]:
         events.add_blob(blob)
+    for log in logs:
+        events.add_log(log)
     return events
 
 

@@ -9,8 +9,8 @@ Layout of ``<root>/<map_id>/`` (mode 0700, every file private to the user)::
     job.sh               the job script the scheduler runs
     jobs.jsonl           one line per submission: job id, and for each chunk its index/log
     results/<chunk>.pkl  written by workers (temporary name, then renamed: atomic)
-    logs/                stdout+stderr of running jobs, named by the backend
-    events/              one file of JSON-lines events per running job (poolparty.events)
+    logs/                stdout+stderr of running jobs, named by the backend; the worker's
+                         events are lines in them marked poolparty-event: (poolparty.events)
     events.jsonl         the client's events and those of the chunks it gathered
     results.zip          results gathered by the client; the small files are then deleted
     logs.zip             logs of finished jobs; events.jsonl once the map ended
@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InvalidInputError
+from .events import MARK
 from .map_files import OFFSET, MapFiles, check_private
 
 log = logging.getLogger("poolparty")
@@ -447,13 +448,17 @@ class WorkDir(MapFiles):
         return list(self._jobs_of_chunk.get(chunk_id, []))
 
     def log_tail(self, chunk_id: int, max_bytes: int = 4000) -> str:
-        """The end of the newest log of a chunk: what the user needs to see on failure."""
+        """The end of the newest log of a chunk: what the user needs to see on failure
+        (the job's output, without the worker's events in it)."""
         for ref in reversed(self._jobs_of_chunk.get(chunk_id, [])):
             path = self.logs_dir / ref.log_name
             if path.exists():
                 with open(path, "rb") as file:
                     file.seek(max(0, path.stat().st_size - max_bytes))
-                    return file.read().decode("utf-8", errors="replace")
+                    tail = file.read()
+                output = b"".join(line for line in tail.splitlines(keepends=True)
+                                  if MARK not in line)
+                return output.decode("utf-8", errors="replace")
         return ""
 
     def archive_logs_of(self, chunk_id: int) -> None:

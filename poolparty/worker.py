@@ -123,10 +123,11 @@ def run_chunk(work_dir: MapFiles, chunk_id: int) -> None:
     reported as the outcome of every task of the chunk: the caller sees the real
     exception at once, instead of the job being resubmitted to fail again.
 
-    Events (started, each task that raised, finished) go to this attempt's own events
-    file; "finished" is written before the result, so a gathered chunk has it.
+    Events (started, each task that raised, finished) go to the job's log, as marked
+    lines on standard error; "finished" is written before the result, so a gathered
+    chunk has it.
     """
-    events = WorkerEvents(work_dir.path, chunk_id)
+    events = WorkerEvents(chunk_id)
     events.started(dict(os.environ))
     metadata = work_dir.metadata()
     add_client_import_paths(metadata.get("import_paths", []))

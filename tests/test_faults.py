@@ -8,6 +8,7 @@ on demand; jobs killed mid-map and Ctrl-C also run on the real SLURM.
 from __future__ import annotations
 
 import _thread
+import os
 import threading
 import time
 import zipfile
@@ -92,6 +93,20 @@ def test_a_job_crashing_shows_its_stderr_tail_in_the_error(dummy, tmp_path):
     assert "the worker was killed by signal 11" in message  # from job.sh: how it ended
     assert "submission 1: its job left the queue without a result" in message
     assert "submission 2: its job left the queue without a result" in message
+
+
+def print_then_die(x):
+    print(f"task {x} prints, then its process dies", flush=True)
+    os._exit(3)
+
+
+def test_the_tail_in_the_error_is_the_jobs_output_without_the_workers_events(dummy):
+    with pytest.raises(poolparty.ChunksLostError) as caught:
+        dummy.make_pool(max_num_resubmissions=0).map(print_then_die, [1])
+    message = str(caught.value)
+    assert "task 1 prints, then its process dies" in message
+    assert "the worker exited with status 3" in message
+    assert "poolparty-event" not in message and "chunk_started" not in message
 
 
 @pytest.mark.parametrize("fault", [

@@ -21,7 +21,7 @@ from conftest import dummy_backend, local_worker_processes
 import poolparty
 from poolparty import cli
 from poolparty.commands.status import CLEAR, STATES
-from poolparty.events import WorkerEvents
+from poolparty.events import MARK, WorkerEvents, marked_lines
 
 
 def gated(x: int, gate: str) -> int:
@@ -90,6 +90,12 @@ def test_a_running_map_shows_tasks_by_state_then_its_end(work_root, tmp_path, ca
         assert running["state"] == "running"
         assert running["tasks"] == {"total": 6, "pending": 0, "queued": 2, "running": 2,
                                     "done": 2, "failed": 0, "lost": 0, "cancelled": 0}
+        # a running chunk costs one file, its job's log (its worker's events are in it);
+        # those of the two gathered chunks are gone into the archives
+        per_chunk = sorted(p.relative_to(map_dir).parts[0] for p in map_dir.rglob("*")
+                           if p.is_file() and p.parent != map_dir)
+        assert per_chunk == ["logs", "logs"]
+        assert sum(1 for p in map_dir.rglob("*") if p.is_file()) <= 6 + 10  # chunks + 10
         assert running["client"]["running"] is True
         assert running["scheduler"]["asked"] is False
         assert running["eta"] is not None and running["throughput"] > 0
@@ -105,7 +111,7 @@ def test_a_running_map_shows_tasks_by_state_then_its_end(work_root, tmp_path, ca
     assert ended["tasks"]["done"] == 6
     assert ended["client"]["running"] is False
     assert ended["workers"]["finished_chunks"] == 6
-    assert not (map_dir / "events").exists() and not (map_dir / "events.jsonl").exists()
+    assert not (map_dir / "events.jsonl").exists() and not list((map_dir / "logs").iterdir())
     with zipfile.ZipFile(map_dir / "logs.zip") as logs:
         assert "events.jsonl" in logs.namelist()
 
@@ -235,15 +241,16 @@ def fake_map(root: Path, journal: list[str], workers: dict[str, list[str]] | Non
              tasks: int = 4, chunksize: int = 2) -> Path:
     """A work_dir as a client and its workers leave it: by default 4 tasks in chunks of 2."""
     path = root / "map-fake"
-    (path / "events").mkdir(parents=True)
+    (path / "logs").mkdir(parents=True)
     (path / "map.json").write_text(json.dumps({"num_tasks": tasks, "chunksize": chunksize,
                                                "backend": backend}))
     started = client_line("map_started", -1, T0, tasks=tasks, chunks=-(-tasks // chunksize),
                           chunksize=chunksize, backend=backend, host="elsewhere", pid=1,
                           commands=commands or {})
     (path / "events.jsonl").write_text("\n".join([started, *journal]) + "\n" + tail)
-    for name, lines in (workers or {}).items():
-        (path / "events" / name).write_text("\n".join(lines) + "\n")
+    for name, lines in (workers or {}).items():  # a job's log: its output, and marked events
+        (path / "logs" / name).write_text("".join(
+            f"output of the task\n{MARK.decode()}{line}\n" for line in lines))
     return path
 
 
@@ -264,12 +271,12 @@ def test_a_truncated_last_line_and_a_garbage_line_are_skipped_and_counted(tmp_pa
 def test_the_files_of_two_workers_are_read(tmp_path, capsys):
     path = fake_map(tmp_path, [client_line("submitted", 0, T0 + 1, chunks="0-1", jobs=[])],
                     workers={
-                        "0-nodeA-11.jsonl": [
+                        "0-nodeA-11.log": [
                             worker_line("chunk_started", "wA", 0, T0 + 2, chunk=0, host="nodeA"),
                             worker_line("task_failed", "wA", 1, T0 + 3, chunk=0, task=1,
                                         type="OSError", message="disk full"),
                         ],
-                        "1-nodeB-22.jsonl": [
+                        "1-nodeB-22.log": [
                             worker_line("chunk_started", "wB", 0, T0 + 2, chunk=1, host="nodeB"),
                             worker_line("chunk_finished", "wB", 1, T0 + 4, chunk=1, ok=2,
                                         failed=0, seconds=1.5),
@@ -288,13 +295,13 @@ def test_lines_folded_twice_count_once(tmp_path, capsys):
     lines = [worker_line("chunk_started", "wA", 0, T0 + 2, chunk=0, host="nodeA"),
              worker_line("chunk_finished", "wA", 1, T0 + 4, chunk=0, ok=2, failed=0, seconds=1)]
     path = fake_map(tmp_path, [client_line("submitted", 0, T0 + 1, chunks="0-1", jobs=[]),
-                               *lines], workers={"0-nodeA-11.jsonl": lines})
+                               *lines], workers={"0-nodeA-11.log": lines})
     assert status_of(path, capsys)["workers"]["finished_chunks"] == 1
 
 
 @pytest.mark.parametrize("skew", [0.0, 3600.0, -86400.0])
 def test_skewed_worker_clocks_do_not_change_throughput(tmp_path, capsys, skew):
-    workers = {f"{c}-node{c}-1.jsonl": [
+    workers = {f"{c}-node{c}-1.log": [
         worker_line("chunk_started", f"w{c}", 0, T0 + 1 + skew, chunk=c, host=f"node{c}"),
         worker_line("chunk_finished", f"w{c}", 1, T0 + 3 + skew, chunk=c, ok=2, failed=0,
                     seconds=2.0),
@@ -339,18 +346,27 @@ def test_json_output_shape(tmp_path, capsys):
     assert status["map_id"] == "map-fake" and status["backend"] == "local"
 
 
-def test_a_worker_writes_its_own_private_file_naming_its_job_and_nothing_else(tmp_path):
-    (tmp_path / "events").mkdir()
-    events = WorkerEvents(tmp_path, 3)
+def worker_log(path: Path, chunk_id: int = 3) -> tuple[WorkerEvents, int]:
+    """A worker's events written into a job's log, as the worker writes them to stderr."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    return WorkerEvents(chunk_id, descriptor), descriptor
+
+
+def test_a_worker_writes_marked_lines_into_its_jobs_log_naming_its_job_and_nothing_else(
+        tmp_path):
+    log = tmp_path / "job.log"
+    events, descriptor = worker_log(log)
+    os.write(descriptor, b"a line of the task's output\nan unfinished line")
     events.started({"SLURM_ARRAY_JOB_ID": "77", "SLURM_ARRAY_TASK_ID": "1",
                     "SLURM_JOB_ID": "78", "API_TOKEN": "tok-secret"})
     events.task_failed(7, ValueError("first line\nsecond line"))
     events.finished(ok=1, failed=1)
-    (path,) = (tmp_path / "events").iterdir()
-    assert path.name.startswith("3-") and path.stat().st_mode & 0o777 == 0o600
-    started, failed, finished = [json.loads(line) for line in path.read_text().splitlines()]
+    os.close(descriptor)
+    text = log.read_text()
+    assert text.startswith("a line of the task's output\nan unfinished linepoolparty-event: ")
+    started, failed, finished = [json.loads(line) for line in marked_lines(log.read_bytes())]
     assert (started["job"], started["index"], started["pid"]) == ("77", "1", os.getpid())
-    assert "tok-secret" not in path.read_text()
+    assert "tok-secret" not in text
     assert (failed["task"], failed["type"], failed["message"]) == (7, "ValueError", "first line")
     assert (finished["ok"], finished["failed"]) == (1, 1) and finished["seconds"] >= 0
     assert [e["n"] for e in (started, failed, finished)] == [0, 1, 2]
@@ -359,19 +375,24 @@ def test_a_worker_writes_its_own_private_file_naming_its_job_and_nothing_else(tm
 def test_a_worker_reports_its_first_failures_one_by_one_then_only_their_count(tmp_path, capsys):
     path = fake_map(tmp_path, [client_line("submitted", 0, T0, chunks="0-1", jobs=[])],
                     tasks=400, chunksize=200)
-    events = WorkerEvents(path, 0)
+    events, descriptor = worker_log(path / "logs" / "0.log", chunk_id=0)
     events.started({})
     for task in range(150):
         events.task_failed(task, KeyError(task))
-    assert len(next((path / "events").iterdir()).read_text().splitlines()) == 1 + 100
+    assert len(marked_lines((path / "logs" / "0.log").read_bytes())) == 1 + 100
     events.finished(ok=50, failed=150)
+    os.close(descriptor)
     tasks = status_of(path, capsys)["tasks"]
     assert (tasks["failed"], tasks["done"]) == (150, 50)
 
 
-def test_a_worker_without_an_events_directory_runs_on_quietly(tmp_path, caplog):
-    WorkerEvents(tmp_path, 0).started({})  # a work_dir of a client that collects no events
-    assert not caplog.records
+def test_a_worker_that_cannot_write_its_events_runs_on_and_warns_once(tmp_path, caplog):
+    descriptor = os.open(tmp_path / "job.log", os.O_RDONLY | os.O_CREAT, 0o600)
+    events = WorkerEvents(0, descriptor)
+    events.started({})  # EBADF: the descriptor is not open for writing
+    events.finished(ok=1, failed=0)
+    os.close(descriptor)
+    assert len(caplog.records) == 1 and "could not write events" in caplog.text
 
 
 # ---------------------------------------------------------------------- command line

@@ -32,8 +32,11 @@ from .events import ClientEvents
 from .scheduler import Scheduler, State
 from .work_dir import WorkDir
 
+#: between looks for result files: short after results came, growing to MAX_NAP while
+#: none come. A result waits at most MAX_NAP to be gathered, and until then it and its
+#: job's log are two more files in the work_dir; a look is one directory listing.
 MIN_NAP = 0.02
-MAX_NAP = 0.5
+MAX_NAP = 0.1
 MISSING_POLLS_BEFORE_LOST = 2
 #: a job the scheduler has shown running this long, with no worker started for it, was
 #: lost on its way to the node (SGE can lose a task so when sge_execd stops during the

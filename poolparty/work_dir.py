@@ -218,6 +218,9 @@ class WorkDir(MapFiles):
             _CLAIMED.add(str(self.path))
         self._lock_descriptor = descriptor
         if self.resumed:
+            # its creator may have stopped (died, or lost the lock to us) before making these
+            _make_private_dir(self.results_dir, exist_ok=True)
+            _make_private_dir(self.logs_dir, exist_ok=True)
             self._load_job_records()
             self._repair_archives()
         return True

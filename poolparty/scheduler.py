@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from .errors import SchedulerCommandError, SchedulerNotFoundError
+from .errors import InvalidInputError, SchedulerCommandError, SchedulerNotFoundError
 
 if TYPE_CHECKING:
     from .work_dir import WorkDir
@@ -163,12 +163,26 @@ class CommandLineScheduler(Scheduler):
                 )
 
     @staticmethod
-    def argument_list(arguments: Sequence[str], example: str) -> list[str]:
+    def argument_list(arguments: Sequence[str], example: str, reserved: Sequence[str] = (),
+                      attached_values: bool = False) -> list[str]:
         """Extra scheduler arguments must be a list: a string would be split into
-        letters, or pasted into a shell."""
+        letters, or pasted into a shell. None may set one of the ``reserved`` options:
+        ``--flag``, ``--flag=value``, and with ``attached_values`` (sbatch's ``-ofile``)
+        a short ``-x`` with its value attached."""
         if isinstance(arguments, str):
             raise TypeError(f"extra scheduler arguments must be a list, e.g. {example}")
-        return [str(argument) for argument in arguments]
+        arguments = [str(argument) for argument in arguments]
+        for argument in arguments:
+            for flag in reserved:
+                if argument == flag or argument.startswith(flag + "=") or (
+                        attached_values and len(flag) == 2 and argument.startswith(flag)):
+                    raise InvalidInputError(
+                        f"{argument!r} in the extra scheduler arguments: poolparty sets {flag} "
+                        f"itself. Each job's output goes to its log in the work_dir (the "
+                        f"worker writes its events there too, and logs.zip keeps it), and the "
+                        f"job name is how the map finds its jobs in the queue. Remove it."
+                    )
+        return arguments
 
     def run(self, name: str, arguments: Sequence[str]) -> str:
         """Run one of the tools, retrying transient failures within call_timeout.

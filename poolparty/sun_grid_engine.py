@@ -88,6 +88,10 @@ def contiguous_runs(numbers: Iterable[int], max_length: int) -> list[range]:
     return runs
 
 
+#: qsub options poolparty sets and qsub_args may not: where the output goes, the name
+RESERVED = ("-o", "-e", "-j", "-N")
+
+
 class SunGridEngine(CommandLineScheduler):
     """Chunks run as tasks of SGE array jobs.
 
@@ -121,7 +125,7 @@ class SunGridEngine(CommandLineScheduler):
         if parallel_environment is not None:
             pe_name, slots = parallel_environment
             self.resource_args += ["-pe", str(pe_name), str(slots)]
-        self.resource_args += self.argument_list(qsub_args, "['-P', 'project']")
+        self.resource_args += self.argument_list(qsub_args, "['-P', 'project']", RESERVED)
         self._max_aj_tasks: int | None = None
 
     @property

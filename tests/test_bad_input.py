@@ -6,6 +6,7 @@ import os
 import threading
 
 import pytest
+from conftest import made_backend
 
 import poolparty
 
@@ -106,6 +107,25 @@ def test_the_scheduler_rejecting_the_job_raises_with_its_stderr(cluster_backend,
         pool.map(abs, range(3))
     assert caught.value.returncode not in (0, None)
     assert cluster_backend.queued_jobs() == []
+
+
+@pytest.mark.parametrize("backend", ["dummy-slurm-array", "dummy-slurm"])
+@pytest.mark.parametrize("argument", ["--output=mine.log", "--error=mine.err", "-e",
+                                      "-omine.log", "--job-name=mine", "--open-mode=append"])
+def test_extra_sbatch_arguments_may_not_move_the_output_or_rename_the_job(
+        backend, argument, work_root, tmp_path):
+    with made_backend(backend, work_root, tmp_path) as slurm:
+        with pytest.raises(poolparty.InvalidInputError, match="poolparty sets .* itself"):
+            slurm.make_pool(sbatch_args=["--qos=long", argument])
+        assert slurm.queued_jobs() == []
+
+
+def test_extra_qsub_arguments_may_not_move_the_output_or_rename_the_job(work_root, tmp_path):
+    with made_backend("dummy-sge", work_root, tmp_path) as sge:
+        for arguments in (["-o", "mine.log"], ["-e", "mine.err"], ["-j", "n"], ["-N", "mine"]):
+            with pytest.raises(poolparty.InvalidInputError, match="poolparty sets .* itself"):
+                sge.make_pool(qsub_args=arguments)
+        sge.make_pool(qsub_args=["-ot", "5", "-js", "1"])  # options that merely start alike
 
 
 NO_ROOM_SCRIPT = """

@@ -51,6 +51,8 @@ STATES: dict[str, State] = {
 #: Pending reasons that mean "this will never run by itself".
 ERROR_REASONS = ("launch failed requeued held", "JobHoldMaxRequeue")
 
+#: sbatch options poolparty sets and sbatch_args may not: where the output goes, the name
+RESERVED = ("--output", "--error", "--open-mode", "--job-name", "-o", "-e", "-J")
 #: stderr of a SLURM command that is worth retrying: the controller is busy or away.
 TRANSIENT_ERRORS = re.compile(
     r"timed out|time out|timeout|unable to contact|connection refused|try again|"
@@ -139,7 +141,8 @@ class SlurmBase(CommandLineScheduler):
             "cpus-per-task": cpus_per_task, "gpus": gpus,
         }
         self.resource_args = [f"--{k}={v}" for k, v in resources.items() if v is not None]
-        self.resource_args += self.argument_list(sbatch_args, "['--qos=long']")
+        self.resource_args += self.argument_list(sbatch_args, "['--qos=long']", RESERVED,
+                                                 attached_values=True)
 
     def sbatch(self, work_dir: WorkDir, options: Sequence[str], script_args: Sequence[str]) -> str:
         """Submit and return the job id (``--parsable`` prints ``ID`` or ``ID;cluster``)."""

@@ -85,6 +85,7 @@ def append_line_bytes(path: Path, data: bytes) -> None:
 
 
 def write_all(descriptor: int, data: bytes) -> None:
+    """Write all of ``data``: ``os.write`` may take only part of it."""
     view = memoryview(data)
     while view:  # a regular file takes it all at once unless the disk is full
         view = view[os.write(descriptor, view):]

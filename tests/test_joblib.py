@@ -20,26 +20,13 @@ from pathlib import Path
 
 import pytest
 from conftest import local_worker_processes, make_backend
+from task_functions import TaskFailed, fail_on_three, square
 
 import poolparty
 
 joblib = pytest.importorskip("joblib")
 joblib_backend = pytest.importorskip("poolparty.joblib_backend")
 PoolpartyBackend = joblib_backend.PoolpartyBackend
-
-
-def square(x):
-    return x * x
-
-
-class TaskFailed(RuntimeError):
-    pass
-
-
-def fail_on_three(x):
-    if x == 3:
-        raise TaskFailed(f"three is bad: {x}")
-    return x
 
 
 def hold(x, folder, seconds):

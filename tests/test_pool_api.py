@@ -12,6 +12,7 @@ import time
 
 import pytest
 from conftest import make_backend
+from task_functions import TaskFailed, fail_on_three, square
 
 INIT_VALUE = None
 
@@ -25,10 +26,6 @@ def read_initialized(x):
     return (INIT_VALUE, x)
 
 
-def square(x):
-    return x * x
-
-
 def add(a, b=0, *, c=0):
     return a + b + c
 
@@ -36,16 +33,6 @@ def add(a, b=0, *, c=0):
 def slow_square(x):
     time.sleep(3)
     return x * x
-
-
-class TaskFailed(RuntimeError):
-    pass
-
-
-def fail_on_three(x):
-    if x == 3:
-        raise TaskFailed(f"three is bad: {x}")
-    return x
 
 
 def tasks_that_break():

@@ -3,12 +3,15 @@
     python benchmarks/backends.py --backend slurm-array|slurm|sge [--sizes 100 1000]
                                   [--cpu-tasks 100000] [--repeat 3] [--floor-poll 0.5]
                                   [--settings default chunksize=1]
-                                  [--function main|importable]
+                                  [--function main|importable] [--floor-throttle 8]
 
 For each size N it measures
   * the bare floor: one array of N ``python -c pass`` jobs (``sbatch --array=0-(N-1)``
     or ``qsub -t 1-N``), waited for by polling the queue by hand every ``--floor-poll`` s
     (a failed query counts as "still there");
+  * with ``--floor-throttle K`` (SLURM only), also the same array throttled as the pool
+    throttles its own (``--array=0-(N-1)%K``, K = the pool's job slots): the pool's cost
+    apart from what SLURM's handling of the throttle costs;
   * poolparty with default settings and with ``chunksize=1``.
 
 The task function is ``trivial`` from this script (``main``: pickled by value, as a
@@ -45,7 +48,7 @@ def trivial(x):
     return x
 
 
-def bare_floor(size: int, scheduler: str, poll: float) -> float:
+def bare_floor(size: int, scheduler: str, poll: float, throttle: int = 0) -> float:
     """Submit N do-nothing jobs as one array and wait, polling by hand every ``poll``
     seconds, until they left. Polling often loads the controller (each squeue of a
     1000-element array packs 1000 records), which slows the very jobs it waits for."""
@@ -60,7 +63,8 @@ def bare_floor(size: int, scheduler: str, poll: float) -> float:
             time.sleep(poll)
     else:
         job = subprocess.run(
-            ["sbatch", "--parsable", f"--array=0-{size - 1}", "--output=/dev/null",
+            ["sbatch", "--parsable", f"--array=0-{size - 1}{f'%{throttle}' if throttle else ''}",
+             "--output=/dev/null",
              f"--wrap={sys.executable} -c pass"],
             capture_output=True, text=True, check=True,
         ).stdout.strip().split(";")[0]
@@ -156,6 +160,8 @@ def main() -> None:
                         choices=["default", "chunksize=1"])
     parser.add_argument("--function", default="main", choices=sorted(FUNCTIONS),
                         help="main: defined in this script (by value); importable: abs")
+    parser.add_argument("--floor-throttle", type=int, default=0,
+                        help="also time the floor with --array=...%%K (SLURM; 0: don't)")
     arguments = parser.parse_args()
     # As ``pip install`` of a wheel does: with PYTHONDONTWRITEBYTECODE set (and an editable
     # install) every job would otherwise compile poolparty's modules again at its start.
@@ -167,17 +173,27 @@ def main() -> None:
             chunksize = 1 if label == "chunksize=1" else None
             runs = []
             for attempt in range(arguments.repeat):
-                # Interleaved, and in alternating order, so both see the same cluster and
-                # neither always runs right after the other.
-                if attempt % 2:
-                    run = run_map(arguments.backend, size, chunksize, arguments.polling_interval,
-                                  function=FUNCTIONS[arguments.function])
-                    floor = bare_floor(size, scheduler, arguments.floor_poll)
-                else:
-                    floor = bare_floor(size, scheduler, arguments.floor_poll)
-                    run = run_map(arguments.backend, size, chunksize, arguments.polling_interval,
-                                  function=FUNCTIONS[arguments.function])
+                # Interleaved, in rotating order, so all see the same cluster and none
+                # always runs right after another.
+                measured = {}
+                steps = {
+                    "map": lambda: run_map(arguments.backend, size, chunksize,
+                                           arguments.polling_interval,
+                                           function=FUNCTIONS[arguments.function]),
+                    "floor": lambda: bare_floor(size, scheduler, arguments.floor_poll),
+                }
+                if arguments.floor_throttle:
+                    steps["throttled"] = lambda: bare_floor(size, scheduler, arguments.floor_poll,
+                                                            arguments.floor_throttle)
+                order = list(steps)
+                for name in order[attempt % len(order):] + order[:attempt % len(order)]:
+                    measured[name] = steps[name]()
+                run, floor = measured["map"], measured["floor"]
                 run.update(floor_s=round(floor, 2), ratio_to_floor=round(run["wall_s"] / floor, 2))
+                if "throttled" in measured:
+                    throttled = measured["throttled"]
+                    run.update(throttled_floor_s=round(throttled, 2),
+                               ratio_to_throttled_floor=round(run["wall_s"] / throttled, 2))
                 runs.append(run)
                 print(json.dumps({"tasks": size, "settings": label,
                                   "function": arguments.function, **run}), flush=True)

@@ -9,9 +9,9 @@ For each size N it measures
   * the bare floor: one array of N ``python -c pass`` jobs (``sbatch --array=0-(N-1)``
     or ``qsub -t 1-N``), waited for by polling the queue by hand every ``--floor-poll`` s
     (a failed query counts as "still there");
-  * with ``--floor-throttle K`` (SLURM only), also the same array throttled as the pool
-    throttles its own (``--array=0-(N-1)%K``, K = the pool's job slots): the pool's cost
-    apart from what SLURM's handling of the throttle costs;
+  * with ``--floor-throttle K`` (SLURM only), also the same array throttled to K jobs at
+    once (``--array=0-(N-1)%K``), as the pool throttles its own when given
+    ``processes=K`` (the maps here are given none): what the throttle costs SLURM;
   * poolparty with default settings and with ``chunksize=1``.
 
 The task function is ``trivial`` from this script (``main``: pickled by value, as a

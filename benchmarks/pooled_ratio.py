@@ -11,7 +11,7 @@ hundredths. This prints, per file and for all of them together, the number of pa
 the median of the paired ratios (map wall / floor wall, each pair run back to back)
 with a bootstrap 90% interval, and the ratio of the median walls. The bootstrap is
 seeded, so the same files give the same interval. ``--floor throttled`` compares with
-the floor run with the pool's array throttle (``backends.py --floor-throttle``).
+the floor run with an array throttle (``backends.py --floor-throttle``).
 """
 
 from __future__ import annotations

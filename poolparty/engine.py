@@ -8,7 +8,8 @@ Policy lives here and nowhere else:
 - A job in an ERROR state is cancelled and resubmitted. A chunk missing from the queue
   without a result on two polls in a row is lost and resubmitted (a job just submitted
   may not show yet; a result on NFS may show late). Each chunk is submitted at most
-  ``1 + max_num_resubmissions`` times; past that :class:`ChunksLostError`.
+  ``1 + max_num_resubmissions`` times; past that, and LATE_RESULT_SECONDS more without
+  its result, :class:`ChunksLostError`.
 - A result that reached the work_dir is used, even from a job thought lost.
 - A failing scheduler query is logged and tried again at the next poll: one bad poll
   never kills a map.
@@ -42,6 +43,10 @@ MISSING_POLLS_BEFORE_LOST = 2
 #: lost on its way to the node (SGE can lose a task so when sge_execd stops during the
 #: hand-over, and keeps listing it as running): it is cancelled and resubmitted
 STUCK_AFTER_SECONDS = 600.0
+#: a chunk lost once more than max_num_resubmissions allows is given this long for a
+#: result still on its way before the map fails: NFS clients cache directory listings
+#: for up to 60 s (acdirmax), longer than short jobs take to be lost four times over
+LATE_RESULT_SECONDS = 60.0
 
 
 @dataclass
@@ -78,6 +83,8 @@ class MapRun:
         self._abandon_lock = threading.Lock()
         self._backlog: deque[int] = deque()
         self._started = False
+        #: chunks past the resubmission limit, and when to give up on a late result
+        self._last_chance: dict[int, float] = {}
         self.events = ClientEvents(self.work_dir)  # what poolparty status reads
 
     def _top_up(self) -> None:
@@ -229,13 +236,14 @@ class MapRun:
             states = self.scheduler.query(self.work_dir)
         except SchedulerCommandError as error:
             self.log.warning("could not ask the scheduler, trying again next poll: %s", error)
+            self._give_up_on_late_results()
             return
         # Results may have landed while the scheduler answered: a job that just left
         # the queue must not be taken for lost.
         yield from self._gather()
         in_error, lost = [], []
         for chunk_id, chunk in self.status.items():
-            if chunk.done or chunk.submissions == 0:
+            if chunk.done or chunk.submissions == 0 or chunk_id in self._last_chance:
                 continue
             state = states.get(chunk_id)
             if state is State.ERROR:
@@ -255,7 +263,7 @@ class MapRun:
                 chunk.last_seen = state
                 if state is State.RUNNING and chunk.running_since is None:
                     chunk.running_since = time.monotonic()
-        in_error += self._stuck_chunks(set(in_error))
+        in_error += self._stuck_chunks({*in_error, *self._last_chance})
         if in_error:
             self.log.warning("chunk(s) %s in an error state: cancelling them", in_error)
             self.scheduler.cancel(self.work_dir, in_error)
@@ -263,6 +271,7 @@ class MapRun:
             self.log.warning("chunk(s) %s left the queue without a result", lost)
         self.events.resubmit(in_error, lost)
         self._resubmit(in_error + lost)
+        self._give_up_on_late_results()
         self._top_up()  # chunks held back, or whose submission failed earlier
 
     def _stuck_chunks(self, already: set[int]) -> list[int]:
@@ -286,20 +295,50 @@ class MapRun:
         return stuck
 
     def _resubmit(self, chunk_ids: list[int]) -> None:
+        """Submit these chunks again, except those past the resubmission limit: they
+        wait LATE_RESULT_SECONDS for a result still on its way (see _give_up_on_late_results)."""
         limit = self.max_num_resubmissions
         over_limit = [c for c in chunk_ids if self.status[c].submissions > limit]
         if over_limit:
-            self.events.lost(over_limit)
-            raise ChunksLostError(
-                {c: (self.status[c].tasks, self.work_dir.log_tail(c)) for c in over_limit},
-                self.work_dir.path,
-                {c: self.status[c].endings for c in over_limit},
-            )
+            self._last_chance.update(dict.fromkeys(over_limit, time.monotonic() + self._grace))
+            if self._grace > 0:
+                self.log.warning(
+                    "chunk(s) %s died without a result %d time(s), more than "
+                    "max_num_resubmissions=%d allows: waiting %.0f s for a result that may "
+                    "still be on its way (NFS) before giving up", over_limit, limit + 1,
+                    limit, self._grace)
+        chunk_ids = [c for c in chunk_ids if c not in self._last_chance]
         for chunk_id in chunk_ids:
             self.work_dir.archive_logs_of(chunk_id)
         # if the controller is away, these chunks are still missing at the next poll
         # and are resubmitted then
         self._submit_while_running(chunk_ids, "resubmit")
+
+    @property
+    def _grace(self) -> float:
+        """How long a chunk past the resubmission limit waits for a late result: not at
+        all when the jobs write on this host."""
+        return LATE_RESULT_SECONDS if self.scheduler.runs_elsewhere else 0.0
+
+    def _give_up_on_late_results(self) -> None:
+        """Fail the map for chunks past the resubmission limit whose last chance for a
+        late result is over; a result that came meanwhile was gathered as any other."""
+        now = time.monotonic()
+        expired = [c for c, deadline in self._last_chance.items()
+                   if not self.status[c].done and now >= deadline]
+        if not expired:
+            return
+        if self._grace > 0:
+            for chunk_id in expired:
+                self.status[chunk_id].endings.append(
+                    f"no result came in the {self._grace:.0f} s waited after that, "
+                    "in case one was still on its way")
+        self.events.lost(expired)
+        raise ChunksLostError(
+            {c: (self.status[c].tasks, self.work_dir.log_tail(c)) for c in expired},
+            self.work_dir.path,
+            {c: self.status[c].endings for c in expired},
+        )
 
     def _submit_while_running(self, chunk_ids: list[int], verb: str = "submit") -> bool:
         """Submit during a running map. A scheduler that can't be reached now is

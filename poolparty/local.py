@@ -27,6 +27,7 @@ class Local(Scheduler):
     """
 
     name = "local"
+    runs_elsewhere = False  # the client sees its children's files at once
 
     def __init__(self, max_workers: int | None = None) -> None:
         self.default_max_running = max_workers or os.cpu_count() or 1

@@ -59,6 +59,10 @@ class Scheduler(abc.ABC):
     #: the engine then keeps at most max_running chunks in the queue.
     throttles_itself: bool = True
 
+    #: Whether jobs run on other hosts, whose files the client may see late (NFS): a
+    #: chunk past the resubmission limit then gets a last chance for its result.
+    runs_elsewhere: bool = True
+
     @abc.abstractmethod
     def submit(self, work_dir: WorkDir, chunk_ids: Sequence[int]) -> None:
         """Queue one job per chunk (an array backend makes as few calls as it can)."""

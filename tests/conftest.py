@@ -91,6 +91,15 @@ def no_user_configuration(tmp_path_factory, monkeypatch) -> None:
             monkeypatch.delenv(name)
 
 
+@pytest.fixture(autouse=True)
+def no_wait_for_late_results(monkeypatch) -> None:
+    """A chunk lost more often than allowed fails its map at once, as the tests of the
+    resubmission limit expect; test_faults.py tests the wait for a late result itself."""
+    from poolparty import engine
+
+    monkeypatch.setattr(engine, "LATE_RESULT_SECONDS", 0.0)
+
+
 @pytest.fixture
 def work_root(tmp_path: Path) -> Path:
     return tmp_path / "pp"

@@ -8,7 +8,9 @@ on demand; jobs killed mid-map and Ctrl-C also run on the real SLURM.
 from __future__ import annotations
 
 import _thread
+import logging
 import os
+import pickle
 import threading
 import time
 import zipfile
@@ -223,3 +225,58 @@ def test_a_job_that_stays_stuck_ends_in_an_error_saying_so(dummy, monkeypatch):
         dummy.make_pool(max_num_resubmissions=1).map(abs, [1])
     assert dummy.queued_jobs() == []
 
+
+def the_map_dir(work_root) -> Path:
+    (map_dir,) = [path for path in work_root.iterdir() if not path.name.startswith(".")]
+    return map_dir
+
+
+def test_a_result_late_past_the_resubmission_limit_is_still_used(dummy, work_root,
+                                                                 monkeypatch, caplog):
+    """On NFS a directory listing can miss a new file for up to a minute: a chunk whose
+    jobs all seemed to die gets that long for its result before the map fails."""
+    from poolparty import engine
+    from poolparty.map_files import MapFiles
+
+    monkeypatch.setattr(engine, "LATE_RESULT_SECONDS", 300.0)
+    dummy.queue.inject(vanish=1000)
+    pool = dummy.make_pool(max_num_resubmissions=1)
+    with caplog.at_level(logging.WARNING, logger="poolparty"), ThreadPoolExecutor(1) as thread:
+        mapped = thread.submit(pool.map, abs, [-5, -6], chunksize=1)
+        wait_for(lambda: "may still be on its way" in caplog.text, 60, "the wait for late results")
+        submissions = dummy.queue.history()[dummy.command["submit"]]
+        late = MapFiles(the_map_dir(work_root))
+        for chunk_id, value in enumerate([5, 6]):  # what the jobs wrote, seen only now
+            late.write_result(chunk_id, pickle.dumps([(True, value)]))
+        assert mapped.result(timeout=60) == [5, 6]
+    # while waiting, nothing more was submitted
+    assert dummy.queue.history()[dummy.command["submit"]] == submissions
+
+
+def test_without_a_late_result_the_map_fails_once_the_wait_is_over(dummy, monkeypatch):
+    from poolparty import engine
+
+    monkeypatch.setattr(engine, "LATE_RESULT_SECONDS", 1.0)
+    dummy.queue.inject(vanish=1000)
+    started = time.monotonic()
+    with pytest.raises(poolparty.ChunksLostError) as caught:
+        dummy.make_pool(max_num_resubmissions=1).map(abs, [1])
+    assert time.monotonic() - started >= 1.0
+    message = str(caught.value)
+    assert "submission 2: its job left the queue without a result" in message
+    assert "no result came in the 1 s waited after that" in message
+    assert caught.value.task_indices == [0]
+
+
+def test_local_maps_give_up_without_waiting_for_late_results(work_root, monkeypatch):
+    """Local workers write on the client's own host: nothing can arrive late."""
+    from conftest import local_backend
+
+    from poolparty import engine
+
+    monkeypatch.setattr(engine, "LATE_RESULT_SECONDS", 300.0)
+    started = time.monotonic()
+    with pytest.raises(poolparty.ChunksLostError) as caught:
+        local_backend(work_root).make_pool(max_num_resubmissions=0).map(print_then_die, [1])
+    assert time.monotonic() - started < 60
+    assert "waited after that" not in str(caught.value)

@@ -91,6 +91,32 @@ def no_user_configuration(tmp_path_factory, monkeypatch) -> None:
             monkeypatch.delenv(name)
 
 
+def wait_for(condition: Callable[[], object], timeout: float, what: str,
+             interval: float = 0.05) -> object:
+    """Poll ``condition`` until it returns something true, and return that; fail the
+    test, naming ``what``, after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def the_map_dir(work_root: Path, timeout: float = 60, holding: str | None = None) -> Path:
+    """The one map's directory under work_root, once it exists (and holds ``holding``):
+    not the short-lived hidden directory a pool makes to check that it may create
+    directories in the root."""
+    def found() -> Path | None:
+        dirs = [p for p in work_root.glob("[!.]*") if p.is_dir()] if work_root.exists() else []
+        if len(dirs) == 1 and (holding is None or (dirs[0] / holding).exists()):
+            return dirs[0]
+        return None
+    return wait_for(found, timeout, f"the map's directory under {work_root}")
+
+
 @pytest.fixture(autouse=True)
 def no_wait_for_late_results(monkeypatch) -> None:
     """A chunk lost more often than allowed fails its map at once, as the tests of the

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from conftest import the_map_dir, wait_for
 
 import poolparty
 
@@ -25,14 +26,6 @@ import poolparty
 def slow_identity(x):
     time.sleep(1.5)
     return x
-
-
-def wait_for(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def test_jobs_killed_mid_map_are_resubmitted_and_every_result_comes_back(cluster_backend):
@@ -224,11 +217,6 @@ def test_a_job_that_stays_stuck_ends_in_an_error_saying_so(dummy, monkeypatch):
     with pytest.raises(poolparty.ChunksLostError, match="no worker ever started"):
         dummy.make_pool(max_num_resubmissions=1).map(abs, [1])
     assert dummy.queued_jobs() == []
-
-
-def the_map_dir(work_root) -> Path:
-    (map_dir,) = [path for path in work_root.iterdir() if not path.name.startswith(".")]
-    return map_dir
 
 
 def test_a_result_late_past_the_resubmission_limit_is_still_used(dummy, work_root,

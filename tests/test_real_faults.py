@@ -38,6 +38,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable
 
+import conftest
 import pytest
 from conftest import make_backend, qstat_jobs, squeue_jobs
 
@@ -112,21 +113,12 @@ def _dying_fdopen(descriptor, *args, **kwargs):
 # ---------------------------------------------------------------------- helpers
 def wait_for(condition: Callable[[], object], timeout: float, what: str,
              interval: float = 0.2) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
+    """conftest's, looking less often: conditions here ask the real schedulers."""
+    return conftest.wait_for(condition, timeout, what, interval)
 
 
 def the_map_dir(work_root: Path, timeout: float = 30) -> Path:
-    def found():
-        dirs = [p for p in work_root.iterdir() if p.is_dir()] if work_root.exists() else []
-        return dirs[0] if len(dirs) == 1 and (dirs[0] / "jobs.jsonl").exists() else None
-    return wait_for(found, timeout, f"a map with submitted jobs under {work_root}")
+    return conftest.the_map_dir(work_root, timeout, holding="jobs.jsonl")
 
 
 def submissions(map_dir: Path) -> list[dict]:

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import dummy_backend, local_worker_processes
+from conftest import dummy_backend, local_worker_processes, the_map_dir, wait_for
 
 import poolparty
 from poolparty import cli
@@ -39,17 +39,6 @@ def mixed_failures(x: int) -> int:
     return x
 
 
-def wait_for(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 def status_of(path: Path, capsys, *options: str) -> dict:
     assert cli.main(["status", str(path), "--json", *options]) == 0
     return json.loads(capsys.readouterr().out)
@@ -66,13 +55,6 @@ def status_in_subprocess(path: Path) -> dict:
     return json.loads(done.stdout)
 
 
-def the_map(work_root: Path) -> Path:
-    """The map's directory, once it exists (not the short-lived hidden directory a pool
-    makes to check that it may create directories in the root)."""
-    return wait_for(lambda: next((p for p in work_root.iterdir() if not p.name.startswith(".")),
-                                 None) if work_root.exists() else None, 60, "the map's work_dir")
-
-
 def local_pool(work_root: Path, **options) -> poolparty.Pool:
     return poolparty.Pool(backend="local", work_dir=work_root, polling_interval=0.2, **options)
 
@@ -83,7 +65,7 @@ def test_a_running_map_shows_tasks_by_state_then_its_end(work_root, tmp_path, ca
     pool = local_pool(work_root, processes=2, keep_work_dir=True)
     try:
         result = pool.starmap_async(gated, [(x, str(gate)) for x in range(6)], chunksize=1)
-        map_dir = the_map(work_root)
+        map_dir = the_map_dir(work_root)
         running = wait_for(
             lambda: (lambda s: s if s["tasks"]["done"] == 2 and s["tasks"]["running"] == 2
                      else None)(status_of(map_dir, capsys)), 60, "2 done and 2 running")
@@ -119,7 +101,7 @@ def test_a_running_map_shows_tasks_by_state_then_its_end(work_root, tmp_path, ca
 def test_errors_are_grouped_by_type_with_their_first_task_ids(work_root, capsys):
     with pytest.raises(KeyError):  # task 0's: the first in order
         local_pool(work_root).map(mixed_failures, range(20), chunksize=20)
-    map_dir = the_map(work_root)
+    map_dir = the_map_dir(work_root)
     status = status_of(map_dir, capsys)
     assert status["state"] == "failed"
     assert status["tasks"]["failed"] == 9 and status["tasks"]["done"] == 11
@@ -141,7 +123,7 @@ def test_resubmissions_are_counted_with_their_reasons(work_root, tmp_path, capsy
         assert pool.map(abs, range(-4, 0), chunksize=1) == [4, 3, 2, 1]
     finally:
         backend.queue.shutdown(timeout=30)
-    chunks = status_of(the_map(work_root), capsys)["chunks"]
+    chunks = status_of(the_map_dir(work_root), capsys)["chunks"]
     assert chunks["resubmit_reasons"]["error_state"] >= 1
     assert chunks["resubmit_reasons"]["missing"] >= 1
     assert chunks["resubmitted"] == sum(chunks["resubmit_reasons"].values())
@@ -174,7 +156,7 @@ def kill_when_running(command: tuple[list[str], dict[str, str]], work_root: Path
     argv, env = command
     client = subprocess.Popen(argv, stdout=subprocess.PIPE, env=env)
     try:
-        map_dir = the_map(work_root)
+        map_dir = the_map_dir(work_root)
         wait_for(lambda: status_of(map_dir, capsys)["tasks"]["running"] >= running, 60,
                  f"{running} running task(s)")
     finally:
@@ -452,7 +434,7 @@ def test_top_of_a_map_running_in_this_process(work_root, tmp_path, capsys):
     with ThreadPoolExecutor(1) as thread:
         mapped = thread.submit(pool.starmap, gated, [(2, str(gate))])
         try:
-            map_dir = the_map(work_root)
+            map_dir = the_map_dir(work_root)
             wait_for(lambda: status_of(map_dir, capsys)["tasks"]["running"] == 1, 60,
                      "a running task")
             assert cli.main(["top", str(map_dir), "--iterations", "2",

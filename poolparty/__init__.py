@@ -4,8 +4,10 @@
     pool = poolparty.Pool()             # SLURM arrays if sbatch is found, else local
     results = pool.map(lambda x: x * x, range(1000))
 
-The names below are imported on first use: the worker (``python -m poolparty.worker``)
-starts once per job, thousands of times, and should not pay for the client's imports.
+The names below, and the submodules (``poolparty.slurm.array.Pool``,
+``poolparty.sun_grid_engine.Pool``, as pypoolparty's users write them), are imported on
+first use: the worker (``python -m poolparty.worker``) starts once per job, thousands of
+times, and should not pay for the client's imports.
 """
 
 from __future__ import annotations
@@ -57,6 +59,12 @@ __all__ = [
 def __getattr__(name: str) -> object:
     if name in _LAZY:
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    if not name.startswith("_"):
+        try:  # a submodule, e.g. poolparty.slurm after only "import poolparty"
+            return importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError as error:
+            if error.name != f"{__name__}.{name}":
+                raise  # the submodule exists, but something it imports is missing
     raise AttributeError(f"module 'poolparty' has no attribute {name!r}")
 
 

@@ -188,3 +188,9 @@ class Pool(PredecessorPool):
     """pypoolparty's ``slurm.Pool``: one sbatch per chunk (see :class:`SlurmJobs`)."""
 
     backend_class = SlurmJobs
+
+
+# ``import poolparty.slurm`` is enough for ``poolparty.slurm.array.Pool`` (as pypoolparty
+# allowed); array.py needs SlurmBase above, so it comes last. Client side only: the
+# worker never imports poolparty.slurm.
+from . import array  # noqa: E402

@@ -45,7 +45,7 @@ log = logging.getLogger("poolparty")
 
 ENV_PREFIX = "POOLPARTY_"
 #: ``POOLPARTY_*`` variables that are not settings but are allowed (used by the test suite)
-NON_SETTING_VARIABLES = frozenset({"POOLPARTY_REQUIRE_SCHEDULERS"})
+NON_SETTING_VARIABLES = frozenset({"POOLPARTY_REQUIRE_SCHEDULERS", "POOLPARTY_DISRUPTIVE_TESTS"})
 PROJECT_FILE = "poolparty.toml"
 PYPROJECT_FILE = "pyproject.toml"
 

@@ -7,6 +7,8 @@
 # Idempotent: on a machine where the daemons already run and work, it only
 # (re)checks the configuration and runs a smoke test.  Exits non-zero with a
 # message starting with "test_cluster: ERROR" if a scheduler cannot be started.
+# Records each daemon it starts in /var/lib/poolparty-test-cluster: the tests
+# that stop and restart daemons touch only those (tests/cluster_gate.py).
 # See docs/test_cluster.rst for what is configured and how to stop it.
 set -euo pipefail
 
@@ -14,7 +16,7 @@ WHAT="${1:-all}"
 case "$WHAT" in
     slurm|sge|all) ;;
     -h|--help)
-        sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
         exit 0 ;;
     *)
         echo "usage: $0 [slurm|sge|all]" >&2
@@ -34,6 +36,10 @@ SGE_ROOT_DIR=/var/lib/gridengine
 SGE_COMMON="$SGE_ROOT_DIR/default/common"
 SGE_QUEUE=all.q
 SGE_SLOTS=8
+# One record per daemon this script started: NAME.started with its pid, start time
+# and pid file.  tests/cluster_gate.py lets a test stop or restart a daemon only
+# while that very process runs: never a daemon somebody else started.
+MARKER_DIR=/var/lib/poolparty-test-cluster
 
 T0=$SECONDS
 log()  { printf '[test_cluster %4ds] %s\n' "$((SECONDS - T0))" "$*"; }
@@ -102,6 +108,43 @@ stop_pidfile() {  # stop_pidfile PIDFILE NAME: TERM the daemon, wait for exit
     for i in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.5; done
     kill -9 "$pid" 2>/dev/null || true
     sleep 1
+}
+
+proc_start_time() {  # proc_start_time PID: field 22 of /proc/PID/stat (ticks since boot)
+    local stat
+    stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+    stat="${stat##*) }"          # the command name, in parentheses, may hold spaces
+    # shellcheck disable=SC2086
+    set -- $stat                 # field 3 (the state) is $1 now
+    echo "${20}"
+}
+
+mark_started() {  # mark_started NAME PIDFILE: record the daemon this run started
+    local pid start i
+    for i in $(seq 1 60); do pid_alive "$2" && break; sleep 0.5; done
+    pid_alive "$2" || die "$1 did not write its pid file $2"
+    pid="$(cat "$2")"
+    start="$(proc_start_time "$pid")" || die "$1 (pid $pid) ended right after it started"
+    mkdir -p "$MARKER_DIR"
+    chmod 0755 "$MARKER_DIR"
+    printf 'pid=%s\nstart_time=%s\npidfile=%s\n' "$pid" "$start" "$2" > "$MARKER_DIR/.$1.$$"
+    mv -f "$MARKER_DIR/.$1.$$" "$MARKER_DIR/$1.started"
+    log "$1: started by this script (pid $pid), recorded in $MARKER_DIR/$1.started"
+}
+
+check_marker() {  # check_marker NAME PIDFILE: for a daemon found running
+    # Its record stays only if it is the very process this script started (the
+    # tests may replace it and record the new one); a daemon somebody else started
+    # gets none, so the tests that stop daemons leave it alone.
+    local f="$MARKER_DIR/$1.started" pid start
+    pid="$(cat "$2" 2>/dev/null || true)"
+    start="$(proc_start_time "$pid" || true)"
+    if [ -e "$f" ] && grep -qx "pid=$pid" "$f" && grep -qx "start_time=$start" "$f" \
+            && grep -qx "pidfile=$2" "$f"; then
+        return 0
+    fi
+    rm -f "$f"
+    warn "$1 (pid $pid) was not started by this script: the tests that stop and restart daemons will not touch it"
 }
 
 ensure_hostname_resolves() {
@@ -226,18 +269,25 @@ setup_slurm() {
         stop_pidfile "$SLURM_BASE/run/slurmd.pid" slurmd
         stop_pidfile "$SLURM_BASE/run/slurmctld.pid" slurmctld
     fi
+    local started=()
     if pid_alive "$SLURM_BASE/run/slurmctld.pid" && scontrol ping 2>/dev/null | grep -q 'is UP'; then
         log "slurm: slurmctld already running"
+        check_marker slurmctld "$SLURM_BASE/run/slurmctld.pid"
     else
         stop_pidfile "$SLURM_BASE/run/slurmctld.pid" slurmctld
+        rm -f "$MARKER_DIR/slurmctld.started"
         log "slurm: starting slurmctld"
         slurmctld || slurm_fail "slurmctld failed to start"
+        started+=(slurmctld)
     fi
     if pid_alive "$SLURM_BASE/run/slurmd.pid"; then
         log "slurm: slurmd already running"
+        check_marker slurmd "$SLURM_BASE/run/slurmd.pid"
     else
+        rm -f "$MARKER_DIR/slurmd.started"
         log "slurm: starting slurmd"
         slurmd -N localhost || slurm_fail "slurmd failed to start"
+        started+=(slurmd)
     fi
 
     log "slurm: waiting for node localhost to be idle"
@@ -257,6 +307,7 @@ setup_slurm() {
         idle|mixed|allocated) log "slurm: node localhost is $state" ;;
         *) slurm_fail "node localhost not idle after 60 s (state: '${state:-unknown}')" ;;
     esac
+    for i in "${started[@]}"; do mark_started "$i" "$SLURM_BASE/run/$i.pid"; done
 
     log "slurm: smoke test (sbatch --wrap true)"
     local jid out seen=""
@@ -366,13 +417,18 @@ EOF
         log "sge: wrote act_qmaster"
     fi
 
+    local qmaster_pidfile
+    qmaster_pidfile="$(awk '$1=="qmaster_spool_dir" {print $2}' "$SGE_COMMON/bootstrap")/qmaster.pid"
     if sge_master_up; then
         log "sge: qmaster already running"
+        check_marker sge_qmaster "$qmaster_pidfile"
     else
+        rm -f "$MARKER_DIR/sge_qmaster.started"
         log "sge: starting qmaster"
         /etc/init.d/gridengine-master start || true
         for i in $(seq 1 60); do sge_master_up && break; sleep 1; done
         sge_master_up || sge_fail "sge_qmaster did not come up within 60 s"
+        mark_started sge_qmaster "$qmaster_pidfile"
     fi
 
     # global configuration: let root (uid/gid 0) run jobs; keep max_aj_tasks
@@ -408,15 +464,20 @@ EOF
         /etc/init.d/gridengine-exec stop || true
         stop_pidfile /var/run/gridengine/execd.pid sge_execd
     fi
+    local execd_started=0
     if pid_alive /var/run/gridengine/execd.pid; then
         log "sge: execd already running"
+        check_marker sge_execd /var/run/gridengine/execd.pid
     else
+        rm -f "$MARKER_DIR/sge_execd.started"
         log "sge: starting execd"
         rm -f /var/run/gridengine/execd.pid
         /etc/init.d/gridengine-exec start || true
+        execd_started=1
     fi
     for i in $(seq 1 60); do sge_execd_up && break; sleep 1; done
     sge_execd_up || sge_fail "sge_execd did not report to the qmaster within 60 s"
+    [ "$execd_started" = 0 ] || mark_started sge_execd /var/run/gridengine/execd.pid
 
     # host group @allhosts
     if ! qconf -shgrp @allhosts >/dev/null 2>&1; then

@@ -21,6 +21,7 @@ from typing import Any, Callable
 import pytest
 
 import poolparty
+from poolparty import config
 
 SLURM_COMMANDS = {"submit": "sbatch", "query": "squeue", "cancel": "scancel"}
 SGE_COMMANDS = {"submit": "qsub", "query": "qstat", "cancel": "qdel"}
@@ -61,6 +62,24 @@ def require_scheduler(name: str) -> None:
     pytest.skip(message)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test marked ``disruptive("slurm")`` stops, restarts or reconfigures daemons that
+    others may be using: it runs only where tests/cluster_gate.py allows it (enabled, and
+    only on daemons scripts/test_cluster.sh started), before any fixture touches them."""
+    mark = item.get_closest_marker("disruptive")
+    if mark is None:
+        return
+    import cluster_gate
+
+    found = cluster_gate.verdict(mark.args[0], os.environ, os.geteuid())
+    if found is not None:
+        outcome, why = found
+        if outcome == "fail":
+            pytest.fail(why + " (required here by POOLPARTY_REQUIRE_SCHEDULERS)")
+        pytest.skip(why)
+
+
 @dataclass
 class Backend:
     """A way to build pools on one backend, and to look at its queue."""
@@ -87,7 +106,7 @@ def no_user_configuration(tmp_path_factory, monkeypatch) -> None:
     depend on the configuration of whoever runs them."""
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("xdg_config")))
     for name in list(os.environ):
-        if name.startswith("POOLPARTY_") and name != "POOLPARTY_REQUIRE_SCHEDULERS":
+        if name.startswith("POOLPARTY_") and name not in config.NON_SETTING_VARIABLES:
             monkeypatch.delenv(name)
 
 

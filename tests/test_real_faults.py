@@ -9,9 +9,13 @@ pytest-timeout above them).
 
 The tests skip with a message where no scheduler runs (they fail instead where
 POOLPARTY_REQUIRE_SCHEDULERS names it, as in CI). Restarting a daemon disrupts
-anything else using the cluster: every test that stops one restarts it in a
-``finally`` and waits until the cluster is healthy again before it ends, and holds a
-lock file (``outage_lock``) so that two runs of this file never stop daemons at once.
+anything else using the cluster: those tests are marked ``disruptive`` and run only
+when POOLPARTY_DISRUPTIVE_TESTS=1 (.ci/run sets it) on daemons scripts/test_cluster.sh
+started (tests/cluster_gate.py); they take the daemons' pid files from the script's
+markers, never from a configuration another cluster may share. Every test that stops a
+daemon restarts it in a ``finally`` and waits until the cluster is healthy again before
+it ends, and holds a lock file (``outage_lock``) so that two runs of this file never
+stop daemons at once.
 These tests expect to be the only ones stopping daemons: other runs restarting them
 meanwhile stretch the timings (seen: a 60-95 s TIMEOUT taking 165 s).
 
@@ -38,6 +42,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable
 
+import cluster_gate
 import conftest
 import pytest
 from conftest import make_backend, qstat_jobs, squeue_jobs
@@ -159,10 +164,32 @@ def run(argv: list[str], timeout: float = 30, check: bool = True) -> str:
     return done.stdout
 
 
-def start_daemon(argv: list[str]) -> None:
-    """Start a daemon that forks into the background, detached from this test."""
-    subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL, start_new_session=True, timeout=60, check=False)
+#: how each daemon a test may restart is started (as scripts/test_cluster.sh does)
+DAEMON_START = {
+    "slurmctld": ["slurmctld"],
+    "slurmd": ["slurmd", "-N", "localhost"],
+    "sge_execd": ["/etc/init.d/gridengine-exec", "start"],
+}
+
+
+def daemon_pidfile(name: str) -> Path:
+    """The pid file of the test cluster's daemon ``name``, as scripts/test_cluster.sh
+    recorded it (the gate let the test run, so the record exists)."""
+    started = cluster_gate.read_marker(name)
+    if started is None:
+        pytest.fail(f"no record of {name} by scripts/test_cluster.sh: not touching it")
+    return started.pidfile
+
+
+def start_daemon(name: str) -> None:
+    """Start the test cluster's daemon ``name`` again, detached from this test, and
+    record the new process as the test cluster's (tests/cluster_gate.py)."""
+    env = {k: v for k, v in os.environ.items() if k != "SLURM_CONF"}  # the script's config
+    subprocess.run(DAEMON_START[name], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, start_new_session=True, timeout=60, check=False,
+                   env=env)
+    wait_for(lambda: pid_alive(daemon_pidfile(name), name), 30, f"{name} to start")
+    cluster_gate.record_started(name)
 
 
 def pid_alive(pidfile: Path, name: str) -> int | None:
@@ -184,32 +211,13 @@ def stop_daemon(pidfile: Path, name: str, timeout: float = 30) -> None:
     wait_for(lambda: not Path(f"/proc/{pid}").exists(), timeout, f"{name} (pid {pid}) to exit")
 
 
-def require_root_and(pidfiles: list[tuple[Path, str]]) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("stopping and starting scheduler daemons needs root")
-    for pidfile, name in pidfiles:
-        if pid_alive(pidfile, name) is None:
-            pytest.skip(f"{name} does not run from {pidfile} (not started by "
-                        f"scripts/test_cluster.sh): not touching it")
-
-
 # ---------------------------------------------------------------------- SLURM daemons
-def slurm_conf_value(key: str, default: str) -> str:
-    try:
-        text = Path(os.environ.get("SLURM_CONF", "/etc/slurm/slurm.conf")).read_text()
-    except OSError:
-        return default
-    match = re.search(rf"^\s*{key}\s*=\s*(\S+)", text, re.MULTILINE | re.IGNORECASE)
-    return match.group(1) if match else default
-
-
 def slurmctld_pidfile() -> Path:
-    default = "/var/spool/slurm-poolparty/run/slurmctld.pid"
-    return Path(slurm_conf_value("SlurmctldPidFile", default))
+    return daemon_pidfile("slurmctld")
 
 
 def slurmd_pidfile() -> Path:
-    return Path(slurm_conf_value("SlurmdPidFile", "/var/spool/slurm-poolparty/run/slurmd.pid"))
+    return daemon_pidfile("slurmd")
 
 
 SLURM_HEALTHY = {"idle", "mixed", "allocated", "completing"}
@@ -225,9 +233,9 @@ def restore_slurm(timeout: float = 90) -> None:
     """Start whichever daemon is down (as scripts/test_cluster.sh does) and wait until
     the node takes jobs: ``sinfo`` says idle, mixed or allocated."""
     if pid_alive(slurmctld_pidfile(), "slurmctld") is None:
-        start_daemon(["slurmctld"])
+        start_daemon("slurmctld")
     if pid_alive(slurmd_pidfile(), "slurmd") is None:
-        start_daemon(["slurmd", "-N", "localhost"])
+        start_daemon("slurmd")
     resumed = False
 
     def healthy() -> bool:
@@ -243,12 +251,13 @@ def restore_slurm(timeout: float = 90) -> None:
 
 
 # ---------------------------------------------------------------------- SGE daemons
-EXECD_PIDFILE = Path("/var/run/gridengine/execd.pid")
+def execd_pidfile() -> Path:
+    return daemon_pidfile("sge_execd")
 
 
 def sge_execd_up() -> bool:
     """execd runs and reports a load to the qmaster (as scripts/test_cluster.sh checks)."""
-    if pid_alive(EXECD_PIDFILE, "sge_execd") is None:
+    if pid_alive(execd_pidfile(), "sge_execd") is None:
         return False
     host = socket.gethostname()
     done = subprocess.run(["qhost", "-h", host], capture_output=True, text=True, timeout=20,
@@ -261,9 +270,9 @@ def sge_execd_up() -> bool:
 
 
 def restore_sge_execd(timeout: float = 90) -> None:
-    if pid_alive(EXECD_PIDFILE, "sge_execd") is None:
-        EXECD_PIDFILE.unlink(missing_ok=True)
-        start_daemon(["/etc/init.d/gridengine-exec", "start"])
+    if pid_alive(execd_pidfile(), "sge_execd") is None:
+        execd_pidfile().unlink(missing_ok=True)
+        start_daemon("sge_execd")
     wait_for(sge_execd_up, timeout, "sge_execd to report a load to the qmaster (qhost)", 0.5)
 
 
@@ -437,6 +446,7 @@ def test_slurm_worker_killed_by_a_signal_every_time_ends_in_chunks_lost(slurm, w
     assert attempts(ran, victim) == 2  # first submission + one resubmission
 
 
+@pytest.mark.disruptive("slurm")
 @real_slurm
 @pytest.mark.timeout(300)  # with up to 150 s waiting for outage_lock
 def test_slurm_map_survives_slurmd_killed_and_restarted(
@@ -444,7 +454,6 @@ def test_slurm_map_survives_slurmd_killed_and_restarted(
     """While slurmd is away, running tasks go on; the jobs that end stay COMPLETING
     (their CPUs are not released) and nothing new starts. The pool waits, nothing is
     resubmitted, and the map completes once slurmd is back."""
-    require_root_and([(slurmd_pidfile(), "slurmd"), (slurmctld_pidfile(), "slurmctld")])
     commands, calls = counting_shims(tmp_path, ["sbatch"])
     pool = slurm.make_pool(keep_work_dir=True, commands=commands)
     tasks = range(12)  # more than the node's 8 CPUs: some wait for slurmd to come back
@@ -456,7 +465,7 @@ def test_slurm_map_survives_slurmd_killed_and_restarted(
             wait_for(lambda: len(os.listdir(ran)) >= 1, 60, "a task to start")
             stop_daemon(slurmd_pidfile(), "slurmd")
             time.sleep(5)  # the outage: the running tasks end meanwhile
-            start_daemon(["slurmd", "-N", "localhost"])
+            start_daemon("slurmd")
             assert result.get(timeout=MAP_DEADLINE) == [x * 10 for x in tasks]
     finally:
         restore_slurm()
@@ -465,13 +474,13 @@ def test_slurm_map_survives_slurmd_killed_and_restarted(
     assert all(attempts(ran, x) == 1 for x in tasks)
 
 
+@pytest.mark.disruptive("slurm")
 @real_slurm
 @pytest.mark.timeout(300)  # with up to 150 s waiting for outage_lock
 def test_slurm_map_survives_slurmctld_killed_and_restarted(
         outage_lock, slurm, work_root, ran, tmp_path):
     """squeue fails while slurmctld is away: those polls are skipped, never taken as
     every job gone, so nothing is resubmitted."""
-    require_root_and([(slurmd_pidfile(), "slurmd"), (slurmctld_pidfile(), "slurmctld")])
     commands, calls = counting_shims(tmp_path, ["sbatch"])
     pool = slurm.make_pool(keep_work_dir=True, commands=commands, call_timeout=3)
     tasks = range(8)
@@ -485,7 +494,7 @@ def test_slurm_map_survives_slurmctld_killed_and_restarted(
             wait_for(lambda: "could not ask the scheduler" in client_log(map_dir), 30,
                      "a poll to fail while slurmctld is down")
             time.sleep(2)  # a few more failing polls
-            start_daemon(["slurmctld"])
+            start_daemon("slurmctld")
             assert result.get(timeout=MAP_DEADLINE) == [x * 10 for x in tasks]
     finally:
         restore_slurm()
@@ -494,6 +503,7 @@ def test_slurm_map_survives_slurmctld_killed_and_restarted(
     assert all(attempts(ran, x) == 1 for x in tasks)
 
 
+@pytest.mark.disruptive("slurm")
 @real_slurm
 @pytest.mark.timeout(300)  # with up to 150 s waiting for outage_lock
 def test_slurm_map_survives_slurmctld_away_when_a_chunk_must_be_resubmitted(
@@ -506,7 +516,6 @@ def test_slurm_map_survives_slurmctld_away_when_a_chunk_must_be_resubmitted(
 
     The squeue shim stops slurmctld right after answering the second poll that misses
     the chunk, so the outage starts exactly between that poll and the sbatch."""
-    require_root_and([(slurmd_pidfile(), "slurmd"), (slurmctld_pidfile(), "slurmctld")])
     victim = 1
     stopped = tmp_path / "slurmctld-stopped"
     misses = tmp_path / "misses"
@@ -537,7 +546,7 @@ def test_slurm_map_survives_slurmctld_away_when_a_chunk_must_be_resubmitted(
             wait_for(lambda: pid_alive(slurmctld_pidfile(), "slurmctld") is None, 30,
                      "slurmctld to stop")
             time.sleep(12)  # the outage, longer than call_timeout
-            start_daemon(["slurmctld"])
+            start_daemon("slurmctld")
             assert result.get(timeout=MAP_DEADLINE) == [0, 10, 20, 30]
     finally:
         restore_slurm()
@@ -547,6 +556,7 @@ def test_slurm_map_survives_slurmctld_away_when_a_chunk_must_be_resubmitted(
     assert submissions_per_chunk(map_dir)[victim] == 2
 
 
+@pytest.mark.disruptive("slurm")
 @real_slurm
 @pytest.mark.timeout(300)  # with up to 150 s waiting for outage_lock
 def test_per_job_slurm_map_survives_slurmctld_away_while_chunks_wait_to_be_submitted(
@@ -556,7 +566,6 @@ def test_per_job_slurm_map_survives_slurmctld_away_while_chunks_wait_to_be_submi
     chunks run: they deliver during the outage, the top-up sbatch can't reach slurmctld;
     it is deferred to a later poll and the map completes once slurmctld is back (this
     ended the map with SchedulerCommandError before commit f30e69d)."""
-    require_root_and([(slurmd_pidfile(), "slurmd"), (slurmctld_pidfile(), "slurmctld")])
     backend = make_backend("real-slurm", work_root, tmp_path)
     commands, calls = counting_shims(tmp_path, ["sbatch"])
     pool = backend.make_pool(processes=2, keep_work_dir=True, commands=commands,
@@ -574,7 +583,7 @@ def test_per_job_slurm_map_survives_slurmctld_away_while_chunks_wait_to_be_submi
             wait_for(lambda: call_count(calls, "sbatch") > sbatch_before
                      or result.ready(), 30, "a top-up sbatch during the outage")
             time.sleep(5)  # longer than call_timeout
-            start_daemon(["slurmctld"])
+            start_daemon("slurmctld")
             assert result.get(timeout=MAP_DEADLINE) == [x * 10 for x in tasks]
     finally:
         restore_slurm()
@@ -698,6 +707,7 @@ def sge_jobs_in_transfer() -> list[str]:
     return [line for line in lines if len(line.split()) > 4 and "t" in line.split()[4]]
 
 
+@pytest.mark.disruptive("sge")
 @real_sge
 @pytest.mark.timeout(300)  # with up to 150 s waiting for outage_lock
 def test_sge_map_survives_execd_stopped_and_restarted(
@@ -712,7 +722,6 @@ def test_sge_map_survives_execd_stopped_and_restarted(
     ``execd doesn't know this job`` only once the task was deleted), and the pool
     would wait for it; see docs/reliability.rst.
     """
-    require_root_and([(EXECD_PIDFILE, "sge_execd")])
     queue_instance = f"all.q@{socket.gethostname()}"
     commands, calls = counting_shims(tmp_path, ["qsub"])
     pool = sge.make_pool(keep_work_dir=True, commands=commands)
@@ -728,7 +737,7 @@ def test_sge_map_survives_execd_stopped_and_restarted(
             disabled = True
             wait_for(lambda: not sge_jobs_in_transfer(), 60, "no task in transfer (t)")
             run(["/etc/init.d/gridengine-exec", "stop"], timeout=60, check=False)
-            wait_for(lambda: pid_alive(EXECD_PIDFILE, "sge_execd") is None, 45,
+            wait_for(lambda: pid_alive(execd_pidfile(), "sge_execd") is None, 45,
                      "sge_execd to stop")
             time.sleep(5)  # the outage: the running tasks end meanwhile
             restore_sge_execd()

@@ -20,17 +20,22 @@ def default_chunksize(num_tasks: int, max_running: int) -> int:
     return max(1, math.ceil(num_tasks / (CHUNKS_PER_SLOT * max(1, max_running))))
 
 
-def check_chunksize(chunksize: object) -> int | None:
+def chunksize_for_num_chunks(num_tasks: int, num_chunks: int) -> int:
+    """pypoolparty's ``num_chunks``: the tasks spread over at most that many chunks."""
+    return max(1, math.ceil(num_tasks / num_chunks))
+
+
+def check_chunksize(chunksize: object, name: str = "chunksize") -> int | None:
     """None (choose for me) or a positive int; anything else is an error now."""
     if chunksize is None:
         return None
     if isinstance(chunksize, bool) or not isinstance(chunksize, int):
         raise InvalidInputError(
-            f"chunksize must be a positive int or None, not {chunksize!r}."
+            f"{name} must be a positive int or None, not {chunksize!r}."
         )
     if chunksize <= 0:
         raise InvalidInputError(
-            f"chunksize must be at least 1, not {chunksize}; leave it None for a default."
+            f"{name} must be at least 1, not {chunksize}; leave it None for a default."
         )
     return chunksize
 

@@ -331,6 +331,10 @@ class Pool:
                 thread.join()
 
     # ------------------------------------------------------------------ the one path
+    def _default_chunksize(self, num_tasks: int) -> int:
+        """The chunksize of a map called without one."""
+        return chunking.default_chunksize(num_tasks, self._max_running)
+
     def _prepare(self, func: Callable, iterable: Iterable, chunksize: int | None,
                  star: bool) -> PreparedMap | None:
         """Check everything, pickle, write the work_dir: nothing is submitted yet.
@@ -342,7 +346,7 @@ class Pool:
         if not tasks:
             return None
         if chunksize is None:
-            chunksize = chunking.default_chunksize(len(tasks), self._max_running)
+            chunksize = self._default_chunksize(len(tasks))
         bounds = chunking.chunk_bounds(len(tasks), chunksize)
         function_blob = self._pickle_function(func, star)
         chunk_blobs = [pickle_chunk(tasks, chunk) for chunk in bounds]
@@ -452,13 +456,17 @@ class Pool:
 class PredecessorPool(Pool):
     """The constructor of pypoolparty's pools, so its users change one import.
 
-    ``num_simultaneously_running_tasks`` caps the running jobs; ``sbatch_path=``,
-    ``qsub_path=``, ... name the scheduler's commands. Differences on purpose: a task
-    that raises raises in the caller instead of returning None, and resubmissions are
-    always bounded (default 3).
+    ``num_simultaneously_running_tasks`` caps the running jobs; ``num_chunks`` spreads
+    a map's tasks over at most that many chunks (jobs) when it is given no chunksize;
+    ``sbatch_path=``, ``qsub_path=``, ... name the scheduler's commands; pypoolparty's
+    names of backend options are taken as :attr:`renamed_options` says. Differences on
+    purpose: a task that raises raises in the caller instead of returning None, and
+    resubmissions are always bounded (default 3).
     """
 
     backend_class: type[Scheduler]
+    #: pypoolparty's name of a backend option -> poolparty's
+    renamed_options: dict[str, str] = {}
 
     def __init__(
         self,
@@ -470,8 +478,15 @@ class PredecessorPool(Pool):
         verbose: bool | None = None,
         slurm_call_timeout: float | None = None,
         max_num_resubmissions: int | None = None,
+        num_chunks: int | None = None,
         **backend_options: Any,
     ) -> None:
+        self._num_chunks = chunking.check_chunksize(num_chunks, "num_chunks")
+        for old, new in self.renamed_options.items():
+            if old in backend_options:
+                if new in backend_options:
+                    raise TypeError(f"give {old}= (pypoolparty's name) or {new}=, not both")
+                backend_options[new] = backend_options.pop(old)
         commands = dict(backend_options.pop("commands", {}))
         for option in [name for name in backend_options if name.endswith("_path")]:
             commands[option.removesuffix("_path")] = [backend_options.pop(option)]
@@ -491,6 +506,11 @@ class PredecessorPool(Pool):
             polling_interval=polling_interval, work_dir=work_dir, keep_work_dir=keep_work_dir,
             verbose=verbose, max_num_resubmissions=max_num_resubmissions,
         )
+
+    def _default_chunksize(self, num_tasks: int) -> int:
+        if self._num_chunks is None:
+            return super()._default_chunksize(num_tasks)
+        return chunking.chunksize_for_num_chunks(num_tasks, self._num_chunks)
 
 
 @dataclass

@@ -16,7 +16,7 @@ from typing import Any
 
 from qstat._tools import xml2queue_and_job_info
 
-from .errors import SchedulerCommandError
+from .errors import InvalidInputError, SchedulerCommandError
 from .pool import PredecessorPool
 from .ranges import expand_ranges
 from .scheduler import CommandLineScheduler, QueuedJob, State, states_of_chunks
@@ -34,22 +34,24 @@ TRANSIENT_ERRORS = re.compile(
 DEFAULT_MAX_AJ_TASKS = 75000
 
 
-def state_of(code: str) -> State:
+def state_of(code: str, error_state_indicator: str = "E") -> State:
     """Map an SGE state code (``qw``, ``r``, ``Eqw``, ``hqw``, ``dr``, ...) to a State.
 
     ``E`` means the job will never run by itself. ``d`` (being deleted: by an admin,
     or stuck as ``dt`` when its execd is gone) means it will not deliver a result:
-    both are errors, and the engine resubmits the chunk. Running and transferring jobs
-    are left alone; everything else waits.
+    both are errors, and the engine resubmits the chunk, as is a code holding
+    ``error_state_indicator`` (pypoolparty's option; "E" by default). Running and
+    transferring jobs are left alone; everything else waits.
     """
-    if "E" in code or "d" in code:
+    if "E" in code or "d" in code or error_state_indicator in code:
         return State.ERROR
     if "r" in code or "t" in code:
         return State.RUNNING
     return State.PENDING
 
 
-def parse_qstat_xml(text: str, job_name: str) -> list[QueuedJob]:
+def parse_qstat_xml(text: str, job_name: str, error_state_indicator: str = "E"
+                    ) -> list[QueuedJob]:
     """The jobs named ``job_name`` in ``qstat -xml`` output, one per array task.
 
     Pending array tasks are grouped (``<tasks>9-20:1</tasks>``) and get expanded.
@@ -59,7 +61,7 @@ def parse_qstat_xml(text: str, job_name: str) -> list[QueuedJob]:
     for entry in [*queued, *pending]:
         if entry.get("JB_name") != job_name:
             continue
-        state = state_of(entry.get("state", ""))
+        state = state_of(entry.get("state", ""), error_state_indicator)
         tasks = entry.get("tasks")
         job_id = str(entry["JB_job_number"])
         if tasks is None:
@@ -97,7 +99,8 @@ class SunGridEngine(CommandLineScheduler):
 
     ``queue`` (-q), ``resources`` (each ``-l key=value``, e.g. ``{"h_vmem": "2G",
     "h_rt": "1:00:00"}``), ``parallel_environment`` (``("smp", 4)`` -> ``-pe smp 4``) and
-    ``qsub_args`` (passed as they are) choose what the jobs get.
+    ``qsub_args`` (passed as they are) choose what the jobs get. A job whose state
+    holds ``error_state_indicator`` (besides ``E`` and ``d``) is taken as failed.
     """
 
     name = "sge"
@@ -115,10 +118,16 @@ class SunGridEngine(CommandLineScheduler):
         resources: dict[str, Any] | None = None,
         parallel_environment: tuple[str, int] | None = None,
         qsub_args: Sequence[str] = (),
+        error_state_indicator: str = "E",
         commands: dict[str, Sequence[str]] | None = None,
         call_timeout: float = 60.0,
     ) -> None:
         super().__init__(max_running, commands, call_timeout)
+        if not isinstance(error_state_indicator, str) or not error_state_indicator:
+            raise InvalidInputError(
+                f"error_state_indicator must be a letter of SGE's job states (e.g. 'E'), "
+                f"not {error_state_indicator!r}")
+        self.error_state_indicator = error_state_indicator
         self.resource_args = ["-q", queue] if queue else []
         for key, value in (resources or {}).items():
             self.resource_args += ["-l", f"{key}={value}"]
@@ -160,7 +169,7 @@ class SunGridEngine(CommandLineScheduler):
     def query(self, work_dir: WorkDir) -> dict[int, State]:
         text = self.run("qstat", ["-xml"])
         try:
-            jobs = parse_qstat_xml(text, self.job_name(work_dir))
+            jobs = parse_qstat_xml(text, self.job_name(work_dir), self.error_state_indicator)
         except Exception as error:  # empty or torn XML while the qmaster restarts
             raise SchedulerCommandError(
                 self.commands["qstat"] + ["-xml"], 0, text[-2000:], "",
@@ -184,6 +193,9 @@ def is_sun_grid_engine(qstat_help: str) -> bool:
 
 
 class Pool(PredecessorPool):
-    """pypoolparty's ``sun_grid_engine.Pool`` constructor: change the import only."""
+    """pypoolparty's ``sun_grid_engine.Pool`` constructor: change the import only.
+
+    ``queue_name`` is pypoolparty's name of ``queue`` (qsub's ``-q``)."""
 
     backend_class = SunGridEngine
+    renamed_options = {"queue_name": "queue"}

@@ -81,3 +81,110 @@ def test_the_worker_imports_nothing_more_than_it_needs(tmp_path):
                            if m.split(".")[0] in {"poolparty", "rename_after_writing", "qstat",
                                                   "cloudpickle", "json_line_logger"}}
     assert ours_or_third_party == WORKER_MODULES
+
+
+# ------------------------------------------------------------ pypoolparty's keywords
+POOL_CLASSES = ["slurm.array", "slurm", "sun_grid_engine"]
+
+
+def predecessor_pool(name: str, queue, tmp_path: Path, **options):
+    """pypoolparty's pool ``name`` on a dummy queue, keeping its work_dir to look at."""
+    import poolparty
+
+    module = poolparty.slurm.array if name == "slurm.array" else getattr(poolparty, name)
+    return module.Pool(polling_interval=0.2, work_dir=str(tmp_path / "work"),
+                       keep_work_dir=True, commands=queue.commands(), **options)
+
+
+def chunks_run(tmp_path: Path) -> int:
+    """How many chunks (jobs or array elements) the one map under tmp_path/work
+    submitted: jobs.jsonl holds one record per submission, with its chunks."""
+    import json
+
+    from conftest import the_map_dir
+
+    records = (the_map_dir(tmp_path / "work") / "jobs.jsonl").read_text().splitlines()
+    return len({chunk for line in records for chunk in json.loads(line)["chunks"]})
+
+
+@pytest.mark.parametrize("name", POOL_CLASSES)
+def test_num_chunks_spreads_the_tasks_over_that_many_chunks(name, tmp_path):
+    """pypoolparty: "the tasks are grouped in this many chunks", each run in series."""
+    from poolparty.dummy_schedulers import DummyQueue
+
+    queue = DummyQueue(tmp_path / "queue")
+    try:
+        pool = predecessor_pool(name, queue, tmp_path, num_chunks=3)
+        assert pool.map(abs, range(-10, 0)) == list(range(10, 0, -1))
+        assert chunks_run(tmp_path) == 3
+    finally:
+        queue.shutdown(timeout=30)
+
+
+def test_an_explicit_chunksize_wins_over_num_chunks(tmp_path):
+    from poolparty.dummy_schedulers import DummyQueue
+
+    queue = DummyQueue(tmp_path / "queue")
+    try:
+        pool = predecessor_pool("slurm.array", queue, tmp_path, num_chunks=2)
+        assert pool.map(abs, range(-6, 0), chunksize=1) == [6, 5, 4, 3, 2, 1]
+        assert chunks_run(tmp_path) == 6
+    finally:
+        queue.shutdown(timeout=30)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, "3", True])
+def test_a_bad_num_chunks_is_an_error_before_anything_runs(bad, tmp_path):
+    import poolparty
+    from poolparty.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="num_chunks"):
+        poolparty.slurm.Pool(num_chunks=bad, work_dir=str(tmp_path / "work"))
+    assert not (tmp_path / "work").exists()
+
+
+def test_queue_name_is_the_sge_queue_jobs_are_submitted_to(tmp_path):
+    """pypoolparty's ``queue_name`` is qsub's ``-q``: the dummy refuses a queue it does
+    not have, so the submission shows it got there."""
+    from poolparty.dummy_schedulers import DummyQueue
+    from poolparty.errors import SchedulerCommandError
+
+    queue = DummyQueue(tmp_path / "queue")
+    try:
+        pool = predecessor_pool("sun_grid_engine", queue, tmp_path, queue_name="no-such.q")
+        with pytest.raises(SchedulerCommandError, match="no-such.q"):
+            pool.map(abs, [-1, -2])
+    finally:
+        queue.shutdown(timeout=30)
+
+
+def test_queue_name_and_queue_together_are_an_error(tmp_path):
+    import poolparty
+
+    with pytest.raises(TypeError, match="queue_name"):
+        poolparty.sun_grid_engine.Pool(queue_name="a.q", queue="b.q")
+
+
+@pytest.mark.parametrize("indicator, code, error", [
+    ("E", "Eqw", True), ("E", "qw", False), ("E", "r", False),
+    ("h", "hqw", True), ("h", "Eqw", True),  # E never runs by itself: always an error
+    ("h", "qw", False), ("h", "r", False),
+])
+def test_error_state_indicator_marks_states_that_are_errors(indicator, code, error):
+    """pypoolparty: a job whose state holds ``error_state_indicator`` (default "E") is
+    in error: deleted and resubmitted."""
+    from poolparty.scheduler import State
+    from poolparty.sun_grid_engine import state_of
+
+    assert (state_of(code, indicator) is State.ERROR) is error
+
+
+def test_error_state_indicator_reaches_the_sge_backend_and_is_checked(tmp_path):
+    import poolparty
+    from poolparty.errors import InvalidInputError
+
+    pool = poolparty.sun_grid_engine.Pool(error_state_indicator="h",
+                                          work_dir=str(tmp_path / "work"))
+    assert pool._scheduler.error_state_indicator == "h"
+    with pytest.raises(InvalidInputError, match="error_state_indicator"):
+        poolparty.sun_grid_engine.Pool(error_state_indicator="")

@@ -188,3 +188,48 @@ def test_error_state_indicator_reaches_the_sge_backend_and_is_checked(tmp_path):
     assert pool._scheduler.error_state_indicator == "h"
     with pytest.raises(InvalidInputError, match="error_state_indicator"):
         poolparty.sun_grid_engine.Pool(error_state_indicator="")
+
+
+def slow_abs(x):
+    """Long enough for the pool to poll squeue several times while the job runs."""
+    import time
+
+    time.sleep(1.5)
+    return abs(x)
+
+
+@pytest.mark.parametrize("name", ["slurm.array", "slurm"])
+def test_clusters_sends_every_slurm_command_to_that_cluster(name, tmp_path):
+    """pypoolparty's ``clusters`` is sbatch's ``--clusters``. The dummy SLURM reaches a
+    second cluster whose jobs squeue and scancel see only when asked for it: the map
+    completes with one submission per chunk (squeue saw the jobs there, none was taken
+    for lost) and terminate() leaves nothing on that cluster (scancel reached it)."""
+    from poolparty.dummy_schedulers import DummyQueue
+
+    queue = DummyQueue(tmp_path / "queue")
+    try:
+        pool = predecessor_pool(name, queue, tmp_path, clusters=["dummy-other"],
+                                max_num_resubmissions=0)
+        assert pool.map(slow_abs, [-1, -2], chunksize=1) == [1, 2]
+        assert len(queue.jobs()) == 0
+        assert chunks_run(tmp_path) == 2
+        assert queue.history()["sbatch"] == (1 if name == "slurm.array" else 2)
+
+        pool = predecessor_pool(name, queue, tmp_path / "second", clusters="dummy-other")
+        pool.map_async(slow_abs, range(4), chunksize=1)
+        from conftest import wait_for
+
+        wait_for(lambda: queue.jobs(), 30, "the jobs to be queued")
+        pool.terminate()
+        assert queue.jobs() == []
+    finally:
+        queue.shutdown(timeout=30)
+
+
+@pytest.mark.parametrize("clusters", [["a", "b"], "a,b", "", [""], 3])
+def test_clusters_must_name_one_cluster(clusters):
+    import poolparty
+    from poolparty.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="clusters must name one SLURM cluster"):
+        poolparty.slurm.array.Pool(clusters=clusters)

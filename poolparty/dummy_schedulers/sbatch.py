@@ -12,6 +12,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from . import _clusters
 from ._cli import ArgumentParser, CommandError, run_command
 from ._jobs import add_job, allocate_job_ids, new_job, new_task, spool_path
 from ._ranges import parse_range_list
@@ -39,6 +40,7 @@ def _parser() -> ArgumentParser:
     parser.add_argument("-G", "--gpus", type=int, default=None)
     parser.add_argument("-D", "--chdir", default=None)
     parser.add_argument("--export", choices=["ALL"], default="ALL")
+    _clusters.add_option(parser)
     parser.add_argument("script")
     parser.add_argument("args", nargs=argparse.REMAINDER)
     return parser
@@ -51,6 +53,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
         raise CommandError("sbatch: error: Invalid --time specification")
     if args.mem is not None and not _MEMORY.fullmatch(args.mem):
         raise CommandError("sbatch: error: Invalid --mem specification")
+    args.cluster_names = _clusters.named("sbatch", args)
     args.indices, args.throttle = _parse_array(args.array)
     args.script_bytes = _read_script(args.script)
     return args
@@ -109,6 +112,8 @@ def submit(queue_dir: Path, args: argparse.Namespace) -> str:
             slots=args.cpus_per_task,
             append_output=False,  # sbatch's default --open-mode=truncate
         )
+        if args.cluster_names:
+            job["cluster"] = args.cluster_names[0]
         output = args.output or ("slurm-%A_%a.out" if args.array else "slurm-%j.out")
         tasks = [
             new_task(
@@ -121,7 +126,9 @@ def submit(queue_dir: Path, args: argparse.Namespace) -> str:
             for position, index in enumerate(args.indices)
         ]
         add_job(queue_dir, state, job_id, job, tasks, args.script_bytes)
-    return f"{job_id}\n" if args.parsable else f"Submitted batch job {job_id}\n"
+    if not args.parsable:
+        return f"Submitted batch job {job_id}\n"
+    return f"{job_id};{job['cluster']}\n" if args.cluster_names else f"{job_id}\n"
 
 
 def _check_array_size(state: State, args: argparse.Namespace) -> None:

@@ -10,6 +10,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from . import _clusters
 from ._cli import ArgumentParser, CommandError, run_command
 from ._jobs import Task, cancel_tasks, job_of, select_tasks, was_submitted
 from ._state import State, transaction
@@ -21,6 +22,7 @@ def _parser() -> ArgumentParser:
     """The options the pool uses, spelled like scancel's."""
     parser = ArgumentParser("scancel")
     parser.add_argument("-n", "--name", default=None)
+    _clusters.add_option(parser)
     parser.add_argument("ids", nargs="*")
     return parser
 
@@ -31,6 +33,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     Each id becomes ``(text, job_id, index or None)`` in ``args.targets``.
     """
     args = _parser().parse_args(argv)
+    args.cluster_names = _clusters.named("scancel", args) or [_clusters.CLUSTERS[0]]
     if not args.ids and args.name is None:
         raise CommandError("scancel: error: No job identification provided")
     args.targets = []
@@ -45,13 +48,17 @@ def parse(argv: list[str]) -> argparse.Namespace:
 def cancel(queue_dir: Path, args: argparse.Namespace) -> str:
     """Kill or dequeue the selected tasks; complain about ids never submitted.
 
-    Ids of jobs that already finished are silently accepted.
+    Ids of jobs that already finished are silently accepted. Only jobs of the local
+    cluster, or of the clusters ``--clusters`` names, are seen.
     """
     errors = []
     with transaction(queue_dir) as state:
-        doomed = [] if args.targets else list(state["tasks"])
+        seen = [task for task in state["tasks"]
+                if _clusters.cluster_of(job_of(state, task)) in args.cluster_names]
+        seen_ids = {id(task) for task in seen}
+        doomed = [] if args.targets else seen
         for text, job_id, index in args.targets:
-            tasks = _select(state, job_id, index)
+            tasks = [task for task in _select(state, job_id, index) if id(task) in seen_ids]
             if not tasks and not was_submitted(state, job_id):
                 errors.append(
                     f"scancel: error: Kill job error on job id {text}: Invalid job id specified"

@@ -11,6 +11,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from . import _clusters
 from ._cli import ArgumentParser, CommandError, run_command
 from ._state import read_state
 
@@ -18,8 +19,10 @@ from ._state import read_state
 def parse(argv: list[str]) -> argparse.Namespace:
     """Accept ``show config``, the one subcommand the dummy knows."""
     parser = ArgumentParser("scontrol")
+    _clusters.add_option(parser)
     parser.add_argument("command", nargs="+")
     args = parser.parse_args(argv)
+    args.cluster_names = _clusters.named("scontrol", args) or [_clusters.CLUSTERS[0]]
     if args.command != ["show", "config"]:
         given = " ".join(args.command)
         raise CommandError(f"scontrol: error: the dummy only supports 'show config', not {given!r}")
@@ -31,7 +34,7 @@ def show_config(queue_dir: Path, args: argparse.Namespace) -> str:
     config = read_state(queue_dir)["config"]
     settings = {
         "AccountingStorageType": "accounting_storage/none",
-        "ClusterName": "dummy",
+        "ClusterName": args.cluster_names[0],
         "MaxArraySize": config["max_array_size"],
         "MaxJobCount": config["max_job_count"],
         "SLURM_VERSION": "23.02.7",

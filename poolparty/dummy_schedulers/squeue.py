@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from . import _clusters
 from ._cli import ArgumentParser, CommandError, run_command
 from ._jobs import Job, Task, is_throttled, job_of, running_counts
 from ._ranges import slurm_range_string
@@ -70,12 +71,14 @@ def _parser() -> ArgumentParser:
     parser.add_argument("--me", action="store_true")
     parser.add_argument("-n", "--name", default=None)
     parser.add_argument("-o", "--format", default=DEFAULT_FORMAT)
+    _clusters.add_option(parser)
     return parser
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
     """Parse the arguments, rejecting format codes the dummy cannot fill."""
     args = _parser().parse_args(argv)
+    args.cluster_names = _clusters.named("squeue", args)
     for _, _, code in _FIELD.findall(args.format):
         if code not in _FIELDS:
             raise CommandError(f"squeue: error: Invalid job format specification: {code}")
@@ -83,13 +86,22 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 def show(queue_dir: Path, args: argparse.Namespace) -> str:
-    """Print the queue, one line per row, in the requested format."""
+    """Print the queue, one line per row, in the requested format: the local
+    cluster's jobs, or with ``--clusters`` each named cluster's after a
+    ``CLUSTER: name`` line."""
     state = read_state(queue_dir)
+    if args.cluster_names is None:
+        return _show_cluster(state, args, _clusters.CLUSTERS[0])
+    return "".join(f"CLUSTER: {cluster}\n" + _show_cluster(state, args, cluster)
+                   for cluster in args.cluster_names)
+
+
+def _show_cluster(state: State, args: argparse.Namespace, cluster: str) -> str:
     names = set(args.name.split(",")) if args.name else None
     rows = [
         row
         for row in _rows(state, one_per_task=args.array)
-        if names is None or row.job["name"] in names
+        if (names is None or row.job["name"] in names) and _clusters.cluster_of(row.job) == cluster
     ]
     rows.sort(key=lambda row: (row.job["partition"], row.state != "PENDING"))  # squeue's "P,t"
     lines = [] if args.noheader else [_format(args.format, lambda code: _FIELDS[code][0])]

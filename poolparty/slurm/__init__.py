@@ -12,6 +12,7 @@ import logging
 import re
 from collections.abc import Iterable, Sequence
 
+from ..errors import InvalidInputError
 from ..pool import PredecessorPool
 from ..ranges import expand_ranges
 from ..scheduler import CommandLineScheduler, QueuedJob, State, states_of_chunks
@@ -109,10 +110,28 @@ def parse_max_array_size(text: str, default: int = 1001) -> int:
     return int(match.group(1)) if match else default
 
 
+def cluster_arguments(clusters: str | Sequence[str] | None) -> list[str]:
+    """``--clusters=NAME`` for every SLURM command, or nothing.
+
+    One cluster only: with several, SLURM picks one per job and job ids are unique only
+    within a cluster, so the pool could not tell which job a squeue line or a scancel
+    means. pypoolparty's ``clusters=["name"]`` is the usual use."""
+    if clusters is None:
+        return []
+    names = list(clusters) if isinstance(clusters, (list, tuple)) else [clusters]
+    if len(names) != 1 or not isinstance(names[0], str) or not names[0] or "," in names[0]:
+        raise InvalidInputError(
+            f"clusters must name one SLURM cluster (e.g. 'gpu' or ['gpu']), not {clusters!r}: "
+            "poolparty submits a map's jobs to one cluster.")
+    return [f"--clusters={names[0]}"]
+
+
 class SlurmBase(CommandLineScheduler):
     """Resources, sbatch, and the squeue/scancel half shared by the SLURM backends.
 
     ``sbatch_args`` are passed to every sbatch as they are (e.g. ``["--qos=long"]``).
+    ``clusters`` (pypoolparty's option, SLURM's ``--clusters``; needs SlurmDBD) sends
+    every command (sbatch, squeue, scancel, scontrol) to that one cluster.
     """
 
     name = "slurm"
@@ -132,10 +151,12 @@ class SlurmBase(CommandLineScheduler):
         cpus_per_task: int | None = None,
         gpus: int | str | None = None,
         sbatch_args: Sequence[str] = (),
+        clusters: str | Sequence[str] | None = None,
         commands: dict[str, Sequence[str]] | None = None,
         call_timeout: float = 60.0,
     ) -> None:
         super().__init__(max_running, commands, call_timeout)
+        self.cluster_args = cluster_arguments(clusters)
         resources = {
             "partition": partition, "time": time, "mem": memory,
             "cpus-per-task": cpus_per_task, "gpus": gpus,
@@ -143,6 +164,10 @@ class SlurmBase(CommandLineScheduler):
         self.resource_args = [f"--{k}={v}" for k, v in resources.items() if v is not None]
         self.resource_args += self.argument_list(sbatch_args, "['--qos=long']", RESERVED,
                                                  attached_values=True)
+
+    def run(self, name: str, arguments: Sequence[str]) -> str:
+        """Every SLURM command goes to the chosen cluster (its options come first)."""
+        return super().run(name, [*self.cluster_args, *arguments])
 
     def sbatch(self, work_dir: WorkDir, options: Sequence[str], script_args: Sequence[str]) -> str:
         """Submit and return the job id (``--parsable`` prints ``ID`` or ``ID;cluster``)."""

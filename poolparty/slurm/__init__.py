@@ -218,4 +218,4 @@ class Pool(PredecessorPool):
 # ``import poolparty.slurm`` is enough for ``poolparty.slurm.array.Pool`` (as pypoolparty
 # allowed); array.py needs SlurmBase above, so it comes last. Client side only: the
 # worker never imports poolparty.slurm.
-from . import array  # noqa: E402
+from . import array  # noqa: E402, F401

@@ -241,3 +241,15 @@ def test_rerunning_the_script_keeps_the_record_of_its_own_daemon_only(daemon, tm
     finally:
         other.kill()
         other.wait()
+
+
+def test_the_variable_that_enables_them_is_no_pool_setting(monkeypatch):
+    """Set for a whole test run (CI), it must not make every pool fail as an unknown
+    POOLPARTY_* setting would, here or in the CLI's subprocesses."""
+    from poolparty import config
+
+    monkeypatch.setenv(cluster_gate.ENABLE_VARIABLE, "1")
+    config.resolve()
+    monkeypatch.setenv("POOLPARTY_NO_SUCH_SETTING", "1")
+    with pytest.raises(config.ConfigError):
+        config.resolve()

@@ -8,6 +8,7 @@ must not pay for that: ``python -m poolparty.worker`` imports no more than befor
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -15,6 +16,14 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import require_scheduler, the_map_dir, wait_for
+from task_functions import slow_abs
+
+import poolparty
+from poolparty.dummy_schedulers import DummyQueue
+from poolparty.errors import InvalidInputError, SchedulerCommandError
+from poolparty.scheduler import State
+from poolparty.sun_grid_engine import state_of
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,6 +67,21 @@ def test_pypoolparty_readme_lines_work_with_poolparty_in_a_fresh_interpreter(
     assert done.stdout.strip().splitlines()[-1] == "[3, 5, 9]"
 
 
+@pytest.mark.parametrize("name, scheduler", [
+    pytest.param("slurm.array", "slurm", marks=pytest.mark.real_slurm),
+    pytest.param("slurm", "slurm", marks=pytest.mark.real_slurm),
+    pytest.param("sun_grid_engine", "sge", marks=pytest.mark.real_sge),
+])
+@pytest.mark.timeout(240)
+def test_pypoolparty_readme_lines_work_on_the_real_scheduler(name, scheduler, tmp_path):
+
+    require_scheduler(scheduler)
+    code = textwrap.dedent(README_SNIPPETS[name]) + "print(results)\n"
+    done = run_fresh_python(code, tmp_path, timeout=200)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[3, 5, 9]"
+
+
 #: every module ``import poolparty.worker`` brings (poolparty's own, and the others)
 WORKER_MODULES = {
     "poolparty", "poolparty.errors", "poolparty.events", "poolparty.map_files",
@@ -89,8 +113,6 @@ POOL_CLASSES = ["slurm.array", "slurm", "sun_grid_engine"]
 
 def predecessor_pool(name: str, queue, tmp_path: Path, **options):
     """pypoolparty's pool ``name`` on a dummy queue, keeping its work_dir to look at."""
-    import poolparty
-
     module = poolparty.slurm.array if name == "slurm.array" else getattr(poolparty, name)
     return module.Pool(polling_interval=0.2, work_dir=str(tmp_path / "work"),
                        keep_work_dir=True, commands=queue.commands(), **options)
@@ -99,10 +121,6 @@ def predecessor_pool(name: str, queue, tmp_path: Path, **options):
 def chunks_run(tmp_path: Path) -> int:
     """How many chunks (jobs or array elements) the one map under tmp_path/work
     submitted: jobs.jsonl holds one record per submission, with its chunks."""
-    import json
-
-    from conftest import the_map_dir
-
     records = (the_map_dir(tmp_path / "work") / "jobs.jsonl").read_text().splitlines()
     return len({chunk for line in records for chunk in json.loads(line)["chunks"]})
 
@@ -110,8 +128,6 @@ def chunks_run(tmp_path: Path) -> int:
 @pytest.mark.parametrize("name", POOL_CLASSES)
 def test_num_chunks_spreads_the_tasks_over_that_many_chunks(name, tmp_path):
     """pypoolparty: "the tasks are grouped in this many chunks", each run in series."""
-    from poolparty.dummy_schedulers import DummyQueue
-
     queue = DummyQueue(tmp_path / "queue")
     try:
         pool = predecessor_pool(name, queue, tmp_path, num_chunks=3)
@@ -122,7 +138,6 @@ def test_num_chunks_spreads_the_tasks_over_that_many_chunks(name, tmp_path):
 
 
 def test_an_explicit_chunksize_wins_over_num_chunks(tmp_path):
-    from poolparty.dummy_schedulers import DummyQueue
 
     queue = DummyQueue(tmp_path / "queue")
     try:
@@ -135,8 +150,6 @@ def test_an_explicit_chunksize_wins_over_num_chunks(tmp_path):
 
 @pytest.mark.parametrize("bad", [0, -1, 2.5, "3", True])
 def test_a_bad_num_chunks_is_an_error_before_anything_runs(bad, tmp_path):
-    import poolparty
-    from poolparty.errors import InvalidInputError
 
     with pytest.raises(InvalidInputError, match="num_chunks"):
         poolparty.slurm.Pool(num_chunks=bad, work_dir=str(tmp_path / "work"))
@@ -146,9 +159,6 @@ def test_a_bad_num_chunks_is_an_error_before_anything_runs(bad, tmp_path):
 def test_queue_name_is_the_sge_queue_jobs_are_submitted_to(tmp_path):
     """pypoolparty's ``queue_name`` is qsub's ``-q``: the dummy refuses a queue it does
     not have, so the submission shows it got there."""
-    from poolparty.dummy_schedulers import DummyQueue
-    from poolparty.errors import SchedulerCommandError
-
     queue = DummyQueue(tmp_path / "queue")
     try:
         pool = predecessor_pool("sun_grid_engine", queue, tmp_path, queue_name="no-such.q")
@@ -159,7 +169,6 @@ def test_queue_name_is_the_sge_queue_jobs_are_submitted_to(tmp_path):
 
 
 def test_queue_name_and_queue_together_are_an_error(tmp_path):
-    import poolparty
 
     with pytest.raises(TypeError, match="queue_name"):
         poolparty.sun_grid_engine.Pool(queue_name="a.q", queue="b.q")
@@ -173,15 +182,10 @@ def test_queue_name_and_queue_together_are_an_error(tmp_path):
 def test_error_state_indicator_marks_states_that_are_errors(indicator, code, error):
     """pypoolparty: a job whose state holds ``error_state_indicator`` (default "E") is
     in error: deleted and resubmitted."""
-    from poolparty.scheduler import State
-    from poolparty.sun_grid_engine import state_of
-
     assert (state_of(code, indicator) is State.ERROR) is error
 
 
 def test_error_state_indicator_reaches_the_sge_backend_and_is_checked(tmp_path):
-    import poolparty
-    from poolparty.errors import InvalidInputError
 
     pool = poolparty.sun_grid_engine.Pool(error_state_indicator="h",
                                           work_dir=str(tmp_path / "work"))
@@ -190,22 +194,12 @@ def test_error_state_indicator_reaches_the_sge_backend_and_is_checked(tmp_path):
         poolparty.sun_grid_engine.Pool(error_state_indicator="")
 
 
-def slow_abs(x):
-    """Long enough for the pool to poll squeue several times while the job runs."""
-    import time
-
-    time.sleep(1.5)
-    return abs(x)
-
-
 @pytest.mark.parametrize("name", ["slurm.array", "slurm"])
 def test_clusters_sends_every_slurm_command_to_that_cluster(name, tmp_path):
     """pypoolparty's ``clusters`` is sbatch's ``--clusters``. The dummy SLURM reaches a
     second cluster whose jobs squeue and scancel see only when asked for it: the map
     completes with one submission per chunk (squeue saw the jobs there, none was taken
     for lost) and terminate() leaves nothing on that cluster (scancel reached it)."""
-    from poolparty.dummy_schedulers import DummyQueue
-
     queue = DummyQueue(tmp_path / "queue")
     try:
         pool = predecessor_pool(name, queue, tmp_path, clusters=["dummy-other"],
@@ -217,8 +211,6 @@ def test_clusters_sends_every_slurm_command_to_that_cluster(name, tmp_path):
 
         pool = predecessor_pool(name, queue, tmp_path / "second", clusters="dummy-other")
         pool.map_async(slow_abs, range(4), chunksize=1)
-        from conftest import wait_for
-
         wait_for(lambda: queue.jobs(), 30, "the jobs to be queued")
         pool.terminate()
         assert queue.jobs() == []
@@ -228,8 +220,23 @@ def test_clusters_sends_every_slurm_command_to_that_cluster(name, tmp_path):
 
 @pytest.mark.parametrize("clusters", [["a", "b"], "a,b", "", [""], 3])
 def test_clusters_must_name_one_cluster(clusters):
-    import poolparty
-    from poolparty.errors import InvalidInputError
 
     with pytest.raises(InvalidInputError, match="clusters must name one SLURM cluster"):
         poolparty.slurm.array.Pool(clusters=clusters)
+
+
+@pytest.mark.parametrize("name, scheduler, options", [
+    pytest.param("slurm.array", "slurm", {}, marks=pytest.mark.real_slurm),
+    pytest.param("sun_grid_engine", "sge", {"queue_name": "all.q"},
+                 marks=pytest.mark.real_sge),
+])
+@pytest.mark.timeout(240)
+def test_pypoolparty_keywords_on_the_real_scheduler(name, scheduler, options, tmp_path):
+    """num_chunks=2 makes two jobs of six tasks; queue_name="all.q" is the test cluster's
+    queue (scripts/test_cluster.sh)."""
+    require_scheduler(scheduler)
+    module = poolparty.slurm.array if name == "slurm.array" else poolparty.sun_grid_engine
+    pool = module.Pool(polling_interval=0.5, work_dir=str(tmp_path / "work"),
+                       keep_work_dir=True, num_chunks=2, **options)
+    assert pool.map(abs, range(-6, 0)) == [6, 5, 4, 3, 2, 1]
+    assert chunks_run(tmp_path) == 2

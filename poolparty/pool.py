@@ -13,7 +13,7 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import cloudpickle
 
@@ -466,7 +466,7 @@ class PredecessorPool(Pool):
 
     backend_class: type[Scheduler]
     #: pypoolparty's name of a backend option -> poolparty's
-    renamed_options: dict[str, str] = {}
+    renamed_options: ClassVar[dict[str, str]] = {}
 
     def __init__(
         self,
@@ -508,6 +508,7 @@ class PredecessorPool(Pool):
         )
 
     def _default_chunksize(self, num_tasks: int) -> int:
+        """pypoolparty's num_chunks, when given; else the Pool's default."""
         if self._num_chunks is None:
             return super()._default_chunksize(num_tasks)
         return chunking.chunksize_for_num_chunks(num_tasks, self._num_chunks)

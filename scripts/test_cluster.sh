@@ -144,7 +144,18 @@ check_marker() {  # check_marker NAME PIDFILE: for a daemon found running
         return 0
     fi
     rm -f "$f"
-    warn "$1 (pid $pid) was not started by this script: the tests that stop and restart daemons will not touch it"
+    warn "$1 (pid $pid) has no record in $MARKER_DIR (started by somebody else, or by a version of this script that kept none): the tests that stop and restart daemons leave it alone"
+}
+
+answers_within() {  # answers_within SECONDS CMD...: CMD succeeds within SECONDS
+    # A daemon on a busy machine may answer late: it is waited for, not taken for
+    # dead and restarted under everybody using it.
+    local end=$((SECONDS + $1))
+    shift
+    until "$@"; do
+        [ "$SECONDS" -lt "$end" ] || return 1
+        sleep 1
+    done
 }
 
 ensure_hostname_resolves() {
@@ -245,6 +256,8 @@ EOF
     fi
 }
 
+slurmctld_up() { scontrol ping 2>/dev/null | grep -q 'is UP'; }
+
 slurm_node_state() { sinfo -h -n localhost -o %T 2>/dev/null | head -1 || true; }
 
 slurm_fail() {
@@ -270,7 +283,7 @@ setup_slurm() {
         stop_pidfile "$SLURM_BASE/run/slurmctld.pid" slurmctld
     fi
     local started=()
-    if pid_alive "$SLURM_BASE/run/slurmctld.pid" && scontrol ping 2>/dev/null | grep -q 'is UP'; then
+    if pid_alive "$SLURM_BASE/run/slurmctld.pid" && answers_within 60 slurmctld_up; then
         log "slurm: slurmctld already running"
         check_marker slurmctld "$SLURM_BASE/run/slurmctld.pid"
     else
@@ -419,7 +432,7 @@ EOF
 
     local qmaster_pidfile
     qmaster_pidfile="$(awk '$1=="qmaster_spool_dir" {print $2}' "$SGE_COMMON/bootstrap")/qmaster.pid"
-    if sge_master_up; then
+    if sge_master_up || { pid_alive "$qmaster_pidfile" && answers_within 60 sge_master_up; }; then
         log "sge: qmaster already running"
         check_marker sge_qmaster "$qmaster_pidfile"
     else

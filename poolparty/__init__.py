@@ -15,6 +15,7 @@ import importlib
 from .errors import (
     ChunksLostError,
     InvalidInputError,
+    InvalidOptionError,
     PoolpartyError,
     PoolTerminated,
     RemoteError,
@@ -40,6 +41,7 @@ __all__ = [
     "Executor",
     "IMapIterator",
     "InvalidInputError",
+    "InvalidOptionError",
     "Pool",
     "PoolTerminated",
     "PoolpartyError",

@@ -157,6 +157,12 @@ class MapRun:
                 self._cancel_unfinished()
             self.events.map_ended(finished, sys.exc_info()[1])
 
+    def submitted_nothing(self) -> bool:
+        """Whether this map never had a job (its first submission was refused, or it
+        was stopped before): then its fresh work_dir holds nothing worth keeping."""
+        return not self.work_dir.resumed and not any(
+            self.work_dir.jobs_of_chunk(chunk_id) for chunk_id in self.status)
+
     def _gather_archived(self) -> Iterator[tuple[int, list]]:
         """Results an earlier client of this work_dir gathered (resume). Chunks whose
         tasks raised are run again: the cause may have been fixed since."""

@@ -428,11 +428,13 @@ class Pool:
                 self._running_maps.discard(prepared.run)
             if bar is not None:
                 bar.close()
-            if not succeeded:
+            # a map that never had a job (its first submission refused) leaves nothing
+            discard = (not self._keep_work_dir) if succeeded else prepared.run.submitted_nothing()
+            if not succeeded and not discard:
                 prepared.log.error("map failed or was interrupted; work_dir kept: %s",
                                    prepared.work_dir.path)
             close_map_logger(prepared.log)
-            if succeeded and not self._keep_work_dir:
+            if discard:
                 prepared.work_dir.remove()
             else:
                 prepared.work_dir.release()

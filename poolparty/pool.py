@@ -212,13 +212,15 @@ class Pool:
         max_num_resubmissions: int | None = None,
         verbose: bool | None = None,
         progress: bool | None = None,
+        relay_output: bool | None = None,
         **backend_options: Any,
     ) -> None:
         values, resolved = config.pool_values({
             "processes": processes, "backend": backend, "work_dir": work_dir,
             "keep_work_dir": keep_work_dir, "python_path": python_path,
             "polling_interval": polling_interval, "max_num_resubmissions": max_num_resubmissions,
-            "verbose": verbose, "progress": progress, **backend_options,
+            "verbose": verbose, "progress": progress, "relay_output": relay_output,
+            **backend_options,
         })
         processes, polling_interval = values["processes"], values["polling_interval"]
         if initializer is not None and not callable(initializer):
@@ -240,6 +242,7 @@ class Pool:
         self._max_num_resubmissions = check_max_num_resubmissions(values["max_num_resubmissions"])
         self._max_running = processes or self._scheduler.default_max_running
         self._progress = values["progress"]
+        self._relay_output = values["relay_output"]
         self._state = RUN
         self._lock = threading.Lock()
         self._threads: set[threading.Thread] = set()
@@ -403,7 +406,7 @@ class Pool:
         work_dir.write_job_script(self._python_path)
         map_log = map_logger(work_dir.path / "client.log.jsonl", work_dir.map_id)
         run = MapRun(self._scheduler, work_dir, bounds, self._polling_interval,
-                     self._max_num_resubmissions, map_log)
+                     self._max_num_resubmissions, map_log, relay_output=self._relay_output)
         return PreparedMap(work_dir, bounds, len(tasks), run, map_log)
 
     def _outcomes(self, prepared: PreparedMap) -> Iterator[tuple[int, list]]:

@@ -4,6 +4,7 @@ map keeps it, and ``poolparty status --output`` shows it."""
 
 from __future__ import annotations
 
+import json
 import sys
 
 import pytest
@@ -115,3 +116,14 @@ def test_progress_true_still_shows_the_bar(work_root, capsys):
                           verbose=True, progress=True)
     assert pool.map(abs, range(-3, 0)) == [3, 2, 1]
     assert "100%" in capsys.readouterr().err
+
+
+def test_poolparty_run_keeps_printed_lines_out_of_records_on_stdout(tmp_path, run_cli):
+    script = tmp_path / "chatty_script.py"
+    script.write_text("def shout(x):\n    print(f'task {x} shouts')\n    return x\n\n"
+                      "NUMBERS = [1, 2, 3]\n")
+    result = run_cli("run", f"{script}:shout", "--args", "NUMBERS", "--backend", "local",
+                     "--out", "-")
+    assert result.code == 0, result.err
+    assert [json.loads(line)["result"] for line in result.out.splitlines()] == [1, 2, 3]
+    assert sorted(own_lines(result.err)) == ["task 1 shouts", "task 2 shouts", "task 3 shouts"]

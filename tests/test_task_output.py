@@ -127,3 +127,25 @@ def test_poolparty_run_keeps_printed_lines_out_of_records_on_stdout(tmp_path, ru
     assert result.code == 0, result.err
     assert [json.loads(line)["result"] for line in result.out.splitlines()] == [1, 2, 3]
     assert sorted(own_lines(result.err)) == ["task 1 shouts", "task 2 shouts", "task 3 shouts"]
+
+
+def test_only_the_attempt_that_delivered_the_result_is_relayed(work_root, tmp_path, capsys):
+    def slow(x):
+        import time
+
+        print(f"task {x} attempt starts", flush=True)
+        time.sleep(3)
+        print(f"task {x} attempt ends")
+        return x
+
+    with made_backend("dummy-slurm-array", work_root, tmp_path) as made:
+        made.queue.inject(kill_after=(1.0, 1))  # the first attempt dies mid-task
+        pool = made.make_pool(keep_work_dir=True)
+        assert pool.map(slow, [5]) == [5]
+    assert own_lines(capsys.readouterr().out) == ["task 5 attempt starts", "task 5 attempt ends"]
+    [map_dir] = [p for p in work_root.iterdir() if not p.name.startswith(".")]
+    import zipfile
+
+    with zipfile.ZipFile(map_dir / "logs.zip") as logs:  # the dead attempt's log is kept
+        texts = [logs.read(name) for name in logs.namelist() if name.startswith("0/")]
+    assert len(texts) == 2 and sum(b"attempt ends" in text for text in texts) == 1

@@ -434,8 +434,8 @@ def check_keyword(name: str, value: Any) -> Any:
     """
     from .scheduler import Scheduler  # imports pool's modules: import when first used
 
-    if name == "backend" and isinstance(value, Scheduler):
-        return value
+    if name == "backend" and isinstance(value, (Scheduler, str)):
+        return value  # a name is judged where backends are made (pool.backend_class)
     candidate = os.fspath(value) if isinstance(value, os.PathLike) else value
     if isinstance(candidate, tuple) and SETTINGS[name].kind is STRING_LIST:
         candidate = list(candidate)

@@ -51,7 +51,10 @@ def backend_class(name: str) -> type[Scheduler]:
         from .sun_grid_engine import SunGridEngine
 
         return SunGridEngine
-    raise InvalidInputError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}.")
+    close = difflib.get_close_matches(str(name), BACKENDS, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise InvalidOptionError(f"unknown backend {name!r}{hint}; choose one of "
+                             f"{', '.join(BACKENDS)}, or pass a Scheduler object.")
 
 
 def make_scheduler(backend: str | Scheduler, processes: int | None, options: dict) -> Scheduler:

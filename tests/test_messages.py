@@ -56,7 +56,9 @@ def test_a_misspelt_pool_option_suggests_the_pool_option():
     ("local", "keep_work_dir", "yes", "keep_work_dir must be true or false, not 'yes' (str)"),
     ("local", "verbose", "no", "verbose must be true or false, not 'no' (str)"),
     ("local", "work_dir", 5, "work_dir must be a string, not 5 (int)"),
-    ("local", "backend", "slurm_array", "backend must be one of auto, local"),
+    ("local", "backend", "slurm_array", "unknown backend 'slurm_array' (did you mean "
+                                        "'slurm-array'?); choose one of auto, local"),
+    ("local", "backend", 5, "backend must be one of auto, local, slurm-array, slurm, sge, not 5"),
     ("slurm-array", "cpus_per_task", "2", "cpus_per_task must be an int >= 1, not '2' (str)"),
     ("slurm-array", "call_timeout", "x", "call_timeout must be a number > 0, not 'x' (str)"),
     ("slurm-array", "sbatch_args", "--qos=long", "sbatch_args must be a list of strings"),

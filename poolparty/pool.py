@@ -192,7 +192,12 @@ class Pool:
     (``"local"``, ``"slurm-array"``, ``"slurm"``, ``"sge"``). ``processes`` caps the
     jobs running at once. ``initializer(*initargs)`` runs once in each job before its
     tasks. Remaining keyword arguments go to the backend (e.g. ``partition=``,
-    ``time=``, ``memory=`` for SLURM); unknown ones are a TypeError.
+    ``time=``, ``memory=`` for SLURM). An unknown option, or a value of the wrong type,
+    is an ``InvalidOptionError`` (also a TypeError) naming it and the fix.
+
+    What the tasks print goes to their job's log; the pool prints it on ``sys.stdout``
+    as each chunk's results arrive (``relay_output=False``: not), as multiprocessing's
+    workers print to the caller's terminal.
 
     An option left unset (None) comes from a ``POOLPARTY_*`` environment variable, a
     ``poolparty.toml`` / ``[tool.poolparty]`` file, or the default (see

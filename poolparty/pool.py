@@ -108,7 +108,8 @@ def check_backend_keywords(backend: str, accepted: Sequence[str], keywords: dict
         if close and close[0] not in valid:
             hint += f" (an option of {', '.join(config.SETTINGS[close[0]].backends or ())})"
     shown = backend if backend.startswith("a ") else f"backend {backend!r}"
-    raise InvalidOptionError(f"Pool() got an unknown option {name!r} for {shown}{hint}. "
+    first = f"Pool() got an unknown option {name!r} for {shown}{hint}"
+    raise InvalidOptionError(f"{first}{'' if first.endswith('?') else '.'} "
                              f"Valid options: {', '.join(valid)}.")
 
 

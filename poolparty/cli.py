@@ -70,6 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, PoolpartyError) as error:
         print(f"poolparty {arguments.command}: error: {error}", file=sys.stderr)
         return getattr(error, "exit_code", 2)
+    except KeyboardInterrupt:  # the pool cancelled the map's jobs on its way out
+        print(f"poolparty {arguments.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -165,3 +165,13 @@ def test_a_failure_after_jobs_were_submitted_keeps_the_map_directory(work_root, 
         with pytest.raises(ValueError):
             made.make_pool().map(fail, range(2))
         assert len([p for p in work_root.iterdir() if not p.name.startswith(".")]) == 1
+
+
+def test_ctrl_c_in_a_command_exits_130_without_a_traceback(run_cli, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(poolparty.Pool, "map", interrupted)
+    result = run_cli("demo", "--backend", "local", "--tasks", "3")
+    assert result.code == 130
+    assert "interrupted" in result.err and "Traceback" not in result.err

@@ -300,6 +300,7 @@ class WorkDir(MapFiles):
         script = self.path / "job.sh"
         # Not exec: the shell stays to say, in the job's log, how a worker that died
         # ended (a signal from the OOM killer, a segfault), as the scheduler may not.
+        # (events.OWN_LINE_PREFIXES: the tasks' output relayed leaves these lines out)
         text = (
             "#!/bin/sh\n"
             f"# poolparty map {self.map_id}: runs chunks of tasks; arguments say which.\n"

@@ -468,13 +468,7 @@ class WorkDir(MapFiles):
     def task_output(self, chunk_id: int) -> bytes:
         """What the tasks of a chunk just gathered printed, from its logs not archived
         yet (see :func:`.events.output_of_attempts`)."""
-        logs = []
-        for ref in self._jobs_of_chunk.get(chunk_id, []):
-            try:
-                logs.append((self.logs_dir / ref.log_name).read_bytes())
-            except OSError:  # archived with an attempt that died
-                pass
-        return output_of_attempts(logs)
+        return output_of_attempts(self._logs_on_disk(chunk_id))
 
     def task_outputs(self) -> dict[int, bytes]:
         """What each chunk's tasks printed, archived in logs.zip or not (a running map,
@@ -484,14 +478,20 @@ class WorkDir(MapFiles):
             chunk, slash, _ = name.partition("/")
             if slash and chunk.isdigit():
                 logs.setdefault(int(chunk), []).append(blob)
-        for chunk_id, refs in self._jobs_of_chunk.items():
-            for ref in refs:
-                try:
-                    logs.setdefault(chunk_id, []).append((self.logs_dir / ref.log_name).read_bytes())
-                except OSError:
-                    pass
+        for chunk_id in self._jobs_of_chunk:
+            logs.setdefault(chunk_id, []).extend(self._logs_on_disk(chunk_id))
         outputs = {chunk_id: output_of_attempts(blobs) for chunk_id, blobs in logs.items()}
         return {chunk_id: outputs[chunk_id] for chunk_id in sorted(outputs) if outputs[chunk_id]}
+
+    def _logs_on_disk(self, chunk_id: int) -> list[bytes]:
+        """The logs of a chunk's attempts not archived yet, oldest first."""
+        logs = []
+        for ref in self._jobs_of_chunk.get(chunk_id, []):
+            try:
+                logs.append((self.logs_dir / ref.log_name).read_bytes())
+            except OSError:  # archived already (an attempt that died), or never written
+                pass
+        return logs
 
     def archive_logs_of(self, chunk_id: int) -> None:
         """Keep the logs of a job that died (for the user) in logs.zip, then delete them."""

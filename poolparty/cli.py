@@ -44,8 +44,10 @@ def demo(arguments: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of the command line and of every subcommand."""
-    parser = argparse.ArgumentParser(prog="poolparty",
-                                     description=plain_text(__doc__.split("\n\n")[0]))
+    parser = argparse.ArgumentParser(
+        prog="poolparty", description=plain_text(__doc__.split("\n\n")[0]),
+        epilog="poolparty SUBCOMMAND --help describes each; the library: "
+               "python -m pydoc poolparty")
     commands = parser.add_subparsers(dest="command", required=True)
     demo_parser = commands.add_parser(
         "demo", help="run a real map on the best backend found",

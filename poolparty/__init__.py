@@ -17,6 +17,7 @@ import importlib
 from .errors import (
     ChunksLostError,
     InvalidInputError,
+    InvalidOptionError,
     PoolpartyError,
     PoolTerminated,
     RemoteError,
@@ -42,6 +43,7 @@ __all__ = [
     "Executor",
     "IMapIterator",
     "InvalidInputError",
+    "InvalidOptionError",
     "Pool",
     "PoolTerminated",
     "PoolpartyError",

@@ -18,7 +18,8 @@ import sys
 import time
 from collections.abc import Sequence
 
-from .commands import UsageError
+from .commands import UsageError, plain_text
+from .errors import PoolpartyError
 from .pool import BACKENDS, Pool
 
 #: the modules of poolparty.commands that add subcommands, in the order ``--help`` lists them
@@ -41,22 +42,39 @@ def demo(arguments: argparse.Namespace) -> int:
     return 0 if results == expected else 1
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="poolparty", description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of the command line and of every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="poolparty", description=plain_text(__doc__.split("\n\n")[0]),
+        epilog="poolparty SUBCOMMAND --help describes each; the library: "
+               "python -m pydoc poolparty")
     commands = parser.add_subparsers(dest="command", required=True)
-    demo_parser = commands.add_parser("demo", help="run a real map on the best backend found")
+    demo_parser = commands.add_parser(
+        "demo", help="run a real map on the best backend found",
+        description="Square N numbers in a real map on the best backend found here (or "
+                    "--backend) and say how long it took and whether the results are right: "
+                    "the quickest check that an installation works. Exit 0 when they are.")
     demo_parser.add_argument("--backend", default=None, choices=BACKENDS,
                              help="default: the configured backend, else auto")
     demo_parser.add_argument("--tasks", type=int, default=100)
     demo_parser.set_defaults(run=demo)
     for name in SUBCOMMAND_MODULES:
         importlib.import_module(f"poolparty.commands.{name}").register(commands)
-    arguments = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run a subcommand. Bad input, a setting that can't work, a scheduler missing or
+    refusing the jobs: the problem on stderr, without a traceback, and exit code 2."""
+    arguments = build_parser().parse_args(argv)
     try:
         return arguments.run(arguments)
-    except UsageError as error:
+    except (UsageError, PoolpartyError) as error:
         print(f"poolparty {arguments.command}: error: {error}", file=sys.stderr)
-        return error.exit_code
+        return getattr(error, "exit_code", 2)
+    except KeyboardInterrupt:  # the pool cancelled the map's jobs on its way out
+        print(f"poolparty {arguments.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

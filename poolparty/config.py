@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import InvalidInputError
+from .errors import InvalidInputError, InvalidOptionError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -74,9 +74,17 @@ class Kind:
     from_text: Callable[[str], Any]
 
 
+class Expected(ValueError):
+    """A value that is not what a setting takes; ``what`` says what it takes."""
+
+    def __init__(self, what: str, value: Any) -> None:
+        super().__init__(f"expected {what}, got {value!r}")
+        self.what = what
+
+
 def _expect(condition: bool, what: str, value: Any) -> None:
     if not condition:
-        raise ValueError(f"expected {what}, got {value!r}")
+        raise Expected(what, value)
 
 
 def _string(value: Any, base: Path | None = None) -> str:
@@ -261,6 +269,8 @@ SETTINGS: dict[str, Setting] = {setting.name: setting for setting in [
             "result is resubmitted"),
     Setting("verbose", BOOL, False, "print what the pool does"),
     Setting("progress", BOOL, False, "show a tqdm progress bar"),
+    Setting("relay_output", BOOL, True, "print what tasks print (stdout and stderr) on "
+            "the caller's stdout as their results arrive"),
     Setting("partition", STRING, None, "SLURM --partition", SLURM),
     Setting("time", STRING, None, "SLURM --time, e.g. '1:00:00'", SLURM),
     Setting("memory", STRING, None, "SLURM --mem, e.g. '2G'", SLURM),
@@ -406,12 +416,49 @@ def resolve(keywords: Mapping[str, Any] | None = None, cwd: Path | None = None
     for config_file in config_files(cwd):
         resolved.update(_file_layer(config_file))
     resolved.update(_environment_layer(os.environ))
-    resolved.update({name: Resolved(value, KEYWORD) for name, value in (keywords or {}).items()
+    resolved.update({name: Resolved(check_keyword(name, value), KEYWORD)
+                     for name, value in (keywords or {}).items()
                      if name in SETTINGS and value is not None})
     for name, item in resolved.items():
         if item.source != DEFAULT:
             log.debug("setting %s = %r (from %s)", name, item.value, item.source)
     return resolved
+
+
+def check_keyword(name: str, value: Any) -> Any:
+    """A keyword argument's value, checked as a file's would be (a ``str`` for a number
+    is refused, not converted: in code it is a mistake); returned as given.
+
+    Raises :class:`InvalidOptionError` naming the option, the value, what it must be
+    and, for a number written as text, how to write it.
+    """
+    from .scheduler import Scheduler  # imports pool's modules: import when first used
+
+    if name == "backend" and isinstance(value, (Scheduler, str)):
+        return value  # a name is judged where backends are made (pool.backend_class)
+    candidate = os.fspath(value) if isinstance(value, os.PathLike) else value
+    if isinstance(candidate, tuple) and SETTINGS[name].kind is STRING_LIST:
+        candidate = list(candidate)
+    try:
+        SETTINGS[name].kind.from_toml(candidate, Path.cwd())
+    except ValueError as error:
+        what = error.what if isinstance(error, Expected) else str(error)
+        message = f"{name} must be {what}, not {value!r} ({type(value).__name__})."
+        raise InvalidOptionError(message + _how_to_write(name, value)) from None
+    return value
+
+
+def _how_to_write(name: str, value: Any) -> str:
+    """For a value given as text that the setting would read from a variable (``"4"``),
+    the keyword as it should be written (``processes=4``)."""
+    if not isinstance(value, str):
+        return ""
+    try:
+        converted = SETTINGS[name].kind.from_text(value)
+        SETTINGS[name].kind.from_toml(converted, Path.cwd())
+    except (ValueError, TypeError):
+        return ""
+    return f" Write {name}={converted!r}."
 
 
 def scheduler_options(resolved: Mapping[str, Resolved], backend: str | None) -> dict[str, Any]:

@@ -74,6 +74,8 @@ class MapRun:
     max_num_resubmissions: int
     log: logging.Logger
     stop: threading.Event = field(default_factory=threading.Event)
+    #: print what each chunk's tasks printed when it is gathered (Pool's relay_output)
+    relay_output: bool = False
     status: dict[int, ChunkStatus] = field(init=False)
     _last_query: float = field(init=False, default=0.0)
 
@@ -157,6 +159,12 @@ class MapRun:
                 self._cancel_unfinished()
             self.events.map_ended(finished, sys.exc_info()[1])
 
+    def submitted_nothing(self) -> bool:
+        """Whether this map never had a job (its first submission was refused, or it
+        was stopped before): then its fresh work_dir holds nothing worth keeping."""
+        return not self.work_dir.resumed and not any(
+            self.work_dir.jobs_of_chunk(chunk_id) for chunk_id in self.status)
+
     def _gather_archived(self) -> Iterator[tuple[int, list]]:
         """Results an earlier client of this work_dir gathered (resume). Chunks whose
         tasks raised are run again: the cause may have been fixed since."""
@@ -199,6 +207,8 @@ class MapRun:
                 continue
             blobs[chunk_id] = self.work_dir.read_result(chunk_id)
         arrived = [(chunk_id, pickle.loads(blob)) for chunk_id, blob in sorted(blobs.items())]
+        if self.relay_output:
+            self._relay_output(sorted(blobs))
         self.events.fold(blobs)  # from their logs, which archive() then deletes
         self.work_dir.archive(blobs)
         for chunk_id, _ in arrived:
@@ -207,6 +217,19 @@ class MapRun:
         self.events.gathered(arrived, self.chunks, recovered=not self._started)
         self._cancel_duplicates([chunk_id for chunk_id, _ in arrived])
         return arrived
+
+    def _relay_output(self, chunk_ids: list[int]) -> None:
+        """Print what these chunks' tasks printed, before their logs are archived: to
+        ``sys.stdout`` as it is now (a notebook's, a test's capture), as multiprocessing's
+        workers print to the caller's terminal. Never fails the map."""
+        try:
+            for chunk_id in chunk_ids:
+                output = self.work_dir.task_output(chunk_id)
+                if output:
+                    sys.stdout.write(output.decode("utf-8", errors="replace"))
+            sys.stdout.flush()
+        except Exception as error:  # noqa: BLE001 - a closed stdout must not lose results
+            self.log.warning("could not print the tasks' output: %s", error)
 
     def _cancel_duplicates(self, chunk_ids: list[int]) -> None:
         """A chunk submitted more than once (thought lost, or in an error state) may

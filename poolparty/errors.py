@@ -5,6 +5,8 @@ on its own::
 
     PoolpartyError                   base of everything raised by poolparty itself
     ├── InvalidInputError            bad arguments, detected before anything is submitted
+    │   ├── InvalidOptionError       an unknown option, or a value of the wrong type
+    │   │                            (also a TypeError, as an unexpected keyword is)
     │   ├── UnpicklableError         a function or task can't be pickled (also a TypeError)
     │   └── SchedulerNotFoundError   the requested scheduler's commands are not installed
     ├── SchedulerCommandError        sbatch/squeue/qsub/... failed (after retries); carries
@@ -30,6 +32,12 @@ class PoolpartyError(Exception):
 
 class InvalidInputError(PoolpartyError, ValueError):
     """An argument cannot work; raised before anything is submitted."""
+
+
+class InvalidOptionError(InvalidInputError, TypeError):
+    """An option the pool or its backend doesn't take, or a value it can't use: the
+    message names the option, the value and the fix. Also a TypeError, which is what
+    an unexpected keyword argument has always been."""
 
 
 class UnpicklableError(InvalidInputError, TypeError):

@@ -329,6 +329,36 @@ def marked_lines(log: bytes) -> list[bytes]:
     return [line[line.index(MARK) + len(MARK):] for line in lines if MARK in line]
 
 
+#: the lines of a job's log that are poolparty's, not the tasks' output: the worker's
+#: first line (poolparty.worker.main) and job.sh's word on how the worker ended
+OWN_LINE_PREFIXES = (b"poolparty worker: ", b"poolparty: the worker ")
+#: what a log holds when its worker finished its chunk (and wrote the result after it)
+FINISHED = MARK + b'{"event": "chunk_finished"'
+
+
+def task_output(log: bytes) -> bytes:
+    """What the tasks printed (stdout and stderr, merged as the job's log has them):
+    the log without the worker's events and poolparty's own lines. Output left
+    unfinished before an event is kept, ended by a newline."""
+    kept = []
+    for line in log.splitlines(keepends=True):
+        if MARK in line:
+            before = line[:line.index(MARK)]
+            if before:
+                kept.append(before + b"\n")
+        elif not line.startswith(OWN_LINE_PREFIXES):
+            kept.append(line)
+    return b"".join(kept)
+
+
+def output_of_attempts(logs: Sequence[bytes]) -> bytes:
+    """The task output of a chunk's attempts (oldest first): the newest that finished
+    its chunk, as that is the one whose result counts; else the newest."""
+    finished = [log for log in logs if FINISHED in log]
+    chosen = finished[-1] if finished else (logs[-1] if logs else b"")
+    return task_output(chosen)
+
+
 class EventLog:
     """The events of one work_dir, in reading order, with what had to be skipped."""
 

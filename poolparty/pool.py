@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
+import inspect
 import logging
 import multiprocessing
 import os
@@ -19,7 +21,7 @@ import cloudpickle
 
 from . import chunking, config
 from .engine import MapRun, raise_task_error
-from .errors import InvalidInputError, UnpicklableError
+from .errors import InvalidInputError, InvalidOptionError, UnpicklableError
 from .log import close_map_logger, configure_verbose, map_logger
 from .scheduler import Scheduler
 from .work_dir import WorkDir
@@ -31,31 +33,84 @@ RUN, CLOSE, TERMINATE = "RUN", "CLOSE", "TERMINATE"
 BACKENDS = ("auto", "local", "slurm-array", "slurm", "sge")
 
 
+def backend_class(name: str) -> type[Scheduler]:
+    """The Scheduler class of a backend's name (imported when chosen)."""
+    if name == "local":
+        from .local import Local
+
+        return Local
+    if name == "slurm-array":
+        from .slurm.array import SlurmArray
+
+        return SlurmArray
+    if name == "slurm":
+        from .slurm import SlurmJobs
+
+        return SlurmJobs
+    if name == "sge":
+        from .sun_grid_engine import SunGridEngine
+
+        return SunGridEngine
+    close = difflib.get_close_matches(str(name), BACKENDS, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise InvalidOptionError(f"unknown backend {name!r}{hint}; choose one of "
+                             f"{', '.join(BACKENDS)}, or pass a Scheduler object.")
+
+
 def make_scheduler(backend: str | Scheduler, processes: int | None, options: dict) -> Scheduler:
-    """Turn ``backend=`` into a Scheduler; unknown options are a TypeError, as usual."""
+    """Turn ``backend=`` into a Scheduler; an option it doesn't take is an
+    InvalidOptionError (a TypeError) naming it, the backend and the valid ones."""
     if isinstance(backend, Scheduler):
-        if options:
-            raise TypeError(f"unexpected keyword argument(s) {sorted(options)} with a Scheduler")
+        check_backend_keywords(f"a {type(backend).__name__} object", [], options)
         return backend
     if backend == "auto":
         backend = detect_backend()
-    if backend == "local":
-        from .local import Local
+    scheduler_class = backend_class(backend)
+    check_backend_keywords(backend, options_of_backend(scheduler_class), options)
+    return scheduler_class(processes, **options)  # type: ignore[call-arg]
 
-        return Local(max_workers=processes, **options)
-    if backend == "slurm-array":
-        from .slurm.array import SlurmArray
 
-        return SlurmArray(processes, **options)
-    if backend == "slurm":
-        from .slurm import SlurmJobs
+def options_of_backend(scheduler_class: type[Scheduler]) -> list[str]:
+    """The keyword options a backend's constructor takes (all but the first argument,
+    the limit of running jobs), following ``**options`` up to the parent class."""
+    names: list[str] = []
+    for klass in scheduler_class.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        parameters = list(inspect.signature(klass.__init__).parameters.values())[2:]
+        names += [p.name for p in parameters
+                  if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+            break
+    return names
 
-        return SlurmJobs(processes, **options)
-    if backend == "sge":
-        from .sun_grid_engine import SunGridEngine
 
-        return SunGridEngine(processes, **options)
-    raise InvalidInputError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}.")
+def pool_options() -> list[str]:
+    """The options of Pool itself, which every backend takes."""
+    return [name for name, parameter in inspect.signature(Pool.__init__).parameters.items()
+            if name != "self" and parameter.kind is not parameter.VAR_KEYWORD]
+
+
+def check_backend_keywords(backend: str, accepted: Sequence[str], keywords: dict) -> None:
+    """Refuse a keyword the backend doesn't take, saying what was meant: a close match
+    among the valid options, or the backends whose option it is."""
+    unknown = [name for name in keywords if name not in accepted]
+    if not unknown:
+        return
+    name = unknown[0]
+    valid = [*pool_options(), *accepted]
+    owners = config.SETTINGS[name].backends if name in config.SETTINGS else None
+    if owners:
+        hint = f"; it is an option of {', '.join(owners)}"
+    else:
+        close = difflib.get_close_matches(name, [*valid, *config.SETTINGS], n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        if close and close[0] not in valid:
+            hint += f" (an option of {', '.join(config.SETTINGS[close[0]].backends or ())})"
+    shown = backend if backend.startswith("a ") else f"backend {backend!r}"
+    first = f"Pool() got an unknown option {name!r} for {shown}{hint}"
+    raise InvalidOptionError(f"{first}{'' if first.endswith('?') else '.'} "
+                             f"Valid options: {', '.join(valid)}.")
 
 
 def configured_scheduler(backend: str | Scheduler, processes: int | None,
@@ -138,7 +193,12 @@ class Pool:
     (``"local"``, ``"slurm-array"``, ``"slurm"``, ``"sge"``). ``processes`` caps the
     jobs running at once. ``initializer(*initargs)`` runs once in each job before its
     tasks. Remaining keyword arguments go to the backend (e.g. ``partition=``,
-    ``time=``, ``memory=`` for SLURM); unknown ones are a TypeError.
+    ``time=``, ``memory=`` for SLURM). An unknown option, or a value of the wrong type,
+    is an ``InvalidOptionError`` (also a TypeError) naming it and the fix.
+
+    What the tasks print goes to their job's log; the pool prints it on ``sys.stdout``
+    as each chunk's results arrive (``relay_output=False``: not), as multiprocessing's
+    workers print to the caller's terminal.
 
     An option left unset (None) comes from a ``POOLPARTY_*`` environment variable, a
     ``poolparty.toml`` / ``[tool.poolparty]`` file, or the default (see
@@ -161,27 +221,23 @@ class Pool:
         max_num_resubmissions: int | None = None,
         verbose: bool | None = None,
         progress: bool | None = None,
+        relay_output: bool | None = None,
         **backend_options: Any,
     ) -> None:
         values, resolved = config.pool_values({
             "processes": processes, "backend": backend, "work_dir": work_dir,
             "keep_work_dir": keep_work_dir, "python_path": python_path,
             "polling_interval": polling_interval, "max_num_resubmissions": max_num_resubmissions,
-            "verbose": verbose, "progress": progress, **backend_options,
+            "verbose": verbose, "progress": progress, "relay_output": relay_output,
+            **backend_options,
         })
         processes, polling_interval = values["processes"], values["polling_interval"]
-        if processes is not None and (not isinstance(processes, int) or processes < 1):
-            raise ValueError("Number of processes must be at least 1")
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
         if maxtasksperchild is not None and (
             not isinstance(maxtasksperchild, int) or maxtasksperchild <= 0
         ):
             raise ValueError("maxtasksperchild must be a positive int or None")
-        if not polling_interval > 0:
-            raise InvalidInputError(
-                f"polling_interval must be > 0 seconds, not {polling_interval!r}"
-            )
         configure_verbose(values["verbose"])
         self._scheduler = configured_scheduler(values["backend"], processes, resolved,
                                                backend_options)
@@ -194,7 +250,8 @@ class Pool:
         self._polling_interval = float(polling_interval)
         self._max_num_resubmissions = check_max_num_resubmissions(values["max_num_resubmissions"])
         self._max_running = processes or self._scheduler.default_max_running
-        self._progress = values["progress"] or (values["verbose"] and _tqdm_installed())
+        self._progress = values["progress"]
+        self._relay_output = values["relay_output"]
         self._state = RUN
         self._lock = threading.Lock()
         self._threads: set[threading.Thread] = set()
@@ -362,7 +419,7 @@ class Pool:
         work_dir.write_job_script(self._python_path)
         map_log = map_logger(work_dir.path / "client.log.jsonl", work_dir.map_id)
         run = MapRun(self._scheduler, work_dir, bounds, self._polling_interval,
-                     self._max_num_resubmissions, map_log)
+                     self._max_num_resubmissions, map_log, relay_output=self._relay_output)
         return PreparedMap(work_dir, bounds, len(tasks), run, map_log)
 
     def _outcomes(self, prepared: PreparedMap) -> Iterator[tuple[int, list]]:
@@ -387,11 +444,13 @@ class Pool:
                 self._running_maps.discard(prepared.run)
             if bar is not None:
                 bar.close()
-            if not succeeded:
+            # a map that never had a job (its first submission refused) leaves nothing
+            discard = (not self._keep_work_dir) if succeeded else prepared.run.submitted_nothing()
+            if not succeeded and not discard:
                 prepared.log.error("map failed or was interrupted; work_dir kept: %s",
                                    prepared.work_dir.path)
             close_map_logger(prepared.log)
-            if succeeded and not self._keep_work_dir:
+            if discard:
                 prepared.work_dir.remove()
             else:
                 prepared.work_dir.release()
@@ -496,6 +555,8 @@ class PredecessorPool(Pool):
         resolved = config.resolve({"processes": num_simultaneously_running_tasks,
                                    **backend_options})
         processes = resolved["processes"].value
+        check_backend_keywords(self.backend_class.name, options_of_backend(self.backend_class),
+                               backend_options)
         options = {**config.scheduler_options(resolved, self.backend_class.name),
                    **backend_options}
         backend = self.backend_class(  # type: ignore[call-arg]
@@ -691,12 +752,6 @@ def map_identity(function_blob: bytes, chunk_blobs: list[bytes], python_path: st
         digest.update(len(blob).to_bytes(8, "little"))
         digest.update(blob)
     return "map-" + digest.hexdigest()[:24]
-
-
-def _tqdm_installed() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("tqdm") is not None
 
 
 def progress_bar(total: int, map_id: str):

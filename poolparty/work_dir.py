@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InvalidInputError
-from .events import MARK
+from .events import MARK, output_of_attempts
 from .map_files import OFFSET, MapFiles, check_private
 
 log = logging.getLogger("poolparty")
@@ -300,6 +300,7 @@ class WorkDir(MapFiles):
         script = self.path / "job.sh"
         # Not exec: the shell stays to say, in the job's log, how a worker that died
         # ended (a signal from the OOM killer, a segfault), as the scheduler may not.
+        # (events.OWN_LINE_PREFIXES: the tasks' output relayed leaves these lines out)
         text = (
             "#!/bin/sh\n"
             f"# poolparty map {self.map_id}: runs chunks of tasks; arguments say which.\n"
@@ -463,6 +464,34 @@ class WorkDir(MapFiles):
                                   if MARK not in line)
                 return output.decode("utf-8", errors="replace")
         return ""
+
+    def task_output(self, chunk_id: int) -> bytes:
+        """What the tasks of a chunk just gathered printed, from its logs not archived
+        yet (see :func:`.events.output_of_attempts`)."""
+        return output_of_attempts(self._logs_on_disk(chunk_id))
+
+    def task_outputs(self) -> dict[int, bytes]:
+        """What each chunk's tasks printed, archived in logs.zip or not (a running map,
+        a client that died), by chunk id; chunks that printed nothing are left out."""
+        logs: dict[int, list[bytes]] = {}
+        for name, blob in _read_zip(self.path / "logs.zip"):
+            chunk, slash, _ = name.partition("/")
+            if slash and chunk.isdigit():
+                logs.setdefault(int(chunk), []).append(blob)
+        for chunk_id in self._jobs_of_chunk:
+            logs.setdefault(chunk_id, []).extend(self._logs_on_disk(chunk_id))
+        outputs = {chunk_id: output_of_attempts(blobs) for chunk_id, blobs in logs.items()}
+        return {chunk_id: outputs[chunk_id] for chunk_id in sorted(outputs) if outputs[chunk_id]}
+
+    def _logs_on_disk(self, chunk_id: int) -> list[bytes]:
+        """The logs of a chunk's attempts not archived yet, oldest first."""
+        logs = []
+        for ref in self._jobs_of_chunk.get(chunk_id, []):
+            try:
+                logs.append((self.logs_dir / ref.log_name).read_bytes())
+            except OSError:  # archived already (an attempt that died), or never written
+                pass
+        return logs
 
     def archive_logs_of(self, chunk_id: int) -> None:
         """Keep the logs of a job that died (for the user) in logs.zip, then delete them."""

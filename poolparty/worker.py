@@ -157,6 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     work_dir = MapFiles(arguments[0])
     chunk_id = parse_chunk_id(arguments[1:], dict(os.environ))
+    # events.OWN_LINE_PREFIXES: the output relayed to the caller leaves this line out
     print(f"poolparty worker: map {work_dir.map_id} chunk {chunk_id} on {os.uname().nodename}",
           file=sys.stderr, flush=True)
     run_chunk(work_dir, chunk_id)

@@ -12,6 +12,7 @@ is written, in input order, and the command exits 1 naming the failed ones.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import shlex
 import sys
@@ -156,7 +157,10 @@ def _run_task_set(arguments: argparse.Namespace, task_set: TaskSet) -> int:
         if arguments.dry_run:
             return print_dry_run(pool, function, indexed, arguments.chunksize,
                                  task_set.describe_task)
-        outcomes = gather(pool, function, indexed, arguments.chunksize)
+        # what the tasks print is relayed to stdout: not into the records written there
+        relay_to = sys.stderr if out == "-" else sys.stdout
+        with contextlib.redirect_stdout(relay_to):
+            outcomes = gather(pool, function, indexed, arguments.chunksize)
     records = [make_record(i, outcomes[i], task_set.is_success) for i, _ in indexed]
     if bins is None:
         write_records(out, out_format, records)

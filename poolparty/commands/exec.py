@@ -18,17 +18,17 @@ import subprocess
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from . import UsageError, common
+from . import UsageError, common, more_help, plain_text
 from .params import FORMATS, Parameter, combine, parse_grid, read_params
 from .template import CommandTemplate
 
-DESCRIPTION = __doc__.split("\n\n")[1]
+DESCRIPTION = plain_text(__doc__.split("\n\n")[1])
 
 
 def register(subcommands: argparse._SubParsersAction) -> None:
     parser = subcommands.add_parser(
         "exec", help="run a command once per parameter", description=DESCRIPTION,
-        epilog="See docs/cli_exec.rst.")
+        epilog=more_help(__name__))
     common.add_trailing_arguments(
         parser, "command_argv", "COMMAND", "after --: the command and its arguments; {name} "
         "is a parameter's value, {} its line, {{ and }} are braces")

@@ -28,16 +28,16 @@ from typing import Any, Callable
 
 import cloudpickle
 
-from . import UsageError, common, shares
+from . import UsageError, common, more_help, plain_text, shares
 from .records import output_format
 
-DESCRIPTION = __doc__.split("\n\n")[1]
+DESCRIPTION = plain_text(__doc__.split("\n\n")[1])
 
 
 def register(subcommands: argparse._SubParsersAction) -> None:
     parser = subcommands.add_parser(
         "run", help="map a function of a script over its inputs", description=DESCRIPTION,
-        epilog="See docs/cli_run.rst.")
+        epilog=more_help(__name__))
     parser.add_argument("target", metavar="SCRIPT.py:FUNC", help="the script and its function")
     common.add_trailing_arguments(parser, "script_args", "SCRIPT_ARG",
                                   "after --: the script's arguments, its sys.argv[1:]")

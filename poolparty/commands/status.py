@@ -68,7 +68,11 @@ def register(subcommands: Any) -> None:
                     "kept) and after its client died.",
     )
     add_common_arguments(status)
-    status.add_argument("--json", action="store_true", help="print one JSON object")
+    shown = status.add_mutually_exclusive_group()
+    shown.add_argument("--json", action="store_true", help="print one JSON object")
+    shown.add_argument("--output", action="store_true",
+                       help="print what the map's tasks printed (stdout and stderr), chunk "
+                            "by chunk in task order, instead of the status")
     status.set_defaults(run=run_status)
     top = subcommands.add_parser(
         "top", help="redraw a map's status until it ends (Ctrl-C to quit)",
@@ -111,6 +115,9 @@ def positive_int(text: str) -> int:
 
 
 def run_status(arguments: argparse.Namespace) -> int:
+    if arguments.output:
+        sys.stdout.write(render_output(locate_map(arguments.work_dir)))
+        return 0
     status = collect_status(locate_map(arguments.work_dir), arguments.query)
     print(json.dumps(status, indent=2) if arguments.json else render(status))
     return 0
@@ -415,6 +422,28 @@ def collect_status(path: Path, query: str = "auto") -> dict[str, Any]:
     }
     status["scheduler"] = scheduler_info(work_dir, view, session, status, query)
     return status
+
+
+def render_output(path: Path) -> str:
+    """What the tasks of a map printed, under a line naming each chunk and its tasks:
+    the attempt that delivered each chunk's result (see WorkDir.task_outputs)."""
+    outputs = WorkDir.inspect(path).task_outputs()
+    if not outputs:
+        return (f"the tasks of {path} printed nothing (or their jobs' logs are gone: a "
+                f"map that succeeds removes its work_dir unless keep_work_dir=True)\n")
+    metadata = metadata_of(path)
+    try:
+        bounds = chunk_bounds(metadata["num_tasks"], metadata["chunksize"])
+    except (KeyError, TypeError, ValueError):
+        bounds = []
+    parts = []
+    for chunk_id, output in outputs.items():
+        tasks = bounds[chunk_id] if chunk_id < len(bounds) else None
+        which = "" if not tasks else (f", task {tasks.start}" if len(tasks) == 1
+                                      else f", tasks {tasks.start}-{tasks.stop - 1}")
+        parts.append(f"--- chunk {chunk_id}{which} ---\n"
+                     + output.decode("utf-8", errors="replace"))
+    return "".join(part if part.endswith("\n") else part + "\n" for part in parts)
 
 
 def metadata_of(path: Path) -> dict[str, Any]:

@@ -126,7 +126,16 @@ def _job_env(args: argparse.Namespace, job_id: int, name: str, cwd: str) -> dict
 
 
 def _expand_path(pattern: str, job_id: int, index: int | None, name: str) -> str:
-    """Substitute qsub's ``$JOB_ID``-style pseudo variables in an ``-o`` path."""
+    """Substitute qsub's ``$JOB_ID``-style pseudo variables in an ``-o`` path. As
+    SGE 8.1 does, the path ends at a newline, and a colon or a comma is refused (they
+    separate ``host:path`` and a list of paths); qsub has no escape for any of them."""
+    pattern = pattern.split("\n")[0]
+    if "," in pattern:
+        raise CommandError("Unable to run job: ERROR! two files are specified for the same "
+                           "host\nExiting.")
+    if ":" in pattern:
+        raise CommandError(f'Unable to run job: can\'t resolve hostname '
+                           f'"{pattern.split(":")[0]}"\nExiting.')
     values = {
         "JOB_ID": str(job_id),
         "TASK_ID": "undefined" if index is None else str(index),

@@ -8,9 +8,15 @@ submitted. No ``pwn`` file may ever appear.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 
 import pytest
 from cli_helpers import nothing_written, read_jsonl
+
+from poolparty.commands.params import Parameter
+from poolparty.commands.template import CommandTemplate
 
 HOSTILE = [
     "$(touch pwn)", "`touch pwn`", "a[$(touch pwn)]", "'; touch pwn; '", '"; touch pwn; "',
@@ -51,6 +57,8 @@ REFUSED = {
     "let": "let {x}",
     "read": "read {x} < /dev/null",
     "printf's format": "printf {x}",
+    "printf -v": "printf -v {x} %s 1",
+    "coproc": "coproc {x}",
     "test -v": "[ -v {x} ]",
     "two values in a test": "[ {x} {x} ]",
     "double brackets": "[[ {x} == a ]]",
@@ -144,13 +152,35 @@ def test_the_reported_case_runs_nothing_on_local_processes(run_cli, tmp_path):
     assert not (tmp_path / "pwnD").exists()
 
 
-def test_a_value_with_a_nul_character_is_refused_before_submitting(run_cli, tmp_path):
-    write_params(tmp_path, ["a\0b"])
+@pytest.mark.parametrize("value, problem", [("a\0b", "NUL"), ("a\ud800", "surrogate")])
+def test_a_value_no_program_argument_can_hold_is_refused_before_submitting(
+        value, problem, run_cli, tmp_path):
+    write_params(tmp_path, [value])
     for shell in ([], ["--shell"]):
         result = run_cli("exec", "--params", "params.jsonl", "--backend", "local", *shell,
                          "--", "echo", "{x}")
-        assert result.code == 2 and "NUL" in result.err, result.err
+        assert result.code == 2 and problem in result.err, result.err
         assert nothing_written(tmp_path)
+
+
+SHELLS = [shell for shell in (["dash"], ["bash"], ["bash", "--posix"], ["ksh"], ["zsh"])
+          if shutil.which(shell[0])]
+
+
+@pytest.mark.parametrize("shell", SHELLS, ids=" ".join)
+def test_every_accepted_context_is_verbatim_in_each_shell_sh_may_be(shell, tmp_path):
+    """/bin/sh is dash here, bash on many clusters: the rendered command must hold in
+    both (run directly, without a pool, so every shell is quick to try)."""
+    for context, (template, printed) in ALLOWED.items():
+        command = CommandTemplate.parse([template], shell=True)
+        for value in HOSTILE:
+            parameter = Parameter({"x": value}, None, "test")
+            done = subprocess.run(
+                [*shell, "-c", command.argv(parameter)[2]], cwd=tmp_path, capture_output=True,
+                text=True, env={**os.environ, **command.environment(parameter)}, timeout=30)
+            assert (done.returncode, done.stdout) == (0, printed.replace("{v}", value)), (
+                context, value, done.stderr)
+        assert no_pwn(tmp_path)
 
 
 def test_the_dry_run_shows_the_values_beside_the_script(run_cli, tmp_path):
@@ -158,7 +188,7 @@ def test_the_dry_run_shows_the_values_beside_the_script(run_cli, tmp_path):
     result = run_cli("exec", "--params", "params.jsonl", "--backend", "local", "--shell",
                      "--dry-run", "--", "echo {x}")
     assert result.code == 0, result.err
-    assert "POOLPARTY_V1='$(touch pwn)' /bin/sh -c 'echo \"${POOLPARTY_V1}\"'" in result.out
+    assert "PP_VALUE_1='$(touch pwn)' /bin/sh -c 'echo \"${PP_VALUE_1}\"'" in result.out
     assert no_pwn(tmp_path)
 
 

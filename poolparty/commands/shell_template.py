@@ -1,7 +1,7 @@
 """Where a ``--shell`` template may hold a placeholder, and how it is filled.
 
 A value is never pasted into the shell text: each placeholder becomes a reference to
-an environment variable (``"${POOLPARTY_V1}"``) that holds the value, so the shell
+an environment variable (``"${PP_VALUE_1}"``) that holds the value, so the shell
 never parses a value as code, whatever it holds. Expanding a variable is safe except
 where the shell evaluates the expanded text again: arithmetic (bash evaluates
 ``a[$(cmd)]`` there), builtins that take code, variable names or arithmetic (eval,
@@ -31,7 +31,7 @@ EVALUATING = frozenset({
 })
 #: words after which the next word is still the command name
 KEYWORDS = frozenset({"if", "then", "else", "elif", "fi", "do", "done", "while", "until",
-                      "!", "{", "}", "time", "esac", "function"})
+                      "!", "{", "}", "time", "esac", "function", "coproc"})
 #: commands that run the next word as the command (a builtin too)
 PREFIXES = frozenset({"command", "builtin", "exec"})
 _ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\[[^\]]*\])?\+?=")
@@ -324,9 +324,10 @@ def check_word(frame: Frame) -> None:
     if name in EVALUATING:
         raise Refused(f"is an argument of {name}, which evaluates its arguments (as code, "
                       f"as variable names or as arithmetic)")
-    if name == "printf" and not arguments:
-        raise Refused("is printf's format (and a value -v would make the next one a "
-                      "variable name); write the format: printf '%s\\n' {...}")
+    if name == "printf" and (not arguments or arguments[-1] == "-v"):
+        raise Refused("is printf's format or follows its -v: bash takes a value there as "
+                      "a variable name (or -v, making the next one a name); write the format: "
+                      "printf '%s\\n' {...}")
     if name in ("test", "[") and arguments and (
             arguments[-1] in ("-v", "-R") or _MARK in arguments[-1]):
         raise Refused(f"follows {arguments[-1].replace(_MARK, '{...}')!r} in {name}, "

@@ -14,6 +14,7 @@ string in which each placeholder refers to an environment variable holding its v
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 from collections.abc import Sequence
@@ -89,9 +90,7 @@ class CommandTemplate:
                 names = ", ".join("{" + name + "}" for name in parameter.values) or "none"
                 raise UsageError(f"{parameter.origin}: no value for {placeholder} (its names: "
                                  f"{names}); write {{{{ and }}}} for literal braces")
-            if "\0" in value_text(parameter, placeholder):
-                raise UsageError(f"{parameter.origin}: the value of {placeholder} holds a NUL "
-                                 f"character, which no program's arguments can hold")
+            check_passable(parameter, placeholder)
         for part in self.shell_placeholders():
             text = value_text(parameter, part.placeholder)
             if part.slot.integer and not is_decimal_integer(text):
@@ -159,13 +158,27 @@ def shell_parts(parts: Sequence[Part]) -> tuple[Part, ...]:
     result: list[Part] = []
     for index, item in enumerate(items):
         if isinstance(item, Placeholder):
-            variable = variables.setdefault(item, f"POOLPARTY_V{len(variables) + 1}")
+            variable = variables.setdefault(item, f"PP_VALUE_{len(variables) + 1}")
             result.append(ShellPlaceholder(item, variable, slots[index]))
         elif result and isinstance(result[-1], str):
             result[-1] += item
         else:
             result.append(item)
     return tuple(result)
+
+
+def check_passable(parameter: Parameter, placeholder: Placeholder) -> None:
+    """A program's arguments and environment are C strings of bytes: no NUL, and text
+    that can be encoded (JSON may hold a lone surrogate)."""
+    text = value_text(parameter, placeholder)
+    problem = "a NUL character" if "\0" in text else None
+    try:
+        os.fsencode(text)
+    except UnicodeEncodeError:
+        problem = "a character that can't be encoded (a lone surrogate)"
+    if problem:
+        raise UsageError(f"{parameter.origin}: the value of {placeholder} holds {problem}, "
+                         f"which no program's arguments can hold")
 
 
 def value_text(parameter: Parameter, placeholder: Placeholder) -> str:

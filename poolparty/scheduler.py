@@ -236,17 +236,19 @@ class CommandLineScheduler(Scheduler):
                 log.info("%s did not cancel everything: %s", name, error)
 
 
-def refuse_characters(root: Path, characters: dict[str, str], scheduler: str) -> None:
-    """Refuse a work_dir holding any of ``characters`` (each with what the scheduler
-    makes of it), naming those it holds and the fix."""
-    found = [char for char in characters if char in str(root)]
+def refuse_characters(path: Path, characters: dict[str, str], reader: str,
+                      what: str = "work_dir",
+                      fix: str = "Pass work_dir= a directory whose path has none of them."
+                      ) -> None:
+    """Refuse a path holding any of ``characters`` (each with what the scheduler makes
+    of it), naming those it holds and the fix."""
+    found = [char for char in characters if char in str(path)]
     if found:
         reasons = "; ".join(f"{char!r} {characters[char]}" for char in found)
         raise InvalidInputError(
-            f"work_dir {str(root)!r} holds {', '.join(repr(char) for char in found)}, which "
-            f"{scheduler} reads in the path of a job's output ({reasons}): the jobs' logs "
-            f"would go elsewhere and every job would be lost. Pass work_dir= a directory "
-            f"whose path has none of them.")
+            f"{what} {str(path)!r} holds {', '.join(repr(char) for char in found)}, which "
+            f"{reader} reads as its own ({reasons}): the jobs would fail or their output go "
+            f"elsewhere, and every job would be lost. {fix}")
 
 
 def _decode(data: bytes | str | None) -> str:

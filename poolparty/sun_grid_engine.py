@@ -98,6 +98,9 @@ UNUSABLE = {
     "\n": "ends the path",
 }
 
+#: what qsub makes of characters in a -wd path
+UNUSABLE_WD = {key: UNUSABLE[key] for key in ("$", "\n")}
+
 #: qsub options poolparty sets and qsub_args may not: where the output goes, the name
 RESERVED = ("-o", "-e", "-j", "-N")
 
@@ -151,7 +154,11 @@ class SunGridEngine(CommandLineScheduler):
         return self._max_aj_tasks
 
     def check_work_dir(self, root: Path) -> None:
-        refuse_characters(root, UNUSABLE, "qsub")
+        """The work_dir holds the logs (-o); the current directory is the jobs' -wd,
+        where qsub replaces $HOME and the like too."""
+        refuse_characters(root, UNUSABLE, "qsub in -o")
+        refuse_characters(Path.cwd(), UNUSABLE_WD, "qsub in -wd", "the current directory",
+                          "Run from a directory whose path has none of them.")
 
     def submit(self, work_dir: WorkDir, chunk_ids: Sequence[int]) -> None:
         for run in contiguous_runs(chunk_ids, self.max_aj_tasks):

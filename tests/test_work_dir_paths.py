@@ -8,6 +8,7 @@ or be refused when the pool is made, naming the characters, with nothing submitt
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -61,7 +62,7 @@ def test_a_work_dir_path_works_or_is_refused_before_anything_is_submitted(
 def test_sge_names_the_characters_it_refuses(name: str, characters: str, tmp_path: Path
                                              ) -> None:
     with made_backend("dummy-sge", tmp_path / name, tmp_path) as backend:
-        with pytest.raises(InvalidInputError, match=f"{characters}.*work_dir="):
+        with pytest.raises(InvalidInputError, match=f"holds {re.escape(characters)}.*work_dir="):
             backend.make_pool()
 
 
@@ -79,4 +80,20 @@ def test_a_current_directory_sge_cannot_take_is_refused_for_the_default_work_dir
             with pytest.raises(InvalidInputError, match=r"'\$'"):
                 pool.map(square, range(2))
         assert not (bad / ".poolparty").exists()
+        assert backend.queued_jobs() == []
+
+
+@pytest.mark.parametrize("param", ["dummy-sge", "real-sge"])
+def test_sge_refuses_a_current_directory_its_wd_would_misread(param: str, tmp_path: Path,
+                                                              monkeypatch) -> None:
+    """The jobs start in the current directory (qsub -wd), where $HOME is replaced."""
+    work_root = tmp_path / "pp"
+    with made_backend(param, work_root, tmp_path) as backend:
+        bad = tmp_path / "cwd$HOME"
+        bad.mkdir()
+        monkeypatch.chdir(bad)
+        with pytest.raises(InvalidInputError, match=r"current directory .*'\$'"):
+            with backend.make_pool(max_num_resubmissions=0) as pool:
+                pool.map(square, range(2))
+        assert not job_names_under(work_root)
         assert backend.queued_jobs() == []

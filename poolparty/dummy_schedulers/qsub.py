@@ -79,11 +79,14 @@ def submit(queue_dir: Path, args: argparse.Namespace) -> str:
             "Unable to run job: Job was rejected because job requests unknown "
             f'queue "{args.queue}".\nExiting.'
         )
-    cwd = os.path.abspath(args.workdir or os.path.expanduser("~"))
     name = args.name or os.path.basename(args.script)
     indices: list[int | None] = list(expand(*args.range)) if args.range else [None]
     with transaction(queue_dir) as state:
         job_id = allocate_job_ids(state, 1)
+        # SGE replaces its pseudo variables in -wd too ($HOME: a directory that may not
+        # exist, which puts the tasks in the error state)
+        cwd = os.path.abspath(_substitute(args.workdir, job_id, None, name)
+                              if args.workdir else os.path.expanduser("~"))
         job = new_job(
             scheduler="sge",
             name=name,
@@ -136,6 +139,12 @@ def _expand_path(pattern: str, job_id: int, index: int | None, name: str) -> str
     if ":" in pattern:
         raise CommandError(f'Unable to run job: can\'t resolve hostname '
                            f'"{pattern.split(":")[0]}"\nExiting.')
+    return _substitute(pattern, job_id, index, name)
+
+
+def _substitute(pattern: str, job_id: int, index: int | None, name: str) -> str:
+    """Replace qsub's pseudo variables: ``$JOB_ID $TASK_ID $JOB_NAME $USER $HOME
+    $HOSTNAME``."""
     values = {
         "JOB_ID": str(job_id),
         "TASK_ID": "undefined" if index is None else str(index),

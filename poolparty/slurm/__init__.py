@@ -156,7 +156,7 @@ class SlurmBase(CommandLineScheduler):
                                                  attached_values=True)
 
     def check_work_dir(self, root: Path) -> None:
-        refuse_characters(root, UNESCAPABLE, "sbatch")
+        refuse_characters(root, UNESCAPABLE, "sbatch in --output")
 
     def sbatch(self, work_dir: WorkDir, options: Sequence[str], script_args: Sequence[str]) -> str:
         """Submit and return the job id (``--parsable`` prints ``ID`` or ``ID;cluster``)."""

@@ -20,8 +20,7 @@ from qstat._tools import xml2queue_and_job_info
 from .errors import SchedulerCommandError
 from .pool import PredecessorPool
 from .ranges import expand_ranges
-from .scheduler import (CommandLineScheduler, QueuedJob, State, refuse_characters,
-                        states_of_chunks)
+from .scheduler import CommandLineScheduler, QueuedJob, State, refuse_characters, states_of_chunks
 from .work_dir import WorkDir
 
 log = logging.getLogger("poolparty")

@@ -12,9 +12,9 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import ALL_CLUSTER_PARAMS, job_names_under, made_backend
 
 import poolparty
-from conftest import ALL_CLUSTER_PARAMS, job_names_under, made_backend
 from poolparty.errors import InvalidInputError
 
 #: directory name -> the backends that must refuse it (the others must run it)

@@ -70,6 +70,7 @@ class Frame:
     bracket: bool = False
     param_state: str = "name"
     name_length: int = 0
+    bash_only: bool = False  # bash's (( )) command
 
 
 Item = Union[str, object]  # one character, or a placeholder
@@ -173,9 +174,8 @@ class Scanner:
             self.end_word(frame)
         elif char in "\n;&|":
             self.end_command(frame)
-        elif char == "(" and self.next_char(index) == "(" and not frame.words and frame.word is None:
-            # bash's (( )); param_state marks it, to refuse placeholders in it
-            self.stack.append(Frame("arith", closer="))", param_state="bash"))
+        elif char == "(" and self.next_char(index) == "(" and self.at_command_start():
+            self.stack.append(Frame("arith", closer="))", bash_only=True))
             return 2
         elif char == "(":
             frame.depth += 1
@@ -194,6 +194,10 @@ class Scanner:
                 frame.bracket = False
             self.add(char)
         return 1
+
+    def at_command_start(self) -> bool:
+        frame = self.stack[-1]
+        return not frame.words and frame.word is None
 
     def opens_bracket(self, index: int) -> bool:
         """A ``[`` inside a word (a glob, or bash's subscript), not the command ``[``."""
@@ -278,7 +282,7 @@ class Scanner:
                 raise Refused("is inside $'...', which /bin/sh and bash read differently")
             if frame.kind == "backtick":
                 raise Refused("is inside backticks, which parse their text twice; use $( )")
-            if frame.kind == "arith" and frame.param_state == "bash":
+            if frame.bash_only:
                 raise Refused("is inside (( )), bash's arithmetic, which evaluates a "
                               "value as an expression; use $(( ))")
             if frame.kind == "param" and frame.param_state != "word":

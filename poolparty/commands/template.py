@@ -23,8 +23,14 @@ from typing import Any, Union
 
 from . import UsageError
 from .params import Parameter
-from .shell_template import (Refused, Slot, is_decimal_integer, refusal, shell_slots,
-                             variable_reference)
+from .shell_template import (
+    Refused,
+    Slot,
+    is_decimal_integer,
+    refusal,
+    shell_slots,
+    variable_reference,
+)
 
 _TOKEN = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_.-]*)?\}")
 SHELL = "/bin/sh"

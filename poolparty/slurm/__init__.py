@@ -15,8 +15,7 @@ from pathlib import Path
 
 from ..pool import PredecessorPool
 from ..ranges import expand_ranges
-from ..scheduler import (CommandLineScheduler, QueuedJob, State, refuse_characters,
-                         states_of_chunks)
+from ..scheduler import CommandLineScheduler, QueuedJob, State, refuse_characters, states_of_chunks
 from ..work_dir import WorkDir
 
 log = logging.getLogger("poolparty")

@@ -38,7 +38,8 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     parser.add_argument("--grid", nargs="+", default=[], metavar="NAME=VALUES",
                         help="a cartesian product: a=1,2 b=1-5 (ranges inclusive)")
     parser.add_argument("--shell", action="store_true",
-                        help="run the command with /bin/sh -c; every value is quoted")
+                        help="run the command with /bin/sh -c; values are passed as variables, "
+                             "never as shell text (see docs/cli_exec.rst)")
     parser.add_argument("--retries", type=int, default=0, metavar="N",
                         help="run a failing command up to N more times (on the node)")
     common.add_pool_options(parser)

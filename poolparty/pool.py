@@ -24,7 +24,7 @@ from .engine import MapRun, raise_task_error
 from .errors import InvalidInputError, InvalidOptionError, UnpicklableError
 from .log import close_map_logger, configure_verbose, map_logger
 from .scheduler import Scheduler
-from .work_dir import WorkDir
+from .work_dir import WorkDir, resolve_root
 
 log = logging.getLogger("poolparty")
 
@@ -242,6 +242,7 @@ class Pool:
         self._scheduler = configured_scheduler(values["backend"], processes, resolved,
                                                backend_options)
         self._scheduler.check_available()
+        self._scheduler.check_work_dir(resolve_root(values["work_dir"]))
         self._initializer = initializer
         self._initargs = tuple(initargs)
         self._work_dir_root = values["work_dir"]
@@ -408,6 +409,7 @@ class Pool:
         function_blob = self._pickle_function(func, star)
         chunk_blobs = [pickle_chunk(tasks, chunk) for chunk in bounds]
         identity = map_identity(function_blob, chunk_blobs, self._python_path)
+        self._scheduler.check_work_dir(resolve_root(self._work_dir_root))  # the cwd may differ
         work_dir = WorkDir.create(self._work_dir_root, identity)
         if not work_dir.has_inputs():
             try:

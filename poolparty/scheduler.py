@@ -21,6 +21,7 @@ import subprocess
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from .errors import InvalidInputError, SchedulerCommandError, SchedulerNotFoundError
@@ -82,6 +83,11 @@ class Scheduler(abc.ABC):
 
     def check_available(self) -> None:
         """Raise :class:`SchedulerNotFoundError` when the scheduler can't be used here."""
+
+    def check_work_dir(self, root: Path) -> None:
+        """Raise :class:`InvalidInputError` when jobs could not write their logs under
+        ``root``: the scheduler would read some of its characters as its own filename
+        patterns, and every job would fail after it ran, its output lost."""
 
     def is_transient(self, error: SchedulerCommandError) -> bool:
         """Whether a failed command may work if tried again later (a busy or absent
@@ -228,6 +234,21 @@ class CommandLineScheduler(Scheduler):
                 self.run(name, list(job_ids[start : start + 500]))
             except SchedulerCommandError as error:
                 log.info("%s did not cancel everything: %s", name, error)
+
+
+def refuse_characters(path: Path, characters: dict[str, str], reader: str,
+                      what: str = "work_dir",
+                      fix: str = "Pass work_dir= a directory whose path has none of them."
+                      ) -> None:
+    """Refuse a path holding any of ``characters`` (each with what the scheduler makes
+    of it), naming those it holds and the fix."""
+    found = [char for char in characters if char in str(path)]
+    if found:
+        reasons = "; ".join(f"{char!r} {characters[char]}" for char in found)
+        raise InvalidInputError(
+            f"{what} {str(path)!r} holds {', '.join(repr(char) for char in found)}, which "
+            f"{reader} reads as its own ({reasons}): the jobs would fail or their output go "
+            f"elsewhere, and every job would be lost. {fix}")
 
 
 def _decode(data: bytes | str | None) -> str:

@@ -12,6 +12,7 @@ import logging
 import os
 import re
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from qstat._tools import xml2queue_and_job_info
@@ -19,7 +20,7 @@ from qstat._tools import xml2queue_and_job_info
 from .errors import InvalidInputError, SchedulerCommandError
 from .pool import PredecessorPool
 from .ranges import expand_ranges
-from .scheduler import CommandLineScheduler, QueuedJob, State, states_of_chunks
+from .scheduler import CommandLineScheduler, QueuedJob, State, refuse_characters, states_of_chunks
 from .work_dir import WorkDir
 
 log = logging.getLogger("poolparty")
@@ -90,6 +91,17 @@ def contiguous_runs(numbers: Iterable[int], max_length: int) -> list[range]:
     return runs
 
 
+#: what qsub makes of characters in an -o path; it has no way to escape them
+UNUSABLE = {
+    "$": "starts $HOME, $USER, $JOB_ID, $TASK_ID and the like, which it replaces",
+    ":": "ends a host name",
+    ",": "separates paths",
+    "\n": "ends the path",
+}
+
+#: what qsub makes of characters in a -wd path
+UNUSABLE_WD = {key: UNUSABLE[key] for key in ("$", "\n")}
+
 #: qsub options poolparty sets and qsub_args may not: where the output goes, the name
 RESERVED = ("-o", "-e", "-j", "-N")
 
@@ -148,6 +160,13 @@ class SunGridEngine(CommandLineScheduler):
                             DEFAULT_MAX_AJ_TASKS, error)
                 self._max_aj_tasks = DEFAULT_MAX_AJ_TASKS
         return self._max_aj_tasks
+
+    def check_work_dir(self, root: Path) -> None:
+        """The work_dir holds the logs (-o); the current directory is the jobs' -wd,
+        where qsub replaces $HOME and the like too."""
+        refuse_characters(root, UNUSABLE, "qsub in -o")
+        refuse_characters(Path.cwd(), UNUSABLE_WD, "qsub in -wd", "the current directory",
+                          "Run from a directory whose path has none of them.")
 
     def submit(self, work_dir: WorkDir, chunk_ids: Sequence[int]) -> None:
         for run in contiguous_runs(chunk_ids, self.max_aj_tasks):

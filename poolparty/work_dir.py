@@ -74,6 +74,11 @@ def default_root() -> Path:
     return Path.cwd() / ".poolparty"
 
 
+def resolve_root(root: str | os.PathLike | None) -> Path:
+    """The absolute directory maps go under: ``work_dir=`` or the default."""
+    return Path(root).expanduser().absolute() if root else default_root()
+
+
 def _random_hex() -> str:
     """Eight random hex digits for temporary names (os.urandom: the secrets module is a
     costly import on every job start)."""
@@ -165,7 +170,7 @@ class WorkDir(MapFiles):
 
     @staticmethod
     def _usable_root(root: str | os.PathLike | None) -> Path:
-        root_path = Path(root).expanduser().absolute() if root else default_root()
+        root_path = resolve_root(root)
         if not root_path.exists():
             try:
                 root_path.parent.mkdir(parents=True, exist_ok=True)

@@ -49,9 +49,7 @@ def test_with_shell_every_value_is_quoted_and_runs_nothing(run_cli, tmp_path):
     assert not list(tmp_path.rglob("PWNED"))
 
 
-@pytest.mark.parametrize("command", [
-    'echo "{}"', "echo '{}'", "echo \\{}", "cat <<EOF\n{}\nEOF",
-])
+@pytest.mark.parametrize("command", ["echo \\{}", "cat <<EOF\n{}\nEOF"])
 def test_with_shell_a_placeholder_quoting_could_not_protect_is_refused(command, run_cli,
                                                                         tmp_path):
     (tmp_path / "params.txt").write_text("$(touch PWNED)\n")

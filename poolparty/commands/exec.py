@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import subprocess
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -39,7 +38,8 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     parser.add_argument("--grid", nargs="+", default=[], metavar="NAME=VALUES",
                         help="a cartesian product: a=1,2 b=1-5 (ranges inclusive)")
     parser.add_argument("--shell", action="store_true",
-                        help="run the command with /bin/sh -c; every value is quoted")
+                        help="run the command with /bin/sh -c; values are passed as variables, "
+                             "never as shell text (see docs/cli_exec.rst)")
     parser.add_argument("--retries", type=int, default=0, metavar="N",
                         help="run a failing command up to N more times (on the node)")
     common.add_pool_options(parser)
@@ -60,7 +60,7 @@ def run(arguments: argparse.Namespace) -> int:
     runner = CommandRunner(template, arguments.retries, os.getcwd())
     task_set = common.TaskSet(
         function=runner, tasks=parameters,
-        describe_task=lambda parameter: shlex.join(template.argv(parameter)),
+        describe_task=template.describe,
         key_of=names_key(arguments.bin_key) if arguments.bin_key else None,
         is_success=lambda result: result["returncode"] == 0)
     return common.run_task_set(arguments, task_set)
@@ -80,11 +80,12 @@ class CommandRunner:
 
     def __call__(self, parameter: Parameter) -> dict[str, Any]:
         argv = self.template.argv(parameter)
+        environment = {**os.environ, **self.template.environment(parameter)}
         attempt = 1
-        returncode, stdout, stderr = run_once(argv, self.cwd)
+        returncode, stdout, stderr = run_once(argv, self.cwd, environment)
         while returncode != 0 and attempt <= self.retries:
             attempt += 1
-            returncode, stdout, stderr = run_once(argv, self.cwd)
+            returncode, stdout, stderr = run_once(argv, self.cwd, environment)
         return {
             "command": argv[2] if self.template.shell else argv, "params": parameter.values,
             "line": parameter.line, "returncode": returncode, "attempts": attempt,
@@ -92,11 +93,12 @@ class CommandRunner:
         }
 
 
-def run_once(argv: list[str], cwd: str) -> tuple[int, str, str]:
+def run_once(argv: list[str], cwd: str, environment: dict[str, str]) -> tuple[int, str, str]:
     """Exit code, stdout, stderr; a program that can't be started fails as in a shell
     (127 not found, 126 not executable) instead of failing the whole chunk."""
     try:
-        done = subprocess.run(argv, cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True)
+        done = subprocess.run(argv, cwd=cwd, env=environment, stdin=subprocess.DEVNULL,
+                              capture_output=True)
     except FileNotFoundError as error:
         return 127, "", f"{argv[0]}: command not found ({error.strerror})\n"
     except (PermissionError, OSError) as error:

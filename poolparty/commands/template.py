@@ -6,22 +6,31 @@ braces; any other brace is left as it is. Placeholders fill argv elements in pla
 
 Without ``--shell`` the argv is run directly: a value reaches the program as it is,
 whatever it holds, and no shell ever sees it. With ``--shell`` the command is one shell
-string and every value is inserted ``shlex.quote``\\ d, as one word. So that the
-quoting can't be undone, a placeholder inside quotes, after a backslash, or in a
-here-document is refused; ``${name}`` is the shell's own variable, not a placeholder.
+string in which each placeholder refers to an environment variable holding its value
+(poolparty/commands/shell_template.py says where that is safe, and refuses the rest);
+``${name}`` is the shell's own variable, not a placeholder.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Union
+from typing import Any, Union
 
 from . import UsageError
 from .params import Parameter
+from .shell_template import (
+    Refused,
+    Slot,
+    is_decimal_integer,
+    refusal,
+    shell_slots,
+    variable_reference,
+)
 
 _TOKEN = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_.-]*)?\}")
 SHELL = "/bin/sh"
@@ -37,7 +46,20 @@ class Placeholder:
         return "{" + (self.name or "") + "}"
 
 
-Part = Union[str, Placeholder]
+@dataclass(frozen=True)
+class ShellPlaceholder:
+    """A placeholder of a --shell command: the variable that holds its value, and how
+    its position reads it."""
+
+    placeholder: Placeholder
+    variable: str
+    slot: Slot
+
+    def __str__(self) -> str:
+        return variable_reference(self.variable, self.slot.quoting)
+
+
+Part = Union[str, Placeholder, ShellPlaceholder]
 
 
 @dataclass(frozen=True)
@@ -53,14 +75,16 @@ class CommandTemplate:
         if not command:
             raise UsageError("no command: give it after --, e.g. -- ./a.out --x {x} {}")
         if shell:
-            text = " ".join(command)
-            check_shell_placement(text)
-            return cls((split(text, shell=True),), True)
+            return cls((shell_parts(split(" ".join(command), shell=True)),), True)
         return cls(tuple(split(element, shell=False) for element in command), False)
 
     def placeholders(self) -> set[Placeholder]:
-        return {part for element in self.elements for part in element
-                if isinstance(part, Placeholder)}
+        return {part.placeholder if isinstance(part, ShellPlaceholder) else part
+                for element in self.elements for part in element if not isinstance(part, str)}
+
+    def shell_placeholders(self) -> list[ShellPlaceholder]:
+        return [part for element in self.elements for part in element
+                if isinstance(part, ShellPlaceholder)]
 
     def check(self, parameter: Parameter) -> None:
         """Every placeholder must have a value: checked for all tasks before submitting."""
@@ -72,12 +96,32 @@ class CommandTemplate:
                 names = ", ".join("{" + name + "}" for name in parameter.values) or "none"
                 raise UsageError(f"{parameter.origin}: no value for {placeholder} (its names: "
                                  f"{names}); write {{{{ and }}}} for literal braces")
+            check_passable(parameter, placeholder)
+        for part in self.shell_placeholders():
+            text = value_text(parameter, part.placeholder)
+            if part.slot.integer and not is_decimal_integer(text):
+                raise UsageError(f"{parameter.origin}: {part.placeholder} is {text!r}; inside "
+                                 f"$(( )) a value must be a decimal integer (like 42 or -7, no "
+                                 f"leading 0): the shell evaluates anything else as an "
+                                 f"expression, and bash runs the commands in a[$(...)]")
 
     def argv(self, parameter: Parameter) -> list[str]:
-        """The argv of one task; with --shell, ``[/bin/sh, -c, string]``."""
+        """The argv of one task; with --shell, ``[/bin/sh, -c, string]``, whose values
+        are in :meth:`environment`."""
         if self.shell:
-            return [SHELL, "-c", fill(self.elements[0], parameter, shlex.quote)]
-        return [fill(element, parameter, str) for element in self.elements]
+            return [SHELL, "-c", "".join(str(part) for part in self.elements[0])]
+        return [fill(element, parameter) for element in self.elements]
+
+    def describe(self, parameter: Parameter) -> str:
+        """One task's command as a shell would run it: ``VAR=value ... /bin/sh -c ...``."""
+        assignments = [f"{name}={shlex.quote(value)}"
+                       for name, value in self.environment(parameter).items()]
+        return " ".join([*assignments, shlex.join(self.argv(parameter))])
+
+    def environment(self, parameter: Parameter) -> dict[str, str]:
+        """The variables of a --shell command: each holds one placeholder's value."""
+        return {part.variable: value_text(parameter, part.placeholder)
+                for part in self.shell_placeholders()}
 
 
 def split(text: str, shell: bool) -> tuple[Part, ...]:
@@ -103,10 +147,44 @@ def split(text: str, shell: bool) -> tuple[Part, ...]:
     return tuple(parts)
 
 
-def fill(parts: Sequence[Part], parameter: Parameter, quote: Callable[[str], str]) -> str:
-    return "".join(
-        part if isinstance(part, str) else quote(value_text(parameter, part)) for part in parts
-    )
+def fill(parts: Sequence[Part], parameter: Parameter) -> str:
+    return "".join(part if isinstance(part, str) else value_text(parameter, part)
+                   for part in parts if not isinstance(part, ShellPlaceholder))
+
+
+def shell_parts(parts: Sequence[Part]) -> tuple[Part, ...]:
+    """The parts of a --shell command, each placeholder made a ShellPlaceholder (one
+    variable per distinct placeholder), or a UsageError for a position it can't take."""
+    items: list = [char for part in parts for char in (part if isinstance(part, str) else [part])]
+    try:
+        slots = shell_slots(items)
+    except Refused as reason:
+        raise refusal(str(reason.placeholder), reason) from None
+    variables: dict[Placeholder, str] = {}
+    result: list[Part] = []
+    for index, item in enumerate(items):
+        if isinstance(item, Placeholder):
+            variable = variables.setdefault(item, f"PP_VALUE_{len(variables) + 1}")
+            result.append(ShellPlaceholder(item, variable, slots[index]))
+        elif result and isinstance(result[-1], str):
+            result[-1] += item
+        else:
+            result.append(item)
+    return tuple(result)
+
+
+def check_passable(parameter: Parameter, placeholder: Placeholder) -> None:
+    """A program's arguments and environment are C strings of bytes: no NUL, and text
+    that can be encoded (JSON may hold a lone surrogate)."""
+    text = value_text(parameter, placeholder)
+    problem = "a NUL character" if "\0" in text else None
+    try:
+        os.fsencode(text)
+    except UnicodeEncodeError:
+        problem = "a character that can't be encoded (a lone surrogate)"
+    if problem:
+        raise UsageError(f"{parameter.origin}: the value of {placeholder} holds {problem}, "
+                         f"which no program's arguments can hold")
 
 
 def value_text(parameter: Parameter, placeholder: Placeholder) -> str:
@@ -117,49 +195,3 @@ def value_text(parameter: Parameter, placeholder: Placeholder) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-# ---------------------------------------------------------------------------- --shell
-def check_shell_placement(text: str) -> None:
-    """Refuse placeholders where shlex.quote can't protect the value.
-
-    Inside double quotes a quoted value's ``$(...)`` would still run; after a backslash
-    its opening quote would be escaped; a here-document ignores quotes.
-    """
-    unquoted = unquoted_positions(text)
-    heredoc = _heredoc_start(text, unquoted)
-    for match in _TOKEN.finditer(text):
-        if match.group(0) in ("{{", "}}"):
-            continue
-        start = match.start()
-        if start > 0 and text[start - 1] == "$":
-            continue
-        if not unquoted[start]:
-            raise UsageError(f"--shell: the placeholder {match.group(0)} is inside quotes or "
-                             f"after a backslash; leave it bare, poolparty quotes every "
-                             f"value (write {{{{ and }}}} for literal braces)")
-        if heredoc is not None and start > heredoc:
-            raise UsageError(f"--shell: the placeholder {match.group(0)} is in a "
-                             f"here-document, where quoting can't protect its value")
-
-
-def unquoted_positions(text: str) -> list[bool]:
-    """For each character of a shell string: is it outside quotes and not escaped?"""
-    result = []
-    state, escaped = "", False
-    for char in text:
-        result.append(not state and not escaped)
-        if escaped:
-            escaped = False
-        elif char == "\\" and state != "'":
-            escaped = True
-        elif not state and char in "'\"":
-            state = char
-        elif state == char:
-            state = ""
-    return result
-
-
-def _heredoc_start(text: str, unquoted: list[bool]) -> int | None:
-    for match in re.finditer(r"<<", text):
-        if unquoted[match.start()]:
-            return match.start()
-    return None

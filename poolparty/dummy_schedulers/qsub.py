@@ -79,11 +79,14 @@ def submit(queue_dir: Path, args: argparse.Namespace) -> str:
             "Unable to run job: Job was rejected because job requests unknown "
             f'queue "{args.queue}".\nExiting.'
         )
-    cwd = os.path.abspath(args.workdir or os.path.expanduser("~"))
     name = args.name or os.path.basename(args.script)
     indices: list[int | None] = list(expand(*args.range)) if args.range else [None]
     with transaction(queue_dir) as state:
         job_id = allocate_job_ids(state, 1)
+        # SGE replaces its pseudo variables in -wd too ($HOME: a directory that may not
+        # exist, which puts the tasks in the error state)
+        cwd = os.path.abspath(_substitute(args.workdir, job_id, None, name)
+                              if args.workdir else os.path.expanduser("~"))
         job = new_job(
             scheduler="sge",
             name=name,
@@ -126,7 +129,22 @@ def _job_env(args: argparse.Namespace, job_id: int, name: str, cwd: str) -> dict
 
 
 def _expand_path(pattern: str, job_id: int, index: int | None, name: str) -> str:
-    """Substitute qsub's ``$JOB_ID``-style pseudo variables in an ``-o`` path."""
+    """Substitute qsub's ``$JOB_ID``-style pseudo variables in an ``-o`` path. As
+    SGE 8.1 does, the path ends at a newline, and a colon or a comma is refused (they
+    separate ``host:path`` and a list of paths); qsub has no escape for any of them."""
+    pattern = pattern.split("\n")[0]
+    if "," in pattern:
+        raise CommandError("Unable to run job: ERROR! two files are specified for the same "
+                           "host\nExiting.")
+    if ":" in pattern:
+        raise CommandError(f'Unable to run job: can\'t resolve hostname '
+                           f'"{pattern.split(":")[0]}"\nExiting.')
+    return _substitute(pattern, job_id, index, name)
+
+
+def _substitute(pattern: str, job_id: int, index: int | None, name: str) -> str:
+    """Replace qsub's pseudo variables: ``$JOB_ID $TASK_ID $JOB_NAME $USER $HOME
+    $HOSTNAME``."""
     values = {
         "JOB_ID": str(job_id),
         "TASK_ID": "undefined" if index is None else str(index),

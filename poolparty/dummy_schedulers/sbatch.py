@@ -170,7 +170,10 @@ def _expand_filename(
     pattern: str, job_id: int, index: int | None, task_job_id: int, name: str
 ) -> str:
     """Substitute sbatch's filename patterns (``%A %a %j %x %u %%``, with
-    optional zero padding like ``%3a``) in an ``--output`` path."""
+    optional zero padding like ``%3a``) in an ``--output`` path. As SLURM 22.05 does,
+    a backslash anywhere turns them all off, and the backslashes are dropped."""
+    if "\\" in pattern:
+        return pattern.replace("\\", "")
     values = {
         "A": str(job_id),
         "a": NO_ARRAY_INDEX if index is None else str(index),

@@ -11,11 +11,12 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 from ..errors import InvalidInputError
 from ..pool import PredecessorPool
 from ..ranges import expand_ranges
-from ..scheduler import CommandLineScheduler, QueuedJob, State, states_of_chunks
+from ..scheduler import CommandLineScheduler, QueuedJob, State, refuse_characters, states_of_chunks
 from ..work_dir import WorkDir
 
 log = logging.getLogger("poolparty")
@@ -64,6 +65,9 @@ TRANSIENT_ERRORS = re.compile(
 
 SQUEUE_FORMAT = "%i|%T|%r"
 
+#: what sbatch makes of characters in an --output path that ``%%`` can't escape
+UNESCAPABLE = {"\\": "turns off all of its % patterns, %j and %a too"}
+
 _warned_states: set[str] = set()
 
 
@@ -102,6 +106,12 @@ def _state_of(state_text: str, reason: str) -> State:
             log.warning("unknown SLURM job state %r: treating it as running", base)
         return State.RUNNING
     return STATES[base]
+
+
+def output_option(work_dir: WorkDir, pattern: str) -> str:
+    """``--output=<logs dir>/<pattern>``: sbatch expands ``%`` patterns (``%u``, ``%j``)
+    anywhere in the path, so every ``%`` of the directory is written ``%%``."""
+    return f"--output={str(work_dir.logs_dir).replace('%', '%%')}/{pattern}"
 
 
 def parse_max_array_size(text: str, default: int = 1001) -> int:
@@ -169,6 +179,9 @@ class SlurmBase(CommandLineScheduler):
         """Every SLURM command goes to the chosen cluster (its options come first)."""
         return super().run(name, [*self.cluster_args, *arguments])
 
+    def check_work_dir(self, root: Path) -> None:
+        refuse_characters(root, UNESCAPABLE, "sbatch in --output")
+
     def sbatch(self, work_dir: WorkDir, options: Sequence[str], script_args: Sequence[str]) -> str:
         """Submit and return the job id (``--parsable`` prints ``ID`` or ``ID;cluster``)."""
         argv = [
@@ -204,7 +217,7 @@ class SlurmJobs(SlurmBase):
 
     def submit(self, work_dir: WorkDir, chunk_ids: Sequence[int]) -> None:
         for chunk_id in chunk_ids:
-            output = f"--output={work_dir.logs_dir}/%j.log"
+            output = output_option(work_dir, "%j.log")
             job_id = self.sbatch(work_dir, [output], [str(chunk_id)])
             work_dir.record_jobs(job_id, {chunk_id: (None, f"{job_id}.log")})
 

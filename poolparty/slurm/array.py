@@ -16,7 +16,7 @@ from ..errors import SchedulerCommandError
 from ..pool import PredecessorPool
 from ..ranges import compress_ranges
 from ..work_dir import WorkDir
-from . import SlurmBase, parse_max_array_size
+from . import SlurmBase, output_option, parse_max_array_size
 
 log = logging.getLogger("poolparty")
 
@@ -52,7 +52,7 @@ class SlurmArray(SlurmBase):
             throttle = f"%{self.max_running}" if self.max_running else ""
             options = [
                 f"--array={compress_ranges(indices)}{throttle}",
-                f"--output={work_dir.logs_dir}/%A_%a.log",
+                output_option(work_dir, "%A_%a.log"),
             ]
             job_id = self.sbatch(work_dir, options, ["--array", str(base), "SLURM_ARRAY_TASK_ID"])
             work_dir.record_jobs(job_id, {base + i: (i, f"{job_id}_{i}.log") for i in indices})

@@ -39,7 +39,8 @@ def register(subcommands: argparse._SubParsersAction) -> None:
                         help="a cartesian product: a=1,2 b=1-5 (ranges inclusive)")
     parser.add_argument("--shell", action="store_true",
                         help="run the command with /bin/sh -c; values are passed as variables, "
-                             "never as shell text (see docs/cli_exec.rst)")
+                             "never as shell text; a placeholder where the shell would evaluate it "
+                             "(arithmetic, eval, the command name) is refused")
     parser.add_argument("--retries", type=int, default=0, metavar="N",
                         help="run a failing command up to N more times (on the node)")
     common.add_pool_options(parser)

@@ -21,6 +21,7 @@ from .errors import (
     RemoteTraceback,
     SchedulerCommandError,
     SchedulerNotFoundError,
+    TaskCrashedError,
     UnpicklableError,
 )
 from .version import __version__
@@ -49,6 +50,7 @@ __all__ = [
     "SchedulerCommandError",
     "SchedulerNotFoundError",
     "State",
+    "TaskCrashedError",
     "UnpicklableError",
     "__version__",
 ]

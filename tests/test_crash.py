@@ -213,12 +213,13 @@ def test_a_resubmission_that_fails_is_not_listed_as_a_submission(dummy, work_roo
     """sbatch failing while a lost chunk is resubmitted: the chunk stays missing at the
     next polls, but only submissions that happened are listed."""
     dummy.queue.inject(vanish=1000)
-    pool = dummy.make_pool(max_num_resubmissions=1, polling_interval=0.2, call_timeout=0.3)
+    pool = dummy.make_pool(max_num_resubmissions=1, polling_interval=0.2)
     with ThreadPoolExecutor(1) as thread:
         mapped = thread.submit(pool.map, abs, [1])
         wait_for(lambda: work_root.exists() and list(work_root.glob("*/jobs.jsonl")), 30,
                  "the first submission")
-        # each try fails twice in its 0.3 s: three polls in a row can't resubmit
+        # a resubmission tries once or twice in 0.3 s: three polls in a row can't resubmit
+        pool.scheduler.call_timeout = 0.3
         dummy.queue.inject(fail={dummy.command["submit"]: 6})
         with pytest.raises(poolparty.ChunksLostError) as caught:
             mapped.result(timeout=120)

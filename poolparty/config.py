@@ -261,6 +261,8 @@ SETTINGS: dict[str, Setting] = {setting.name: setting for setting in [
             "result is resubmitted"),
     Setting("verbose", BOOL, False, "print what the pool does"),
     Setting("progress", BOOL, False, "show a tqdm progress bar"),
+    Setting("core_dumps", BOOL, False, "let a job's process that crashes write a core file "
+            "(in the job's directory: the caller's)"),
     Setting("partition", STRING, None, "SLURM --partition", SLURM),
     Setting("time", STRING, None, "SLURM --time, e.g. '1:00:00'", SLURM),
     Setting("memory", STRING, None, "SLURM --mem, e.g. '2G'", SLURM),

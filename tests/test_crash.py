@@ -144,6 +144,24 @@ def test_a_segfaulting_task_is_named_and_leaves_no_core_file(backend, work_root,
     assert sorted(work_root.rglob("core*")) == []
 
 
+def test_core_dumps_when_asked_for(work_root, tmp_path, monkeypatch):
+    """``core_dumps=True`` (or POOLPARTY_CORE_DUMPS) leaves the limit as the job got it."""
+    from conftest import local_backend
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_CORE)
+    if hard == 0 or Path("/proc/sys/kernel/core_pattern").read_text().startswith("|"):
+        pytest.skip("no core files here: the hard limit is 0 or cores go to a program")
+    resource.setrlimit(resource.RLIMIT_CORE, (hard, hard))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("POOLPARTY_CORE_DUMPS", "yes")
+    try:
+        crash(local_backend(work_root).make_pool(max_num_resubmissions=0), segfault_on_three,
+              [3])
+    finally:
+        resource.setrlimit(resource.RLIMIT_CORE, (soft, hard))
+    assert list(tmp_path.glob("core*"))
+
+
 def test_a_task_killed_once_is_rerun_and_its_result_used(backend, work_root, ran):
     import functools
 

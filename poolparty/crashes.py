@@ -31,10 +31,10 @@ _ENDING = re.compile(rb"poolparty: the worker (was killed by signal|exited with 
 _TASK = re.compile(re.escape(TASK_MARK) + rb"(\d+)$", re.MULTILINE)
 #: why a process gets these signals, as the user should read it
 _HINTS = {
-    signals.SIGKILL: "the out-of-memory killer, or a limit of the scheduler, sends it",
-    signals.SIGSEGV: "a segmentation fault: invalid memory access, usually in C code",
-    signals.SIGABRT: "abort(), usually a failed assertion in C code",
-    signals.SIGBUS: "a bus error: invalid memory access, usually in C code",
+    signals.SIGKILL: "as the out-of-memory killer or a scheduler's limit does",
+    signals.SIGSEGV: "a segmentation fault: an invalid memory access, usually in C code",
+    signals.SIGABRT: "an abort(): usually a failed assertion in C code",
+    signals.SIGBUS: "a bus error: an invalid memory access, usually in C code",
 }
 
 
@@ -49,7 +49,7 @@ class Crash:
 
     @property
     def how(self) -> str:
-        """``was killed by signal 11 (SIGSEGV): why...`` or ``exited with status 1``."""
+        """``was killed by signal 11 (SIGSEGV), why...`` or ``exited with status 1``."""
         if self.signal is None:
             return f"exited with status {self.status}"
         try:
@@ -57,7 +57,7 @@ class Crash:
         except ValueError:
             name = ""
         hint = _HINTS.get(self.signal)
-        return f"was killed by signal {self.signal}{name}" + (f": {hint}" if hint else "")
+        return f"was killed by signal {self.signal}{name}" + (f", {hint}" if hint else "")
 
     @property
     def ending(self) -> str:

@@ -146,6 +146,11 @@ class TaskCrashedError(PoolpartyError):
             lines.append(f"The work_dir is kept for inspection: {self.work_dir}")
         super().__init__("\n".join(lines))
 
+    @property
+    def task_indices(self) -> list[int]:
+        """``[task_index]``: the tasks without a result, as ChunksLostError has them."""
+        return [self.task_index]
+
     def __reduce__(self):
         return (self.__class__, (self.task_index, self.how, self.signal, self.status,
                                  self.log_tail, self.work_dir, self.endings))

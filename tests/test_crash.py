@@ -76,6 +76,10 @@ def exit_in_initializer():
     os._exit(2)
 
 
+def sys_exit_in_initializer():
+    sys.exit(2)
+
+
 def submissions_per_chunk(map_dir: Path) -> Counter:
     """How often each chunk was submitted, from jobs.jsonl (one line per submission)."""
     lines = (map_dir / "jobs.jsonl").read_text().splitlines()
@@ -187,6 +191,13 @@ def test_a_worker_dying_in_the_initializer_is_reported_as_such(backend, work_roo
     error = crash(pool, abs, range(2), chunksize=1)
     assert "before its first task" in str(error) and "exited with status 2" in str(error)
     assert submissions_per_chunk(the_map_dir(work_root))[0] == 2
+
+
+def test_an_initializer_calling_sys_exit_is_the_error_of_every_task_of_its_chunk(backend):
+    pool = backend.make_pool(initializer=sys_exit_in_initializer)
+    error = crash(pool, abs, range(2), chunksize=1)
+    assert "never ran" in str(error) and "initializer" in str(error)
+    assert "sys.exit(2)" in str(error)
 
 
 def test_without_resubmissions_a_crash_is_reported_at_once(backend, work_root):

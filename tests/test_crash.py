@@ -72,6 +72,13 @@ def sigkill(x, ran: str, victim: int, always: bool):
     return x * 10
 
 
+def exit_on_three_or_wait(x):
+    if x == 3:
+        os._exit(1)
+    time.sleep(120)
+    return x
+
+
 def exit_in_initializer():
     os._exit(2)
 
@@ -198,6 +205,12 @@ def test_an_initializer_calling_sys_exit_is_the_error_of_every_task_of_its_chunk
     error = crash(pool, abs, range(2), chunksize=1)
     assert "never ran" in str(error) and "initializer" in str(error)
     assert "sys.exit(2)" in str(error)
+
+
+def test_a_crash_cancels_the_maps_other_jobs(backend):
+    """As a task that raises does: nobody waits for the rest of the map."""
+    crash(backend.make_pool(processes=4), exit_on_three_or_wait, range(4), chunksize=1)
+    wait_for(lambda: backend.queued_jobs() == [], 20, "the other jobs to be cancelled")
 
 
 def test_without_resubmissions_a_crash_is_reported_at_once(backend, work_root):

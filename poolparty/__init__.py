@@ -24,6 +24,7 @@ from .errors import (
     RemoteTraceback,
     SchedulerCommandError,
     SchedulerNotFoundError,
+    TaskCrashedError,
     UnpicklableError,
 )
 from .version import __version__
@@ -53,6 +54,7 @@ __all__ = [
     "SchedulerCommandError",
     "SchedulerNotFoundError",
     "State",
+    "TaskCrashedError",
     "UnpicklableError",
     "__version__",
 ]

@@ -271,6 +271,8 @@ SETTINGS: dict[str, Setting] = {setting.name: setting for setting in [
     Setting("progress", BOOL, False, "show a tqdm progress bar"),
     Setting("relay_output", BOOL, True, "print what tasks print (stdout and stderr) on "
             "the caller's stdout as their results arrive"),
+    Setting("core_dumps", BOOL, False, "let a job's process that crashes write a core file "
+            "(in the job's directory: the caller's)"),
     Setting("partition", STRING, None, "SLURM --partition", SLURM),
     Setting("time", STRING, None, "SLURM --time, e.g. '1:00:00'", SLURM),
     Setting("memory", STRING, None, "SLURM --mem, e.g. '2G'", SLURM),

@@ -10,6 +10,9 @@ Policy lives here and nowhere else:
   may not show yet; a result on NFS may show late). Each chunk is submitted at most
   ``1 + max_num_resubmissions`` times; past that, and LATE_RESULT_SECONDS more without
   its result, :class:`ChunksLostError`.
+- A job whose log records that a task ended the worker's process (poolparty.crashes)
+  crashed, it was not lost: decided at once, rerun once; the same task crashing again,
+  or a crash with no resubmission left, is :class:`TaskCrashedError` at once.
 - A result that reached the work_dir is used, even from a job thought lost.
 - A failing scheduler query is logged and tried again at the next poll: one bad poll
   never kills a map.
@@ -28,7 +31,14 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from .errors import ChunksLostError, PoolTerminated, RemoteTraceback, SchedulerCommandError
+from .crashes import Crash, crash_of
+from .errors import (
+    ChunksLostError,
+    PoolTerminated,
+    RemoteTraceback,
+    SchedulerCommandError,
+    TaskCrashedError,
+)
 from .events import ClientEvents
 from .scheduler import Scheduler, State
 from .work_dir import WorkDir
@@ -60,7 +70,18 @@ class ChunkStatus:
     running_since: float | None = None
     #: how each earlier submission ended, for the error the user sees
     endings: list[str] = field(default_factory=list)
+    #: the submissions that ended in a task killing its worker's process
+    crashes: list[Crash] = field(default_factory=list)
     done: bool = False
+
+    def end_submission(self, ending: str) -> bool:
+        """Note how the current submission ended, once: a chunk whose resubmission
+        failed is seen gone again at the next polls, and the list the user sees must
+        name only submissions that happened. True if noted now."""
+        if len(self.endings) >= self.submissions:
+            return False
+        self.endings.append(ending)
+        return True
 
 
 @dataclass(eq=False)  # identity, not value: runs are kept in sets
@@ -271,12 +292,15 @@ class MapRun:
             state = states.get(chunk_id)
             if state is State.ERROR:
                 in_error.append(chunk_id)
-                chunk.endings.append("the scheduler put its job in an error state")
+                if not self._crashed(chunk_id):
+                    chunk.end_submission("the scheduler put its job in an error state")
             elif state is None:
                 chunk.missing_polls += 1
-                if chunk.missing_polls >= MISSING_POLLS_BEFORE_LOST:
+                if self._crashed(chunk_id):
                     lost.append(chunk_id)
-                    chunk.endings.append(
+                elif chunk.missing_polls >= MISSING_POLLS_BEFORE_LOST:
+                    lost.append(chunk_id)
+                    chunk.end_submission(
                         "its job left the queue without a result "
                         + ("while running" if chunk.last_seen is State.RUNNING
                            else "before it was seen running")
@@ -308,7 +332,7 @@ class MapRun:
         ]
         stuck = [chunk_id for chunk_id in suspects if not self.events.worker_started(chunk_id)]
         for chunk_id in stuck:
-            self.status[chunk_id].endings.append(
+            self.status[chunk_id].end_submission(
                 f"the scheduler showed its job running for over {STUCK_AFTER_SECONDS:.0f} s, "
                 f"but no worker ever started on a node"
             )
@@ -316,6 +340,38 @@ class MapRun:
             self.log.warning("chunk(s) %s shown running but no worker started: lost on the way "
                              "to a node", stuck)
         return stuck
+
+    def _crashed(self, chunk_id: int) -> bool:
+        """Whether the chunk's job ended in a task killing its worker's process (its log
+        says so): then it is resubmitted once; raises :class:`TaskCrashedError` when the
+        same task did it before, or when no resubmission is left to tell."""
+        crash = crash_of(self.work_dir, chunk_id)
+        if crash is None:
+            return False
+        chunk = self.status[chunk_id]
+        if chunk.end_submission(crash.ending):
+            chunk.crashes.append(crash)
+        again = sum(1 for earlier in chunk.crashes if earlier.task == crash.task) > 1
+        if again or chunk.submissions > self.max_num_resubmissions:
+            self._raise_crash(chunk_id, crash, again)
+        self.log.warning("chunk %d: %s; running it once more", chunk_id, crash.ending)
+        return True
+
+    def _raise_crash(self, chunk_id: int, crash: Crash, again: bool) -> None:
+        chunk = self.status[chunk_id]
+        if crash.task is None:
+            task = chunk.tasks.start
+            how = (f"never ran: its worker's process died before its first task (unpickling "
+                   f"the function, or the initializer): it {crash.how}")
+        else:
+            task, how = crash.task, f"ended its worker's process: it {crash.how}"
+        if not again:
+            how += (f" (not rerun to see whether it does so again: max_num_resubmissions="
+                    f"{self.max_num_resubmissions} allows no more submissions)")
+        self.events.lost([chunk_id])
+        raise TaskCrashedError(task, how, crash.signal, crash.status,
+                               self.work_dir.log_tail(chunk_id), str(self.work_dir.path),
+                               chunk.endings)
 
     def _resubmit(self, chunk_ids: list[int]) -> None:
         """Submit these chunks again, except those past the resubmission limit: they
@@ -351,16 +407,12 @@ class MapRun:
                    if not self.status[c].done and now >= deadline]
         if not expired:
             return
-        if self._grace > 0:
-            for chunk_id in expired:
-                self.status[chunk_id].endings.append(
-                    f"no result came in the {self._grace:.0f} s waited after that, "
-                    "in case one was still on its way")
         self.events.lost(expired)
         raise ChunksLostError(
             {c: (self.status[c].tasks, self.work_dir.log_tail(c)) for c in expired},
             self.work_dir.path,
             {c: self.status[c].endings for c in expired},
+            self._grace,
         )
 
     def _submit_while_running(self, chunk_ids: list[int], verb: str = "submit") -> bool:

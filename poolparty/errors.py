@@ -13,6 +13,8 @@ on its own::
     │                                argv, exit code, stdout and stderr
     ├── ChunksLostError              jobs kept dying without a result past the resubmission
     │                                limit; names the tasks and shows their stderr tail
+    ├── TaskCrashedError             a task ended its worker's process (sys.exit, os._exit,
+    │                                a signal such as a segfault); names the task and how
     └── PoolTerminated               the pool was terminated while the map ran
 
 An exception raised by the user's function inside a task is *not* wrapped: the caller gets
@@ -89,22 +91,24 @@ class ChunksLostError(PoolpartyError):
     """Jobs died without writing a result more often than max_num_resubmissions allows."""
 
     def __init__(self, lost: dict[int, tuple[range, str]], work_dir: str | os.PathLike,
-                 endings: dict[int, list[str]] | None = None) -> None:
+                 endings: dict[int, list[str]] | None = None, waited: float = 0.0) -> None:
         self.lost = lost
         self.work_dir = str(work_dir)
         #: how each submission of each lost chunk ended, as the pool saw it
         self.endings = endings or {}
+        #: seconds waited after the last submission for a result still on its way
+        self.waited = waited
         lines = [
             f"{len(lost)} chunk(s) of this map died without a result more often than "
             f"max_num_resubmissions allows."
         ]
         for chunk_id, (tasks, stderr_tail) in sorted(lost.items())[:10]:
             lines.append(f"chunk {chunk_id} (tasks {tasks.start}..{tasks.stop - 1}):")
-            for attempt, ending in enumerate(self.endings.get(chunk_id, []), 1):
-                lines.append(f"  submission {attempt}: {ending}")
-            lines.append("  the end of its last log:")
-            tail = stderr_tail.strip() or "(the job wrote no output)"
-            lines.extend("    " + line for line in tail.splitlines()[-15:])
+            lines.extend(describe_submissions(self.endings.get(chunk_id, [])))
+            if waited > 0:
+                lines.append(f"  then no result came in the {waited:.0f} s waited after that, "
+                             "in case one was still on its way")
+            lines.extend(describe_log_tail(stderr_tail))
         if len(lost) > 10:
             lines.append(f"... and {len(lost) - 10} more chunk(s)")
         lines.append(f"The work_dir is kept for inspection: {self.work_dir}")
@@ -116,7 +120,58 @@ class ChunksLostError(PoolpartyError):
         return [i for chunk_id in sorted(self.lost) for i in self.lost[chunk_id][0]]
 
     def __reduce__(self):
-        return (self.__class__, (self.lost, self.work_dir, self.endings))
+        return (self.__class__, (self.lost, self.work_dir, self.endings, self.waited))
+
+
+class TaskCrashedError(PoolpartyError):
+    """A task ended its worker's process instead of returning or raising: it called
+    ``sys.exit`` or ``os._exit``, or a signal killed it (a segfault in C code, the
+    out-of-memory killer).
+
+    Not a lost job: the worker notes each task it starts in its job's log, and the job's
+    shell notes how the worker ended. A process that died is rerun once, as the cause may
+    have been the node; the same task ending it again is raised at once. ``sys.exit`` is
+    raised without a rerun: the task called it. ``signal`` or ``status`` say how the
+    process ended (None for ``sys.exit``, whose code is in the message).
+    """
+
+    def __init__(self, task_index: int, how: str, signal: int | None = None,
+                 status: int | None = None, log_tail: str = "", work_dir: str = "",
+                 endings: Sequence[str] = ()) -> None:
+        self.task_index = task_index
+        self.how = how
+        self.signal = signal
+        self.status = status
+        self.log_tail = log_tail
+        self.work_dir = str(work_dir)
+        #: how each submission of the task's chunk ended
+        self.endings = list(endings)
+        lines = [f"task {task_index} {how}"]
+        lines.extend(describe_submissions(self.endings))
+        if log_tail or work_dir:
+            lines.extend(describe_log_tail(log_tail))
+        if work_dir:
+            lines.append(f"The work_dir is kept for inspection: {self.work_dir}")
+        super().__init__("\n".join(lines))
+
+    @property
+    def task_indices(self) -> list[int]:
+        """``[task_index]``: the tasks without a result, as ChunksLostError has them."""
+        return [self.task_index]
+
+    def __reduce__(self):
+        return (self.__class__, (self.task_index, self.how, self.signal, self.status,
+                                 self.log_tail, self.work_dir, self.endings))
+
+
+def describe_submissions(endings: Sequence[str]) -> list[str]:
+    return [f"  submission {attempt}: {ending}" for attempt, ending in enumerate(endings, 1)]
+
+
+def describe_log_tail(tail: str) -> list[str]:
+    """The end of a job's log, indented, for an error message."""
+    tail = tail.strip() or "(the job wrote no output)"
+    return ["  the end of its last log:", *("    " + line for line in tail.splitlines()[-15:])]
 
 
 class PoolTerminated(PoolpartyError):

@@ -58,6 +58,10 @@ if TYPE_CHECKING:
 JOURNAL = "events.jsonl"  # the client's file, and its name inside logs.zip
 #: what starts a worker's event in its job's log
 MARK = b"poolparty-event: "
+#: what starts the line a worker writes before each task: ``poolparty-task: <index>``.
+#: Not an event (a line per task would swell the journal): the record, read when a job
+#: died, of the task its worker was running (poolparty.crashes)
+TASK_MARK = b"poolparty-task: "
 #: how much of a log's start is read to tell whether its worker started
 _HEAD_BYTES = 65536
 #: the scheduler commands a status may call later to ask about the map's jobs
@@ -167,6 +171,17 @@ class WorkerEvents(EventWriter):
         self._start = time.monotonic()
         self.emit("chunk_started", chunk=self.chunk_id, host=self.host, pid=os.getpid(),
                   **job_of_environment(environ))
+
+    def task_starting(self, task_index: int) -> None:
+        """Note the task about to run, after the output of those before it: if it ends
+        the process, the log says which task did. One short write per task."""
+        try:
+            for stream in (sys.stdout, sys.stderr):
+                if stream is not None:
+                    stream.flush()
+            os.write(self.descriptor, b"%s%d\n" % (TASK_MARK, task_index))
+        except Exception:  # noqa: BLE001 - a full disk, a stream closed by the user's code:
+            pass  # the task runs all the same
 
     def task_failed(self, task_index: int, error: BaseException) -> None:
         self._failures += 1
@@ -342,8 +357,9 @@ def task_output(log: bytes) -> bytes:
     unfinished before an event is kept, ended by a newline."""
     kept = []
     for line in log.splitlines(keepends=True):
-        if MARK in line:
-            before = line[:line.index(MARK)]
+        mark = MARK if MARK in line else TASK_MARK if TASK_MARK in line else None
+        if mark is not None:
+            before = line[:line.index(mark)]
             if before:
                 kept.append(before + b"\n")
         elif not line.startswith(OWN_LINE_PREFIXES):

@@ -222,6 +222,7 @@ class Pool:
         verbose: bool | None = None,
         progress: bool | None = None,
         relay_output: bool | None = None,
+        core_dumps: bool | None = None,
         **backend_options: Any,
     ) -> None:
         values, resolved = config.pool_values({
@@ -229,6 +230,7 @@ class Pool:
             "keep_work_dir": keep_work_dir, "python_path": python_path,
             "polling_interval": polling_interval, "max_num_resubmissions": max_num_resubmissions,
             "verbose": verbose, "progress": progress, "relay_output": relay_output,
+            "core_dumps": core_dumps,
             **backend_options,
         })
         processes, polling_interval = values["processes"], values["polling_interval"]
@@ -247,6 +249,7 @@ class Pool:
         self._initargs = tuple(initargs)
         self._work_dir_root = values["work_dir"]
         self._keep_work_dir = values["keep_work_dir"]
+        self._core_dumps = values["core_dumps"]
         self._python_path = check_python(values["python_path"] or sys.executable)
         self._polling_interval = float(polling_interval)
         self._max_num_resubmissions = check_max_num_resubmissions(values["max_num_resubmissions"])
@@ -418,7 +421,7 @@ class Pool:
             except InvalidInputError:  # no room: nothing worth keeping was written
                 work_dir.remove()
                 raise
-        work_dir.write_job_script(self._python_path)
+        work_dir.write_job_script(self._python_path, self._core_dumps)
         map_log = map_logger(work_dir.path / "client.log.jsonl", work_dir.map_id)
         run = MapRun(self._scheduler, work_dir, bounds, self._polling_interval,
                      self._max_num_resubmissions, map_log, relay_output=self._relay_output)

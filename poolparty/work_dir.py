@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InvalidInputError
-from .events import MARK, output_of_attempts
+from .events import MARK, TASK_MARK, output_of_attempts
 from .map_files import OFFSET, MapFiles, check_private
 
 log = logging.getLogger("poolparty")
@@ -300,21 +300,27 @@ class WorkDir(MapFiles):
         _write_private(self.path / "map.json", json.dumps(metadata, indent=1).encode())
         return len(offsets) - 1
 
-    def write_job_script(self, python_path: str) -> Path:
-        """The script every job runs: the fixed worker module, nothing generated."""
+    def write_job_script(self, python_path: str, core_dumps: bool = False) -> Path:
+        """The script every job runs: the fixed worker module, nothing generated.
+
+        Core dumps are off unless asked for: a cluster's execution daemon may allow
+        them, and each segfaulting task would leave a core file (megabytes) in the job's
+        directory, which is the caller's."""
         script = self.path / "job.sh"
-        # Not exec: the shell stays to say, in the job's log, how a worker that died
-        # ended (a signal from the OOM killer, a segfault), as the scheduler may not.
+        # Not exec: the shell stays to say, in the job's log, how the worker ended (a
+        # signal from the OOM killer, a segfault), as the scheduler may not; read by
+        # poolparty.crashes, which tells a task that killed its worker from a lost job.
         # (events.OWN_LINE_PREFIXES: the tasks' output relayed leaves these lines out)
         text = (
             "#!/bin/sh\n"
             f"# poolparty map {self.map_id}: runs chunks of tasks; arguments say which.\n"
-            f"{shlex.quote(python_path)} -m poolparty.worker "
+            + ("" if core_dumps else "ulimit -c 0 2>/dev/null\n")
+            + f"{shlex.quote(python_path)} -m poolparty.worker "
             f"{shlex.quote(str(self.path))} \"$@\"\n"
             "status=$?\n"
-            "if [ $status -gt 128 ]; then\n"
+            "if [ $status -gt 128 ] && [ $status -le 192 ]; then\n"
             "    echo \"poolparty: the worker was killed by signal $((status - 128))\" >&2\n"
-            "elif [ $status -ne 0 ]; then\n"
+            "else\n"
             "    echo \"poolparty: the worker exited with status $status\" >&2\n"
             "fi\n"
             "exit $status\n"
@@ -466,7 +472,7 @@ class WorkDir(MapFiles):
                     file.seek(max(0, path.stat().st_size - max_bytes))
                     tail = file.read()
                 output = b"".join(line for line in tail.splitlines(keepends=True)
-                                  if MARK not in line)
+                                  if MARK not in line and TASK_MARK not in line)
                 return output.decode("utf-8", errors="replace")
         return ""
 

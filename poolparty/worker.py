@@ -11,17 +11,21 @@ reviewed code for every map. Each task's outcome is stored as ``(True, value)`` 
 ``(False, exception, traceback_text)``; the chunk's outcomes are written to
 ``results/<chunk>.pkl`` under a temporary name and renamed, so a worker killed
 mid-write never leaves something that looks like a result. An exception in the user's
-function is a result (it is re-raised in the caller), not a crash of the job.
+function is a result (it is re-raised in the caller), not a crash of the job; so is a
+call to ``sys.exit`` (a :class:`TaskCrashedError` in the caller, which must not exit).
+A task that ends the process itself (``os._exit``, a signal) is noted in the job's log:
+the worker writes each task's index before running it (poolparty.crashes reads it).
 """
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import pickle
 import sys
 from collections.abc import Callable, Sequence
 
-from .errors import RemoteError
+from .errors import RemoteError, TaskCrashedError
 from .events import WorkerEvents
 from .map_files import MapFiles
 
@@ -46,13 +50,23 @@ def parse_chunk_id(argv: Sequence[str], environ: dict[str, str]) -> int:
     return int(argv[0])
 
 
-def run_task(function: Callable, task: Any, star: bool) -> Outcome:
+def run_task(function: Callable, task: Any, star: bool, task_index: int) -> Outcome:
     try:
         return (True, function(*task) if star else function(task))
-    except Exception as error:  # noqa: BLE001 - the caller decides what to re-raise
-        import traceback
+    except (Exception, SystemExit) as error:  # noqa: BLE001 - the caller decides what to re-raise
+        return failure(error, task_index, "called")
 
-        return (False, error, traceback.format_exc())
+
+def failure(error: BaseException, task_index: int, verb: str) -> Outcome:
+    """A task's exception as its outcome. SystemExit becomes a TaskCrashedError: raised
+    as it is in the caller, it would end the caller's program. KeyboardInterrupt is not
+    caught: it interrupts the job (a signal sent to it), not one task."""
+    import traceback
+
+    text = traceback.format_exc()
+    if isinstance(error, SystemExit):
+        error = TaskCrashedError(task_index, f"{verb} sys.exit({error.code!r})")
+    return (False, error, text)
 
 
 def encode_outcomes(outcomes: list[Outcome], first_task: int) -> bytes:
@@ -109,7 +123,8 @@ def run_tasks(function: Callable, tasks: list, star: bool, first_task: int,
     shows it while the rest of the chunk still runs."""
     outcomes = []
     for offset, task in enumerate(tasks):
-        outcome = run_task(function, task, star)
+        events.task_starting(first_task + offset)
+        outcome = run_task(function, task, star, first_task + offset)
         if not outcome[0]:
             events.task_failed(first_task + offset, outcome[1])
         outcomes.append(outcome)
@@ -127,20 +142,21 @@ def run_chunk(work_dir: MapFiles, chunk_id: int) -> None:
     lines on standard error; "finished" is written before the result, so a gathered
     chunk has it.
     """
+    faulthandler.enable()  # a segfault's Python traceback goes into the job's log
     events = WorkerEvents(chunk_id)
     events.started(dict(os.environ))
     metadata = work_dir.metadata()
     add_client_import_paths(metadata.get("import_paths", []))
     try:
         function, star, tasks, first_task = load_chunk(work_dir, chunk_id)
-    except Exception as error:  # noqa: BLE001
+    except (Exception, SystemExit) as error:  # noqa: BLE001
         first_task = chunk_id * metadata["chunksize"]
         count = min(metadata["chunksize"], metadata["num_tasks"] - first_task)
-        import traceback
-
-        outcomes = [(False, error, traceback.format_exc())] * count
+        outcome = failure(error, first_task, "never ran: setting up its chunk (the initializer?)"
+                          " called")
+        outcomes = [outcome] * count
         for task_index in range(first_task, first_task + count):
-            events.task_failed(task_index, error)
+            events.task_failed(task_index, outcome[1])
     else:
         outcomes = run_tasks(function, tasks, star, first_task, events)
     failed = sum(1 for outcome in outcomes if not outcome[0])

@@ -121,14 +121,15 @@ def test_results_json_cannot_hold_are_written_as_repr_with_a_warning(script, run
     assert record["result"] is None and "Pair object" in record["result_repr"]
 
 
-def test_a_lost_chunk_fails_its_tasks_and_keeps_the_others(script, run_cli, tmp_path,
-                                                           monkeypatch):
+def test_a_crashed_chunk_fails_its_tasks_and_keeps_the_others(script, run_cli, tmp_path,
+                                                              monkeypatch):
     monkeypatch.setenv("POOLPARTY_MAX_NUM_RESUBMISSIONS", "0")
     result = run_cli("run", f"{script}:die", "--args", "NUMBERS", "--backend", "local",
                      "--chunksize", "1")
     assert result.code == 1
     records = read_jsonl(tmp_path / "results.jsonl")
-    assert records[5]["error"]["type"] == "ChunksLostError"
+    assert records[5]["error"]["type"] == "TaskCrashedError"
+    assert "task 5 ended its worker's process" in records[5]["error"]["message"]
     assert "failed tasks: 5" in result.err
     # the map stops at the loss: tasks not run yet say so, those done are kept
     others = [r for r in records if r["index"] != 5]

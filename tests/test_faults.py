@@ -75,7 +75,9 @@ def test_jobs_that_always_die_end_in_an_error_naming_the_tasks(dummy, work_root)
     assert dummy.queue.history()[dummy.command["submit"]] >= 2  # first submission + one more
 
 
-def test_a_job_crashing_shows_its_stderr_tail_in_the_error(dummy, tmp_path):
+def python_failing_worker(tmp_path: Path) -> Path:
+    """A python that runs anything but the worker, which dies before it starts (as a
+    job's process can on a broken node): a lost job, not a task's crash."""
     bad_python = tmp_path / "python"
     bad_python.write_text(
         "#!/bin/sh\n"
@@ -83,6 +85,11 @@ def test_a_job_crashing_shows_its_stderr_tail_in_the_error(dummy, tmp_path):
         f"exec {__import__('sys').executable} \"$@\"\n"
     )
     bad_python.chmod(0o755)
+    return bad_python
+
+
+def test_a_job_crashing_shows_its_stderr_tail_in_the_error(dummy, tmp_path):
+    bad_python = python_failing_worker(tmp_path)
     with pytest.raises(poolparty.ChunksLostError, match="node says: segfault") as caught:
         dummy.make_pool(python_path=str(bad_python), max_num_resubmissions=1).map(abs, [1])
     message = str(caught.value)
@@ -97,12 +104,13 @@ def print_then_die(x):
 
 
 def test_the_tail_in_the_error_is_the_jobs_output_without_the_workers_events(dummy):
-    with pytest.raises(poolparty.ChunksLostError) as caught:
+    with pytest.raises(poolparty.TaskCrashedError) as caught:
         dummy.make_pool(max_num_resubmissions=0).map(print_then_die, [1])
     message = str(caught.value)
     assert "task 1 prints, then its process dies" in message
     assert "the worker exited with status 3" in message
     assert "poolparty-event" not in message and "chunk_started" not in message
+    assert "poolparty-task" not in message
 
 
 @pytest.mark.parametrize("fault", [
@@ -256,7 +264,8 @@ def test_without_a_late_result_the_map_fails_once_the_wait_is_over(dummy, monkey
     assert caught.value.task_indices == [0]
 
 
-def test_local_maps_give_up_without_waiting_for_late_results(work_root, monkeypatch):
+def test_local_maps_give_up_without_waiting_for_late_results(work_root, monkeypatch,
+                                                            tmp_path):
     """Local workers write on the client's own host: nothing can arrive late."""
     from conftest import local_backend
 
@@ -264,7 +273,9 @@ def test_local_maps_give_up_without_waiting_for_late_results(work_root, monkeypa
 
     monkeypatch.setattr(engine, "LATE_RESULT_SECONDS", 300.0)
     started = time.monotonic()
+    pool = local_backend(work_root).make_pool(max_num_resubmissions=0,
+                                              python_path=str(python_failing_worker(tmp_path)))
     with pytest.raises(poolparty.ChunksLostError) as caught:
-        local_backend(work_root).make_pool(max_num_resubmissions=0).map(print_then_die, [1])
+        pool.map(abs, [1])
     assert time.monotonic() - started < 60
     assert "waited after that" not in str(caught.value)

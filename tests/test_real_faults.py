@@ -427,23 +427,25 @@ def test_slurm_worker_killed_by_a_signal_once_is_resubmitted(slurm, work_root, r
 
 @real_slurm
 @pytest.mark.timeout(150)
-def test_slurm_worker_killed_by_a_signal_every_time_ends_in_chunks_lost(slurm, work_root, ran):
-    pool = slurm.make_pool(max_num_resubmissions=1)
+def test_slurm_worker_killed_by_a_signal_every_time_ends_in_task_crashed(slurm, work_root, ran):
+    """The job's log says which task the worker ran and how it died: not a lost job, a
+    crash, reported after one rerun (tests/test_real_crash.py has more)."""
+    pool = slurm.make_pool(max_num_resubmissions=3)
     victim = 2
     with pool:
         result = pool.map_async(
             functools.partial(faulty, ran=str(ran), victim=victim, fault="sigkill", always=True),
             range(4), chunksize=1)
-        with pytest.raises(poolparty.ChunksLostError) as caught:
+        with pytest.raises(poolparty.TaskCrashedError) as caught:
             result.get(timeout=MAP_DEADLINE)
     error = caught.value
-    assert error.task_indices == [victim]
+    assert error.task_index == victim and error.signal == signal.SIGKILL
     message = str(error)
-    assert f"chunk {victim} (tasks {victim}..{victim})" in message
+    assert f"task {victim} ended its worker's process: it was killed by signal 9" in message
     assert f"task {victim}: about to sigkill" in message  # the job's log tail
     assert "poolparty worker: map" in message
     assert error.work_dir in message and Path(error.work_dir).is_dir()
-    assert attempts(ran, victim) == 2  # first submission + one resubmission
+    assert attempts(ran, victim) == 2  # one rerun, though max_num_resubmissions allows 3
 
 
 @pytest.mark.disruptive("slurm")

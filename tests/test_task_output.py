@@ -67,6 +67,20 @@ def test_output_of_an_unfinished_line_is_relayed_and_events_are_not(work_root, c
     assert "poolparty-event" not in out and "{" not in out
 
 
+def test_the_note_of_each_task_starting_is_not_relayed(work_root, capsys):
+    """The worker notes each task before it runs (to name a task that kills its
+    process); the note follows what the task before it printed, even mid-line."""
+    def half_lines(x):
+        print(f"<{x}>", end="")
+        return x
+
+    pool = poolparty.Pool(backend="local", work_dir=work_root, polling_interval=0.2)
+    assert pool.map(half_lines, range(3), chunksize=3) == [0, 1, 2]
+    out = capsys.readouterr().out
+    assert "poolparty-task" not in out and "poolparty: the worker" not in out
+    assert [line for line in out.splitlines() if line.startswith("<")] == ["<0>", "<1>", "<2>"]
+
+
 def test_the_output_of_a_chunk_whose_task_raised_is_relayed(work_root, capsys):
     def loud_failure(x):
         print(f"task {x} about to fail")

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .. import config
-from ..errors import ChunksLostError, InvalidInputError, PoolpartyError
+from ..errors import ChunksLostError, InvalidInputError, PoolpartyError, TaskCrashedError
 from ..pool import BACKENDS, Pool, detect_backend
 from . import UsageError, shares
 from .records import (
@@ -242,20 +242,22 @@ def resolved_backend(requested: str | None) -> str:
 
 def gather(pool: Pool, function: Callable, indexed: list[tuple[int, Any]],
            chunksize: int | None) -> dict[int, tuple[bool, Any]]:
-    """Every task's ``(ok, value or error)``. When jobs kept dying (chunks lost) the
-    map stops: their tasks fail as lost, those not run yet as not run, and the results
-    that arrived are kept. Running the same command again resumes the kept work_dir."""
+    """Every task's ``(ok, value or error)``. When jobs kept dying (chunks lost) or a
+    task ended its worker's process, the map stops: those tasks fail as lost (crashed),
+    those not run yet as not run, and the results that arrived are kept. Running the same
+    command again resumes the kept work_dir."""
     outcomes: dict[int, tuple[bool, Any]] = {}
     try:
         for index, ok, payload in pool.imap_unordered(function, indexed, chunksize):
             outcomes[index] = (ok, payload)
-    except ChunksLostError as error:
+    except (ChunksLostError, TaskCrashedError) as error:
         first_line = str(error).splitlines()[0]
-        lost = {"type": "ChunksLostError", "traceback": "",
+        lost = {"type": type(error).__name__, "traceback": "",
                 "message": f"{first_line} (work_dir kept: {error.work_dir})"}
         not_run = {"type": "NotRun", "traceback": "",
-                   "message": "the map stopped when other tasks' jobs were lost; run the "
-                              "command again to run it (results that arrived are reused)"}
+                   "message": "the map stopped when other tasks' jobs were lost or crashed; "
+                              "run the command again to run it (results that arrived are "
+                              "reused)"}
         lost_indices = {indexed[position][0] for position in error.task_indices}
         for index, _ in indexed:
             outcomes.setdefault(index, (False, lost if index in lost_indices else not_run))

@@ -74,6 +74,9 @@ class MapRun:
     max_num_resubmissions: int
     log: logging.Logger
     stop: threading.Event = field(default_factory=threading.Event)
+    #: set once the map is over and, unless it succeeded, its jobs were cancelled: a
+    #: caller interrupted while waiting (Ctrl-C) waits for this before exiting
+    ended: threading.Event = field(default_factory=threading.Event)
     status: dict[int, ChunkStatus] = field(init=False)
     _last_query: float = field(init=False, default=0.0)
 
@@ -134,13 +137,13 @@ class MapRun:
         try:
             yield from self._gather_archived()
             yield from self._gather()  # results an earlier client had not gathered yet
+            self._check_stop()  # stopped before it started: submit nothing
             self._backlog.extend(self._chunks_to_start())
             self._top_up()
             self._started = True
             nap = MIN_NAP
             while not all(s.done for s in self.status.values()):
-                if self.stop.is_set():
-                    raise PoolTerminated("the pool was terminated while this map ran")
+                self._check_stop()
                 self._handle_abandoned()
                 arrived = self._gather()
                 if arrived:
@@ -153,9 +156,16 @@ class MapRun:
                     self.stop.wait(nap)
             finished = True
         finally:
-            if not finished:
-                self._cancel_unfinished()
-            self.events.map_ended(finished, sys.exc_info()[1])
+            try:
+                if not finished:
+                    self._cancel_unfinished()
+                self.events.map_ended(finished, sys.exc_info()[1])
+            finally:
+                self.ended.set()
+
+    def _check_stop(self) -> None:
+        if self.stop.is_set():
+            raise PoolTerminated("the pool was terminated while this map ran")
 
     def _gather_archived(self) -> Iterator[tuple[int, list]]:
         """Results an earlier client of this work_dir gathered (resume). Chunks whose

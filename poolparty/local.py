@@ -8,12 +8,12 @@ functions, files left behind); only the queue is a list in this process.
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import subprocess
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 from .scheduler import Scheduler, State
 from .work_dir import WorkDir
@@ -23,7 +23,9 @@ class Local(Scheduler):
     """Runs at most ``max_workers`` chunks at once as child processes.
 
     A thread per slot waits on one child at a time, so a slot is refilled the moment
-    a chunk ends, without waiting for the engine's next poll.
+    a chunk ends, without waiting for the engine's next poll. The slot threads are
+    daemons: an interpreter exiting (Ctrl-C) is never held up waiting for a chunk to
+    end; the pool's exit hook cancels the chunks, which kills them.
     """
 
     name = "local"
@@ -31,7 +33,8 @@ class Local(Scheduler):
 
     def __init__(self, max_workers: int | None = None) -> None:
         self.default_max_running = max_workers or os.cpu_count() or 1
-        self._slots = ThreadPoolExecutor(self.default_max_running, thread_name_prefix="poolparty")
+        self._queue: queue.SimpleQueue[tuple[WorkDir, int] | None] = queue.SimpleQueue()
+        self._slots: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._states: dict[tuple[str, int], State] = {}
         self._processes: dict[tuple[str, int], subprocess.Popen] = {}
@@ -43,7 +46,20 @@ class Local(Scheduler):
             with self._lock:
                 self._states[key] = State.PENDING
                 self._cancelled.discard(key)
-            self._slots.submit(self._run, work_dir, chunk_id)
+            self._queue.put((work_dir, chunk_id))
+        self._start_slots()
+
+    def _start_slots(self) -> None:
+        with self._lock:
+            while len(self._slots) < self.default_max_running:
+                slot = threading.Thread(target=self._serve, daemon=True, name="poolparty-local")
+                self._slots.append(slot)
+                slot.start()
+
+    def _serve(self) -> None:
+        """One slot: run the chunks queued, one after the other, until closed."""
+        while (item := self._queue.get()) is not None:
+            self._run(*item)
 
     def query(self, work_dir: WorkDir) -> dict[int, State]:
         with self._lock:
@@ -67,7 +83,11 @@ class Local(Scheduler):
             self._cancelled.update(self._states)
             for process in self._processes.values():
                 _kill_group(process)
-        self._slots.shutdown(wait=True, cancel_futures=True)
+            slots, self._slots = self._slots, []
+        for _ in slots:
+            self._queue.put(None)
+        for slot in slots:
+            slot.join()
 
     def _run(self, work_dir: WorkDir, chunk_id: int) -> None:
         key = (work_dir.map_id, chunk_id)

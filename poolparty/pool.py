@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import logging
 import multiprocessing
@@ -10,8 +11,11 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -199,6 +203,7 @@ class Pool:
         self._lock = threading.Lock()
         self._threads: set[threading.Thread] = set()
         self._running_maps: set[MapRun] = set()
+        _live_pools.add(self)
 
     # ------------------------------------------------------------------ blocking calls
     def map(self, func: Callable, iterable: Iterable, chunksize: int | None = None) -> list:
@@ -207,13 +212,11 @@ class Pool:
         The first task that raises makes map raise its exception (the remote traceback
         as its cause); the map's other jobs are then cancelled.
         """
-        self._check_running()
-        return self._collect(self._prepare(func, iterable, chunksize, star=False))
+        return self.map_async(func, iterable, chunksize).get()
 
     def starmap(self, func: Callable, iterable: Iterable, chunksize: int | None = None) -> list:
         """``[func(*args) for args in iterable]``, computed by jobs; in input order."""
-        self._check_running()
-        return self._collect(self._prepare(func, iterable, chunksize, star=True))
+        return self.starmap_async(func, iterable, chunksize).get()
 
     def apply(self, func: Callable, args: Sequence = (), kwds: dict | None = None) -> Any:
         """``func(*args, **kwds)`` in one job, waiting for the result."""
@@ -272,12 +275,17 @@ class Pool:
 
     def terminate(self) -> None:
         """Stop now: every running map cancels its jobs (and keeps its work_dir)."""
-        self._state = TERMINATE
-        with self._lock:
-            for run in self._running_maps:
-                run.stop.set()
+        self._cancel_maps()
         self._join_threads()
         self._scheduler.close()
+
+    def _cancel_maps(self, timeout: float = 0.0) -> None:
+        """Refuse more work and stop every running map (each cancels its jobs); wait up
+        to ``timeout`` seconds until they have. A map that starts later stops at once."""
+        self._state = TERMINATE
+        with self._lock:
+            runs = list(self._running_maps)
+        stop_and_wait(runs, timeout)
 
     def join(self) -> None:
         """Wait for the background maps; only after close() or terminate()."""
@@ -513,6 +521,73 @@ class MapPreview:
     commands: list[list[str]]
 
 
+#: every Pool not yet garbage-collected, for the exit hook
+_live_pools: weakref.WeakSet[Pool] = weakref.WeakSet()
+
+
+@atexit.register
+def _cancel_maps_at_exit() -> None:
+    """The interpreter is exiting with maps still running: a Ctrl-C escaped a wait that
+    poolparty does not see (``concurrent.futures.as_completed``), or a script ended
+    without waiting. Their jobs are cancelled, as multiprocessing terminates its
+    workers at exit, rather than left running for nobody."""
+    for pool in list(_live_pools):
+        pool._cancel_maps(CANCEL_WAIT_SECONDS)
+
+
+#: how long a caller interrupted while waiting (Ctrl-C) waits for its maps to have
+#: cancelled their jobs before it raises: the background threads that cancel them are
+#: daemons, which die with the interpreter
+CANCEL_WAIT_SECONDS = 10.0
+#: longest single wait on a lock or event: a caller blocked in one does not see an
+#: interrupt that is not a real signal (``_thread.interrupt_main``) until it wakes
+WAIT_SLICE_SECONDS = 0.25
+
+
+def stop_and_wait(runs: Iterable[MapRun], timeout: float) -> None:
+    """Stop these maps and wait, at most ``timeout`` seconds in all, until each has
+    ended (so its jobs are cancelled); a map still going then is logged."""
+    runs = list(runs)
+    for run in runs:
+        run.stop.set()
+    deadline = time.monotonic() + timeout
+    for run in runs:
+        if not run.ended.wait(max(0.0, deadline - time.monotonic())) and timeout > 0:
+            log.warning("map in %s did not cancel its jobs within %.0f s; some may still be "
+                        "queued", run.work_dir.path, timeout)
+
+
+class cancelled_on_interrupt:
+    """Every wait for results goes through this: Ctrl-C (KeyboardInterrupt, or another
+    BaseException such as SystemExit from a signal handler) while waiting stops the maps
+    waited on and waits, a few seconds at most, until their jobs are cancelled, then
+    raises on. Without it the maps' background threads would die with the interpreter
+    and leave the jobs running (and local workers would keep the process alive)."""
+
+    def __init__(self, runs: Callable[[], Iterable[MapRun]]) -> None:
+        self._runs = runs
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> bool:
+        if kind is not None and not issubclass(kind, Exception):
+            stop_and_wait(self._runs(), CANCEL_WAIT_SECONDS)
+        return False
+
+
+def wait_in_slices(wait: Callable[[float], bool], timeout: float | None) -> bool:
+    """``wait(seconds)`` again and again, at most WAIT_SLICE_SECONDS each, until it
+    returns True (True) or ``timeout`` has passed (False)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        left = WAIT_SLICE_SECONDS if deadline is None else deadline - time.monotonic()
+        if wait(max(0.0, min(left, WAIT_SLICE_SECONDS))):
+            return True
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+
+
 class ResultHandle:
     """A value or an exception that arrives later: multiprocessing's AsyncResult
     surface (ready, successful, wait, get with a timeout)."""
@@ -535,7 +610,13 @@ class ResultHandle:
         return self._success
 
     def wait(self, timeout: float | None = None) -> None:
-        self._event.wait(timeout)
+        """Wait for the outcome; Ctrl-C while waiting cancels the jobs of its map."""
+        with cancelled_on_interrupt(self._runs):
+            wait_in_slices(self._event.wait, timeout)
+
+    def _runs(self) -> list[MapRun]:
+        """The maps whose jobs this result waits for."""
+        return []
 
     def get(self, timeout: float | None = None) -> Any:
         """The value, or the exception raised again."""
@@ -582,14 +663,8 @@ class AsyncResult(ResultHandle):
         finally:
             self._set(success, value)
 
-    def wait(self, timeout: float | None = None) -> None:
-        """Wait for the map; Ctrl-C while waiting cancels its jobs, as in map()."""
-        try:
-            super().wait(timeout)
-        except KeyboardInterrupt:
-            if self._prepared is not None:
-                self._prepared.run.stop.set()
-            raise
+    def _runs(self) -> list[MapRun]:
+        return [self._prepared.run] if self._prepared is not None else []
 
 
 class IMapIterator:
@@ -626,10 +701,11 @@ class IMapIterator:
         return self
 
     def next(self, timeout: float | None = None) -> Any:
-        with self._condition:
+        """The next result; Ctrl-C while waiting cancels the map's jobs."""
+        with cancelled_on_interrupt(self._runs), self._condition:
             if self._position >= self._length:
                 raise StopIteration
-            if not self._condition.wait_for(self._has_next, timeout):
+            if not wait_in_slices(partial(self._condition.wait_for, self._has_next), timeout):
                 raise multiprocessing.TimeoutError
             if self._ordered:
                 index = self._position
@@ -647,6 +723,9 @@ class IMapIterator:
         raise_task_error(outcome, index, self._prepared.work_dir if self._prepared else None)
 
     __next__ = next
+
+    def _runs(self) -> list[MapRun]:
+        return [self._prepared.run] if self._prepared is not None else []
 
     def _has_next(self) -> bool:
         if self._failure is not None:

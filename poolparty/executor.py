@@ -87,11 +87,11 @@ class Executor(_Executor):
             for batch in list(self._batches):
                 for call in batch.calls:
                     call.future.cancel()
+        self._pool.close()
         if wait:
             self._dispatcher.join()
             for thread in list(self._batch_threads):
                 thread.join()
-            self._pool.close()
             self._pool.join()
 
     def __exit__(self, kind: type[BaseException] | None, *rest: Any) -> bool:

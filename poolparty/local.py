@@ -13,6 +13,7 @@ import signal
 import subprocess
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Sequence
 
 from .scheduler import Scheduler, State
@@ -52,14 +53,14 @@ class Local(Scheduler):
     def _start_slots(self) -> None:
         with self._lock:
             while len(self._slots) < self.default_max_running:
-                slot = threading.Thread(target=self._serve, daemon=True, name="poolparty-local")
+                slot = threading.Thread(target=_serve, args=(weakref.ref(self), self._queue),
+                                        daemon=True, name="poolparty-local")
                 self._slots.append(slot)
                 slot.start()
 
-    def _serve(self) -> None:
-        """One slot: run the chunks queued, one after the other, until closed."""
-        while (item := self._queue.get()) is not None:
-            self._run(*item)
+    def __del__(self) -> None:
+        for _ in getattr(self, "_slots", ()):
+            self._queue.put(None)
 
     def query(self, work_dir: WorkDir) -> dict[int, State]:
         with self._lock:
@@ -87,7 +88,8 @@ class Local(Scheduler):
         for _ in slots:
             self._queue.put(None)
         for slot in slots:
-            slot.join()
+            if slot is not threading.current_thread():
+                slot.join()
 
     def _run(self, work_dir: WorkDir, chunk_id: int) -> None:
         key = (work_dir.map_id, chunk_id)
@@ -123,6 +125,17 @@ class Local(Scheduler):
     def _argv(work_dir: WorkDir, chunk_id: int) -> list[str]:
         """The worker command of one chunk (what a dry run prints for this backend)."""
         return ["/bin/sh", str(work_dir.script_path), str(chunk_id)]
+
+
+def _serve(local: weakref.ref[Local], chunks: queue.SimpleQueue) -> None:
+    """One slot thread: run the queued chunks one after the other until the Local is
+    closed or collected (the thread holds it weakly, so an unused pool's threads go)."""
+    while (item := chunks.get()) is not None:
+        scheduler = local()
+        if scheduler is None:
+            return
+        scheduler._run(*item)
+        del scheduler
 
 
 #: how long a cancel waits for a killed chunk's processes to be gone

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -305,6 +306,18 @@ class Pool:
             "pool objects cannot be passed between processes or pickled"
         )
 
+    def __repr__(self) -> str:
+        return (f"<poolparty.{type(self).__name__} state={self._state} "
+                f"backend={self._scheduler.name} processes={self._max_running}>")
+
+    def __del__(self, _warn: Callable = warnings.warn) -> None:
+        """A pool dropped while running warns, as multiprocessing's does, and its maps
+        (if any are left) are stopped, cancelling their jobs."""
+        if getattr(self, "_state", None) != RUN:
+            return
+        _warn(f"unclosed running poolparty pool {self!r}", ResourceWarning, source=self)
+        self._cancel_maps()
+
     @property
     def scheduler(self) -> Scheduler:
         return self._scheduler
@@ -439,12 +452,10 @@ class Pool:
         try:
             return cloudpickle.dumps((func, star, self._initializer, self._initargs))
         except Exception as error:
-            raise UnpicklableError(
-                f"the function {func!r} (or the initializer) can't be pickled to send it to "
-                f"the jobs: {type(error).__name__}: {error}. Define it at module level or "
-                f"avoid capturing open files, locks or connections."
-            ) from error
-
+            add_context(error, f"poolparty: the function {func!r} (or the initializer) "
+                               f"can't be pickled to send it to the jobs. Define it at module "
+                               f"level or avoid capturing open files, locks or connections.")
+            raise
     def _metadata(self, num_tasks: int, chunksize: int) -> dict:
         return {
             "num_tasks": num_tasks,
@@ -790,13 +801,25 @@ def pickle_chunk(tasks: list, chunk: range) -> bytes:
     payload = (chunk.start, tasks[chunk.start : chunk.stop])
     try:
         return cloudpickle.dumps(payload)
-    except Exception:
+    except Exception as chunk_error:
         for index in chunk:
             try:
                 cloudpickle.dumps(tasks[index])
             except Exception as error:
-                raise UnpicklableError(
-                    f"task {index} ({tasks[index]!r:.100}) can't be pickled to send it to the "
-                    f"jobs: {type(error).__name__}: {error}"
-                ) from error
+                add_context(error, f"poolparty: task {index} ({tasks[index]!r:.100}) can't "
+                                   f"be pickled to send it to the jobs")
+                error.__suppress_context__ = True  # the chunk's failure is this one
+                raise error
+        add_context(chunk_error, f"poolparty: the tasks {chunk.start}..{chunk.stop - 1} "
+                                 f"can't be pickled together to send them to the jobs")
         raise
+
+
+def add_context(error: BaseException, note: str) -> None:
+    """Say what poolparty was doing when ``error`` was raised, keeping its type so that
+    the caller's ``except`` clauses catch it as with multiprocessing: a note (Python >=
+    3.11), or else an :class:`UnpicklableError` carrying the note as its cause."""
+    if hasattr(error, "add_note"):
+        error.add_note(note)
+    elif error.__cause__ is None:
+        error.__cause__ = UnpicklableError(note)

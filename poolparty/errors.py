@@ -5,7 +5,8 @@ on its own::
 
     PoolpartyError                   base of everything raised by poolparty itself
     ├── InvalidInputError            bad arguments, detected before anything is submitted
-    │   ├── UnpicklableError         a function or task can't be pickled (also a TypeError)
+    │   ├── UnpicklableError         the cause carrying poolparty's note on a pickling
+    │   │                            error before Python 3.11 (see below)
     │   └── SchedulerNotFoundError   the requested scheduler's commands are not installed
     ├── SchedulerCommandError        sbatch/squeue/qsub/... failed (after retries); carries
     │                                argv, exit code, stdout and stderr
@@ -33,7 +34,13 @@ class InvalidInputError(PoolpartyError, ValueError):
 
 
 class UnpicklableError(InvalidInputError, TypeError):
-    """A function or task can't be pickled; raised before anything is submitted."""
+    """What poolparty says about a function or task that can't be pickled.
+
+    A pickling error itself reaches the caller with its own type, as with
+    ``multiprocessing.Pool`` (a ``RuntimeError`` from ``__reduce__`` is caught by
+    ``except RuntimeError``); poolparty's context is a note on it, or before Python
+    3.11, where exceptions have no notes, an UnpicklableError set as its ``__cause__``.
+    """
 
 
 class SchedulerNotFoundError(InvalidInputError):

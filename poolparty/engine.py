@@ -77,6 +77,9 @@ class MapRun:
     #: set once the map is over and, unless it succeeded, its jobs were cancelled: a
     #: caller interrupted while waiting (Ctrl-C) waits for this before exiting
     ended: threading.Event = field(default_factory=threading.Event)
+    #: when callers stop waiting for ``ended`` (monotonic): set by the first wait, shared
+    #: by later ones, so a hung cancel delays an interrupted client once, not per wait
+    give_up_at: float | None = None
     status: dict[int, ChunkStatus] = field(init=False)
     _last_query: float = field(init=False, default=0.0)
 

@@ -298,8 +298,14 @@ class Pool:
         self._check_running()
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.terminate()
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        """Terminate; on Ctrl-C (a BaseException that is not an Exception) without
+        waiting longer than a few seconds for the maps to cancel their jobs."""
+        if kind is not None and not issubclass(kind, Exception):
+            self._cancel_maps(CANCEL_WAIT_SECONDS)
+            self._scheduler.close()
+        else:
+            self.terminate()
 
     def __reduce__(self):
         raise NotImplementedError(
@@ -556,16 +562,21 @@ WAIT_SLICE_SECONDS = 0.25
 
 
 def stop_and_wait(runs: Iterable[MapRun], timeout: float) -> None:
-    """Stop these maps and wait, at most ``timeout`` seconds in all, until each has
-    ended (so its jobs are cancelled); a map still going then is logged."""
+    """Stop these maps and wait until each has ended (its jobs cancelled), giving up
+    ``timeout`` seconds after the first such wait for that map: the Ctrl-C wait, the
+    ``with`` block's exit and the exit hook share the same few seconds."""
     runs = list(runs)
+    now = time.monotonic()
     for run in runs:
         run.stop.set()
-    deadline = time.monotonic() + timeout
+        if timeout > 0 and run.give_up_at is None:
+            run.give_up_at = now + timeout
     for run in runs:
-        if not run.ended.wait(max(0.0, deadline - time.monotonic())) and timeout > 0:
-            log.warning("map in %s did not cancel its jobs within %.0f s; some may still be "
-                        "queued", run.work_dir.path, timeout)
+        left = (run.give_up_at or now) - time.monotonic()
+        if left > 0 and not run.ended.wait(left):
+            log.warning("the map in %s did not cancel its jobs within %.0f s (the scheduler "
+                        "does not answer?); some may still be queued", run.work_dir.path,
+                        timeout)
 
 
 class cancelled_on_interrupt:

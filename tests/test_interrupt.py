@@ -89,6 +89,9 @@ CLIENT = textwrap.dedent("""
             print(with_executor(poolparty.Executor(2, **options)))
         elif way == "joblib":
             print(with_joblib())
+        elif way == "with Pool.imap":
+            with poolparty.Pool(2, **options) as pool:
+                print(list(pool.imap(long_task, tasks, chunksize=1)))
         else:
             print(with_pool())
     except KeyboardInterrupt:
@@ -99,7 +102,7 @@ CLIENT = textwrap.dedent("""
 POOL_WAYS = ["map", "map_async.get", "AsyncResult.wait", "imap", "imap_unordered", "apply"]
 EXECUTOR_WAYS = ["Executor.result", "Executor.as_completed", "Executor.wait", "Executor.map",
                  "unclosed Executor.as_completed"]
-ALL_WAYS = [*POOL_WAYS, *EXECUTOR_WAYS, "joblib"]
+ALL_WAYS = [*POOL_WAYS, "with Pool.imap", *EXECUTOR_WAYS, "joblib"]
 #: on the real schedulers, a few ways (each takes a job start or two)
 REAL_WAYS = ["map", "imap", "Executor.as_completed"]
 
@@ -117,6 +120,21 @@ def client_options(backend, work_root: Path) -> dict:
     options = backend.pool_options()
     options["work_dir"] = str(options["work_dir"])
     return options
+
+
+def interrupt_once_started(client: subprocess.Popen, out: Path, tmp_path: Path) -> float:
+    """SIGINT to the client once a task started; how long the client took to stop then
+    (the deadline plus a bit if it didn't)."""
+    wait_for(lambda: list(out.glob("started-*")) or client.poll() is not None, 180,
+             "a task to start")
+    assert client.poll() is None, (tmp_path / "client.err").read_text()[-3000:]
+    client.send_signal(signal.SIGINT)
+    interrupted = time.monotonic()
+    try:
+        client.wait(timeout=EXIT_DEADLINE)
+    except subprocess.TimeoutExpired:
+        client.kill()
+    return time.monotonic() - interrupted
 
 
 def start_client(tmp_path: Path, way: str, options: dict, out: Path) -> subprocess.Popen:
@@ -139,24 +157,30 @@ def test_ctrl_c_cancels_the_jobs_and_returns_within_seconds(backend_param, way, 
     out.mkdir()
     with made_backend(backend_param, work_root, tmp_path) as backend:
         client = start_client(tmp_path, way, client_options(backend, work_root), out)
-        try:
-            wait_for(lambda: list(out.glob("started-*")) or client.poll() is not None, 180,
-                     "a task to start")
-            assert client.poll() is None, (tmp_path / "client.err").read_text()[-3000:]
-            client.send_signal(signal.SIGINT)
-            interrupted = time.monotonic()
-            try:
-                client.wait(timeout=EXIT_DEADLINE)
-            except subprocess.TimeoutExpired:
-                pass
-            took = time.monotonic() - interrupted
-        finally:
-            if client.poll() is None:
-                client.kill()
+        took = interrupt_once_started(client, out, tmp_path)
         stdout = (tmp_path / "client.out").read_text()
         stderr = (tmp_path / "client.err").read_text()
         assert took < EXIT_DEADLINE, f"the client took {took:.0f} s to stop\n{stderr[-3000:]}"
         assert "KeyboardInterrupt reached the caller" in stdout, stderr[-3000:]
         assert stderr.rstrip().endswith("KeyboardInterrupt"), stderr[-3000:]
         wait_for(lambda: backend.queued_jobs() == [], 15, "the map's jobs to be gone")
+    assert list(out.glob("finished-*")) == []
+
+
+def test_ctrl_c_returns_within_seconds_even_when_the_scheduler_hangs(work_root, tmp_path):
+    """scancel hangs for 40 s: the client gives up waiting for it after 10 s, once (not
+    once in the wait, once leaving ``with Pool`` and once at exit), and says so; the
+    cancel goes on and the jobs go when it is done."""
+    out = tmp_path / "tasks"
+    out.mkdir()
+    with made_backend("dummy-slurm-array", work_root, tmp_path) as backend:
+        backend.queue.inject(hang={"scancel": (40, 1)})
+        options = dict(client_options(backend, work_root), call_timeout=120)
+        client = start_client(tmp_path, "with Pool.imap", options, out)
+        took = interrupt_once_started(client, out, tmp_path)
+        stderr = (tmp_path / "client.err").read_text()
+        assert took < 20, f"the client took {took:.0f} s to stop\n{stderr[-3000:]}"
+        assert stderr.rstrip().endswith("KeyboardInterrupt"), stderr[-3000:]
+        assert "did not cancel its jobs within 10 s" in stderr
+        wait_for(lambda: backend.queued_jobs() == [], 90, "the map's jobs to be gone")
     assert list(out.glob("finished-*")) == []

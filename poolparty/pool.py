@@ -462,6 +462,7 @@ class Pool:
                                f"can't be pickled to send it to the jobs. Define it at module "
                                f"level or avoid capturing open files, locks or connections.")
             raise
+
     def _metadata(self, num_tasks: int, chunksize: int) -> dict:
         return {
             "num_tasks": num_tasks,

@@ -97,6 +97,12 @@ class MapRun:
     stop: threading.Event = field(default_factory=threading.Event)
     #: print what each chunk's tasks printed when it is gathered (Pool's relay_output)
     relay_output: bool = False
+    #: set once the map is over and, unless it succeeded, its jobs were cancelled: a
+    #: caller interrupted while waiting (Ctrl-C) waits for this before exiting
+    ended: threading.Event = field(default_factory=threading.Event)
+    #: when callers stop waiting for ``ended`` (monotonic): set by the first wait, shared
+    #: by later ones, so a hung cancel delays an interrupted client once, not per wait
+    give_up_at: float | None = None
     status: dict[int, ChunkStatus] = field(init=False)
     _last_query: float = field(init=False, default=0.0)
 
@@ -157,13 +163,13 @@ class MapRun:
         try:
             yield from self._gather_archived()
             yield from self._gather()  # results an earlier client had not gathered yet
+            self._check_stop()  # stopped before it started: submit nothing
             self._backlog.extend(self._chunks_to_start())
             self._top_up()
             self._started = True
             nap = MIN_NAP
             while not all(s.done for s in self.status.values()):
-                if self.stop.is_set():
-                    raise PoolTerminated("the pool was terminated while this map ran")
+                self._check_stop()
                 self._handle_abandoned()
                 arrived = self._gather()
                 if arrived:
@@ -176,9 +182,16 @@ class MapRun:
                     self.stop.wait(nap)
             finished = True
         finally:
-            if not finished:
-                self._cancel_unfinished()
-            self.events.map_ended(finished, sys.exc_info()[1])
+            try:
+                if not finished:
+                    self._cancel_unfinished()
+                self.events.map_ended(finished, sys.exc_info()[1])
+            finally:
+                self.ended.set()
+
+    def _check_stop(self) -> None:
+        if self.stop.is_set():
+            raise PoolTerminated("the pool was terminated while this map ran")
 
     def submitted_nothing(self) -> bool:
         """Whether this map never had a job (its first submission was refused, or it

@@ -7,7 +7,8 @@ on its own::
     ├── InvalidInputError            bad arguments, detected before anything is submitted
     │   ├── InvalidOptionError       an unknown option, or a value of the wrong type
     │   │                            (also a TypeError, as an unexpected keyword is)
-    │   ├── UnpicklableError         a function or task can't be pickled (also a TypeError)
+    │   ├── UnpicklableError         the cause carrying poolparty's note on a pickling
+    │   │                            error before Python 3.11 (see below)
     │   └── SchedulerNotFoundError   the requested scheduler's commands are not installed
     ├── SchedulerCommandError        sbatch/squeue/qsub/... failed (after retries); carries
     │                                argv, exit code, stdout and stderr
@@ -43,7 +44,13 @@ class InvalidOptionError(InvalidInputError, TypeError):
 
 
 class UnpicklableError(InvalidInputError, TypeError):
-    """A function or task can't be pickled; raised before anything is submitted."""
+    """What poolparty says about a function or task that can't be pickled.
+
+    A pickling error itself reaches the caller with its own type, as with
+    ``multiprocessing.Pool`` (a ``RuntimeError`` from ``__reduce__`` is caught by
+    ``except RuntimeError``); poolparty's context is a note on it, or before Python
+    3.11, where exceptions have no notes, an UnpicklableError set as its ``__cause__``.
+    """
 
 
 class SchedulerNotFoundError(InvalidInputError):

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .engine import attach_remote_traceback
-from .pool import Pool, PreparedMap, _apply
+from .pool import CANCEL_WAIT_SECONDS, Pool, PreparedMap, _apply
 
 
 @dataclass
@@ -87,12 +87,32 @@ class Executor(_Executor):
             for batch in list(self._batches):
                 for call in batch.calls:
                     call.future.cancel()
+        self._pool.close()
         if wait:
             self._dispatcher.join()
             for thread in list(self._batch_threads):
                 thread.join()
-            self._pool.close()
             self._pool.join()
+
+    def __exit__(self, kind: type[BaseException] | None, *rest: Any) -> bool:
+        """Leaving the ``with`` block waits for the calls, as in concurrent.futures,
+        except on Ctrl-C (KeyboardInterrupt, or another BaseException): then every call
+        is cancelled, its jobs with it, and the exception goes on within seconds."""
+        if kind is not None and not issubclass(kind, Exception):
+            self._cancel_everything()
+            return False
+        return bool(super().__exit__(kind, *rest))
+
+    def _cancel_everything(self) -> None:
+        """No more submissions, calls not yet submitted cancelled, every running map
+        stopped; wait a few seconds at most for their jobs to be cancelled."""
+        with self._condition:
+            self._shutdown = True
+            waiting, self._waiting = self._waiting, []
+            self._condition.notify_all()
+        for call in waiting:
+            call.future.cancel()
+        self._pool._cancel_maps(CANCEL_WAIT_SECONDS)
 
     # ------------------------------------------------------------------ batching
     @property

@@ -8,12 +8,13 @@ functions, files left behind); only the queue is a list in this process.
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import subprocess
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 from .scheduler import Scheduler, State
 from .work_dir import WorkDir
@@ -23,7 +24,9 @@ class Local(Scheduler):
     """Runs at most ``max_workers`` chunks at once as child processes.
 
     A thread per slot waits on one child at a time, so a slot is refilled the moment
-    a chunk ends, without waiting for the engine's next poll.
+    a chunk ends, without waiting for the engine's next poll. The slot threads are
+    daemons: an interpreter exiting (Ctrl-C) is never held up waiting for a chunk to
+    end; the pool's exit hook cancels the chunks, which kills them.
     """
 
     name = "local"
@@ -31,7 +34,8 @@ class Local(Scheduler):
 
     def __init__(self, max_workers: int | None = None) -> None:
         self.default_max_running = max_workers or os.cpu_count() or 1
-        self._slots = ThreadPoolExecutor(self.default_max_running, thread_name_prefix="poolparty")
+        self._queue: queue.SimpleQueue[tuple[WorkDir, int] | None] = queue.SimpleQueue()
+        self._slots: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._states: dict[tuple[str, int], State] = {}
         self._processes: dict[tuple[str, int], subprocess.Popen] = {}
@@ -43,7 +47,20 @@ class Local(Scheduler):
             with self._lock:
                 self._states[key] = State.PENDING
                 self._cancelled.discard(key)
-            self._slots.submit(self._run, work_dir, chunk_id)
+            self._queue.put((work_dir, chunk_id))
+        self._start_slots()
+
+    def _start_slots(self) -> None:
+        with self._lock:
+            while len(self._slots) < self.default_max_running:
+                slot = threading.Thread(target=_serve, args=(weakref.ref(self), self._queue),
+                                        daemon=True, name="poolparty-local")
+                self._slots.append(slot)
+                slot.start()
+
+    def __del__(self) -> None:
+        for _ in getattr(self, "_slots", ()):
+            self._queue.put(None)
 
     def query(self, work_dir: WorkDir) -> dict[int, State]:
         with self._lock:
@@ -67,7 +84,12 @@ class Local(Scheduler):
             self._cancelled.update(self._states)
             for process in self._processes.values():
                 _kill_group(process)
-        self._slots.shutdown(wait=True, cancel_futures=True)
+            slots, self._slots = self._slots, []
+        for _ in slots:
+            self._queue.put(None)
+        for slot in slots:
+            if slot is not threading.current_thread():
+                slot.join()
 
     def _run(self, work_dir: WorkDir, chunk_id: int) -> None:
         key = (work_dir.map_id, chunk_id)
@@ -103,6 +125,17 @@ class Local(Scheduler):
     def _argv(work_dir: WorkDir, chunk_id: int) -> list[str]:
         """The worker command of one chunk (what a dry run prints for this backend)."""
         return ["/bin/sh", str(work_dir.script_path), str(chunk_id)]
+
+
+def _serve(local: weakref.ref[Local], chunks: queue.SimpleQueue) -> None:
+    """One slot thread: run the queued chunks one after the other until the Local is
+    closed or collected (the thread holds it weakly, so an unused pool's threads go)."""
+    while (item := chunks.get()) is not None:
+        scheduler = local()
+        if scheduler is None:
+            return
+        scheduler._run(*item)
+        del scheduler
 
 
 #: how long a cancel waits for a killed chunk's processes to be gone

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import difflib
 import hashlib
 import inspect
@@ -12,8 +13,12 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
+import warnings
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
@@ -260,6 +265,7 @@ class Pool:
         self._lock = threading.Lock()
         self._threads: set[threading.Thread] = set()
         self._running_maps: set[MapRun] = set()
+        _live_pools.add(self)
 
     # ------------------------------------------------------------------ blocking calls
     def map(self, func: Callable, iterable: Iterable, chunksize: int | None = None) -> list:
@@ -268,13 +274,11 @@ class Pool:
         The first task that raises makes map raise its exception (the remote traceback
         as its cause); the map's other jobs are then cancelled.
         """
-        self._check_running()
-        return self._collect(self._prepare(func, iterable, chunksize, star=False))
+        return self.map_async(func, iterable, chunksize).get()
 
     def starmap(self, func: Callable, iterable: Iterable, chunksize: int | None = None) -> list:
         """``[func(*args) for args in iterable]``, computed by jobs; in input order."""
-        self._check_running()
-        return self._collect(self._prepare(func, iterable, chunksize, star=True))
+        return self.starmap_async(func, iterable, chunksize).get()
 
     def apply(self, func: Callable, args: Sequence = (), kwds: dict | None = None) -> Any:
         """``func(*args, **kwds)`` in one job, waiting for the result."""
@@ -333,12 +337,17 @@ class Pool:
 
     def terminate(self) -> None:
         """Stop now: every running map cancels its jobs (and keeps its work_dir)."""
-        self._state = TERMINATE
-        with self._lock:
-            for run in self._running_maps:
-                run.stop.set()
+        self._cancel_maps()
         self._join_threads()
         self._scheduler.close()
+
+    def _cancel_maps(self, timeout: float = 0.0) -> None:
+        """Refuse more work and stop every running map (each cancels its jobs); wait up
+        to ``timeout`` seconds until they have. A map that starts later stops at once."""
+        self._state = TERMINATE
+        with self._lock:
+            runs = list(self._running_maps)
+        stop_and_wait(runs, timeout)
 
     def join(self) -> None:
         """Wait for the background maps; only after close() or terminate()."""
@@ -350,13 +359,31 @@ class Pool:
         self._check_running()
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.terminate()
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        """Terminate; on Ctrl-C (a BaseException that is not an Exception) without
+        waiting longer than a few seconds for the maps to cancel their jobs."""
+        if kind is not None and not issubclass(kind, Exception):
+            self._cancel_maps(CANCEL_WAIT_SECONDS)
+            self._scheduler.close()
+        else:
+            self.terminate()
 
     def __reduce__(self):
         raise NotImplementedError(
             "pool objects cannot be passed between processes or pickled"
         )
+
+    def __repr__(self) -> str:
+        return (f"<poolparty.{type(self).__name__} state={self._state} "
+                f"backend={self._scheduler.name} processes={self._max_running}>")
+
+    def __del__(self, _warn: Callable = warnings.warn) -> None:
+        """A pool dropped while running warns, as multiprocessing's does, and its maps
+        (if any are left) are stopped, cancelling their jobs."""
+        if getattr(self, "_state", None) != RUN:
+            return
+        _warn(f"unclosed running poolparty pool {self!r}", ResourceWarning, source=self)
+        self._cancel_maps()
 
     @property
     def scheduler(self) -> Scheduler:
@@ -499,11 +526,10 @@ class Pool:
         try:
             return cloudpickle.dumps((func, star, self._initializer, self._initargs))
         except Exception as error:
-            raise UnpicklableError(
-                f"the function {func!r} (or the initializer) can't be pickled to send it to "
-                f"the jobs: {type(error).__name__}: {error}. Define it at module level or "
-                f"avoid capturing open files, locks or connections."
-            ) from error
+            add_context(error, f"poolparty: the function {func!r} (or the initializer) "
+                               f"can't be pickled to send it to the jobs. Define it at module "
+                               f"level or avoid capturing open files, locks or connections.")
+            raise
 
     def _metadata(self, num_tasks: int, chunksize: int) -> dict:
         return {
@@ -600,6 +626,78 @@ class MapPreview:
     commands: list[list[str]]
 
 
+#: every Pool not yet garbage-collected, for the exit hook
+_live_pools: weakref.WeakSet[Pool] = weakref.WeakSet()
+
+
+@atexit.register
+def _cancel_maps_at_exit() -> None:
+    """The interpreter is exiting with maps still running: a Ctrl-C escaped a wait that
+    poolparty does not see (``concurrent.futures.as_completed``), or a script ended
+    without waiting. Their jobs are cancelled, as multiprocessing terminates its
+    workers at exit, rather than left running for nobody."""
+    for pool in list(_live_pools):
+        pool._cancel_maps(CANCEL_WAIT_SECONDS)
+
+
+#: how long a caller interrupted while waiting (Ctrl-C) waits for its maps to have
+#: cancelled their jobs before it raises: the background threads that cancel them are
+#: daemons, which die with the interpreter
+CANCEL_WAIT_SECONDS = 10.0
+#: longest single wait on a lock or event: a caller blocked in one does not see an
+#: interrupt that is not a real signal (``_thread.interrupt_main``) until it wakes
+WAIT_SLICE_SECONDS = 0.25
+
+
+def stop_and_wait(runs: Iterable[MapRun], timeout: float) -> None:
+    """Stop these maps and wait until each has ended (its jobs cancelled), giving up
+    ``timeout`` seconds after the first such wait for that map: the Ctrl-C wait, the
+    ``with`` block's exit and the exit hook share the same few seconds."""
+    runs = list(runs)
+    now = time.monotonic()
+    for run in runs:
+        run.stop.set()
+        if timeout > 0 and run.give_up_at is None:
+            run.give_up_at = now + timeout
+    for run in runs:
+        left = (run.give_up_at or now) - time.monotonic()
+        if left > 0 and not run.ended.wait(left):
+            log.warning("the map in %s did not cancel its jobs within %.0f s (the scheduler "
+                        "does not answer?); some may still be queued", run.work_dir.path,
+                        timeout)
+
+
+class cancelled_on_interrupt:
+    """Every wait for results goes through this: Ctrl-C (KeyboardInterrupt, or another
+    BaseException such as SystemExit from a signal handler) while waiting stops the maps
+    waited on and waits, a few seconds at most, until their jobs are cancelled, then
+    raises on. Without it the maps' background threads would die with the interpreter
+    and leave the jobs running (and local workers would keep the process alive)."""
+
+    def __init__(self, runs: Callable[[], Iterable[MapRun]]) -> None:
+        self._runs = runs
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> bool:
+        if kind is not None and not issubclass(kind, Exception):
+            stop_and_wait(self._runs(), CANCEL_WAIT_SECONDS)
+        return False
+
+
+def wait_in_slices(wait: Callable[[float], bool], timeout: float | None) -> bool:
+    """``wait(seconds)`` again and again, at most WAIT_SLICE_SECONDS each, until it
+    returns True (True) or ``timeout`` has passed (False)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        left = WAIT_SLICE_SECONDS if deadline is None else deadline - time.monotonic()
+        if wait(max(0.0, min(left, WAIT_SLICE_SECONDS))):
+            return True
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+
+
 class ResultHandle:
     """A value or an exception that arrives later: multiprocessing's AsyncResult
     surface (ready, successful, wait, get with a timeout)."""
@@ -622,7 +720,13 @@ class ResultHandle:
         return self._success
 
     def wait(self, timeout: float | None = None) -> None:
-        self._event.wait(timeout)
+        """Wait for the outcome; Ctrl-C while waiting cancels the jobs of its map."""
+        with cancelled_on_interrupt(self._runs):
+            wait_in_slices(self._event.wait, timeout)
+
+    def _runs(self) -> list[MapRun]:
+        """The maps whose jobs this result waits for."""
+        return []
 
     def get(self, timeout: float | None = None) -> Any:
         """The value, or the exception raised again."""
@@ -669,14 +773,8 @@ class AsyncResult(ResultHandle):
         finally:
             self._set(success, value)
 
-    def wait(self, timeout: float | None = None) -> None:
-        """Wait for the map; Ctrl-C while waiting cancels its jobs, as in map()."""
-        try:
-            super().wait(timeout)
-        except KeyboardInterrupt:
-            if self._prepared is not None:
-                self._prepared.run.stop.set()
-            raise
+    def _runs(self) -> list[MapRun]:
+        return [self._prepared.run] if self._prepared is not None else []
 
 
 class IMapIterator:
@@ -713,10 +811,11 @@ class IMapIterator:
         return self
 
     def next(self, timeout: float | None = None) -> Any:
-        with self._condition:
+        """The next result; Ctrl-C while waiting cancels the map's jobs."""
+        with cancelled_on_interrupt(self._runs), self._condition:
             if self._position >= self._length:
                 raise StopIteration
-            if not self._condition.wait_for(self._has_next, timeout):
+            if not wait_in_slices(partial(self._condition.wait_for, self._has_next), timeout):
                 raise multiprocessing.TimeoutError
             if self._ordered:
                 index = self._position
@@ -734,6 +833,9 @@ class IMapIterator:
         raise_task_error(outcome, index, self._prepared.work_dir if self._prepared else None)
 
     __next__ = next
+
+    def _runs(self) -> list[MapRun]:
+        return [self._prepared.run] if self._prepared is not None else []
 
     def _has_next(self) -> bool:
         if self._failure is not None:
@@ -792,13 +894,25 @@ def pickle_chunk(tasks: list, chunk: range) -> bytes:
     payload = (chunk.start, tasks[chunk.start : chunk.stop])
     try:
         return cloudpickle.dumps(payload)
-    except Exception:
+    except Exception as chunk_error:
         for index in chunk:
             try:
                 cloudpickle.dumps(tasks[index])
             except Exception as error:
-                raise UnpicklableError(
-                    f"task {index} ({tasks[index]!r:.100}) can't be pickled to send it to the "
-                    f"jobs: {type(error).__name__}: {error}"
-                ) from error
+                add_context(error, f"poolparty: task {index} ({tasks[index]!r:.100}) can't "
+                                   f"be pickled to send it to the jobs")
+                error.__suppress_context__ = True  # the chunk's failure is this one
+                raise error
+        add_context(chunk_error, f"poolparty: the tasks {chunk.start}..{chunk.stop - 1} "
+                                 f"can't be pickled together to send them to the jobs")
         raise
+
+
+def add_context(error: BaseException, note: str) -> None:
+    """Say what poolparty was doing when ``error`` was raised, keeping its type so that
+    the caller's ``except`` clauses catch it as with multiprocessing: a note (Python >=
+    3.11), or else an :class:`UnpicklableError` carrying the note as its cause."""
+    if hasattr(error, "add_note"):
+        error.add_note(note)
+    elif error.__cause__ is None:
+        error.__cause__ = UnpicklableError(note)

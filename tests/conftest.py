@@ -124,6 +124,12 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str,
         time.sleep(interval)
 
 
+def poolparty_context(error: BaseException) -> str:
+    """What poolparty added to an exception it let through with its own type (a pickling
+    error): its notes (Python >= 3.11), or else the cause it attached."""
+    return "\n".join(getattr(error, "__notes__", None) or [str(error.__cause__)])
+
+
 def the_map_dir(work_root: Path, timeout: float = 60, holding: str | None = None) -> Path:
     """The one map's directory under work_root, once it exists (and holds ``holding``):
     not the short-lived hidden directory a pool makes to check that it may create

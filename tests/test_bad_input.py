@@ -6,22 +6,24 @@ import os
 import threading
 
 import pytest
-from conftest import made_backend
+from conftest import made_backend, poolparty_context
 
 import poolparty
 
 
 def test_a_function_that_cannot_be_pickled_is_refused_before_submitting(backend, work_root):
     lock = threading.Lock()
-    with pytest.raises(poolparty.UnpicklableError, match="can't be pickled"):
+    with pytest.raises(TypeError) as caught:  # as multiprocessing.Pool raises it
         backend.make_pool().map(lambda x: (lock, x), range(3))
+    assert "can't be pickled" in poolparty_context(caught.value)
     assert backend.queued_jobs() == []
 
 
 def test_a_task_that_cannot_be_pickled_is_named(backend):
     tasks = [1, 2, threading.Lock()]
-    with pytest.raises(poolparty.UnpicklableError, match="task 2"):
+    with pytest.raises(TypeError) as caught:
         backend.make_pool().map(id, tasks)
+    assert "task 2" in poolparty_context(caught.value)
     assert backend.queued_jobs() == []
 
 

@@ -9,10 +9,12 @@ then a missing scheduler is a failure, never a silent skip.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -320,3 +322,9 @@ def dummy_slurm(tmp_path: Path, monkeypatch):
 
     with dummy_scheduler_on_path(tmp_path, monkeypatch) as queue:
         yield queue
+
+
+def submissions_per_chunk(map_dir: Path) -> Counter:
+    """How often each chunk was submitted, from jobs.jsonl (one line per submission)."""
+    lines = (map_dir / "jobs.jsonl").read_text().splitlines()
+    return Counter(int(chunk) for line in lines for chunk in json.loads(line)["chunks"])

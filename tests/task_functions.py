@@ -6,6 +6,8 @@ client's import path, which the workers are given, so the nodes import them too.
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 
@@ -28,3 +30,18 @@ def slow_abs(x):
     """abs, slow enough for a pool polling every 0.2 s to see the job run a few times."""
     time.sleep(1.5)
     return abs(x)
+
+
+def underscore_exit_on_three(x):
+    """Ends its worker's process at task 3 the way a C library's exit() would."""
+    if x == 3:
+        print(f"task {x} is about to os._exit(1)", flush=True)
+        os._exit(1)
+    return x * 10
+
+
+def segfault_on_three(x):
+    """Kills its worker's process with SIGSEGV at task 3, as a crashing extension does."""
+    if x == 3:
+        os.kill(os.getpid(), signal.SIGSEGV)
+    return x * 10

@@ -10,19 +10,18 @@ set on the real ones.
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import signal
 import sys
 import time
 import uuid
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import CLUSTER_BACKENDS, made_backend, the_map_dir, wait_for
+from conftest import CLUSTER_BACKENDS, made_backend, submissions_per_chunk, the_map_dir, wait_for
+from task_functions import segfault_on_three, underscore_exit_on_three
 
 import poolparty
 
@@ -50,18 +49,6 @@ def exit_on_three(x):
     return x * 10
 
 
-def underscore_exit_on_three(x):
-    if x == 3:
-        print(f"task {x} is about to os._exit(1)", flush=True)
-        os._exit(1)
-    return x * 10
-
-
-def segfault_on_three(x):
-    if x == 3:
-        os.kill(os.getpid(), signal.SIGSEGV)
-    return x * 10
-
 
 def sigkill(x, ran: str, victim: int, always: bool):
     """Task ``victim`` kills its process, on its first attempt (or on every one)."""
@@ -86,11 +73,6 @@ def exit_in_initializer():
 def sys_exit_in_initializer():
     sys.exit(2)
 
-
-def submissions_per_chunk(map_dir: Path) -> Counter:
-    """How often each chunk was submitted, from jobs.jsonl (one line per submission)."""
-    lines = (map_dir / "jobs.jsonl").read_text().splitlines()
-    return Counter(int(chunk) for line in lines for chunk in json.loads(line)["chunks"])
 
 
 def crash(pool: poolparty.Pool, function, tasks, **options) -> poolparty.TaskCrashedError:

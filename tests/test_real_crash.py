@@ -10,15 +10,12 @@ was seen running", with a submission listed that never happened).
 
 from __future__ import annotations
 
-import json
-import os
 import signal
 import time
-from collections import Counter
-from pathlib import Path
 
 import pytest
-from conftest import made_backend, the_map_dir
+from conftest import made_backend, submissions_per_chunk, the_map_dir
+from task_functions import segfault_on_three, underscore_exit_on_three
 
 import poolparty
 
@@ -38,22 +35,6 @@ def real(request, work_root, tmp_path):
         yield made
 
 
-def underscore_exit_on_three(x):
-    if x == 3:
-        print(f"task {x} is about to os._exit(1)", flush=True)
-        os._exit(1)
-    return x * 10
-
-
-def segfault_on_one(x):
-    if x == 1:
-        os.kill(os.getpid(), signal.SIGSEGV)
-    return x * 10
-
-
-def submissions_per_chunk(map_dir: Path) -> Counter:
-    lines = (map_dir / "jobs.jsonl").read_text().splitlines()
-    return Counter(int(chunk) for line in lines for chunk in json.loads(line)["chunks"])
 
 
 def crash(pool: poolparty.Pool, function, tasks, chunksize: int) -> poolparty.TaskCrashedError:
@@ -81,8 +62,8 @@ def test_a_segfaulting_task_is_named_and_leaves_no_core_file(real, work_root, tm
     caller = tmp_path / "caller"
     caller.mkdir()
     monkeypatch.chdir(caller)  # the jobs' directory
-    error = crash(real.make_pool(), segfault_on_one, range(3), chunksize=1)
-    assert error.task_index == 1 and error.signal == signal.SIGSEGV
+    error = crash(real.make_pool(), segfault_on_three, range(6), chunksize=2)
+    assert error.task_index == 3 and error.signal == signal.SIGSEGV
     assert "killed by signal 11 (SIGSEGV)" in str(error)
     assert submissions_per_chunk(the_map_dir(work_root))[1] == 2
     assert sorted(caller.rglob("core*")) == []

@@ -363,7 +363,12 @@ class Pool:
 
     def _outcomes(self, prepared: PreparedMap) -> Iterator[tuple[int, list]]:
         """Drive one map; clean up after it: the work_dir goes on success (unless
-        keep_work_dir) and stays, with a log line saying where, on any other end."""
+        keep_work_dir) and stays, with a log line saying where, on any other end (a
+        task that raised is one: its map can be run again, see resume.rst).
+
+        The last chunk is handed out only after the cleanup: whoever sees the last
+        result (imap, an Executor's future) may exit at once and leave nothing behind.
+        """
         succeeded = False
         with self._lock:
             if self._state == TERMINATE:
@@ -372,25 +377,37 @@ class Pool:
         bar = progress_bar(prepared.num_tasks, prepared.work_dir.map_id) if self._progress else None
         prepared.log.info("map of %d task(s) in %d chunk(s) in %s", prepared.num_tasks,
                           len(prepared.bounds), prepared.work_dir.path)
+        held: list[tuple[int, list]] = []  # arrived after the map's last chunk was done
+        all_tasks_ok = True
         try:
             for chunk_id, outcomes in prepared.run.outcomes():
                 if bar is not None:
                     bar.update(len(outcomes))
-                yield chunk_id, outcomes
-            succeeded = True
+                all_tasks_ok = all_tasks_ok and all(outcome[0] for outcome in outcomes)
+                if all(status.done for status in prepared.run.status.values()):
+                    held.append((chunk_id, outcomes))
+                else:
+                    yield chunk_id, outcomes
+            succeeded = all_tasks_ok
         finally:
-            with self._lock:
-                self._running_maps.discard(prepared.run)
-            if bar is not None:
-                bar.close()
-            if not succeeded:
-                prepared.log.error("map failed or was interrupted; work_dir kept: %s",
-                                   prepared.work_dir.path)
-            close_map_logger(prepared.log)
-            if succeeded and not self._keep_work_dir:
-                prepared.work_dir.remove()
-            else:
-                prepared.work_dir.release()
+            self._end_map(prepared, succeeded, bar)
+        yield from held
+
+    def _end_map(self, prepared: PreparedMap, succeeded: bool, bar: Any) -> None:
+        """Forget the map; remove its work_dir if it succeeded, else keep it and say so."""
+        with self._lock:
+            self._running_maps.discard(prepared.run)
+        if bar is not None:
+            bar.close()
+        if not succeeded:
+            prepared.log.error("a task raised, or the map failed or was interrupted; "
+                               "work_dir kept: %s",
+                               prepared.work_dir.path)
+        close_map_logger(prepared.log)
+        if succeeded and not self._keep_work_dir:
+            prepared.work_dir.remove()
+        else:
+            prepared.work_dir.release()
 
     def _collect(self, prepared: PreparedMap | None) -> list:
         """All results in input order; the first task error is raised at once."""

@@ -24,11 +24,18 @@ import pickle
 import sys
 import threading
 import time
+import warnings
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from .errors import ChunksLostError, PoolTerminated, RemoteTraceback, SchedulerCommandError
+from .errors import (
+    ChunksLostError,
+    PoolTerminated,
+    RemoteTraceback,
+    ResultsReusedWarning,
+    SchedulerCommandError,
+)
 from .events import ClientEvents
 from .scheduler import Scheduler, State
 from .work_dir import WorkDir
@@ -134,6 +141,7 @@ class MapRun:
         try:
             yield from self._gather_archived()
             yield from self._gather()  # results an earlier client had not gathered yet
+            self._say_what_is_reused()
             self._backlog.extend(self._chunks_to_start())
             self._top_up()
             self._started = True
@@ -168,6 +176,24 @@ class MapRun:
                 recovered.append((chunk_id, outcomes))
         self.events.gathered(recovered, self.chunks, recovered=True)
         yield from recovered
+
+    def _say_what_is_reused(self) -> None:
+        """Results of an earlier run, used instead of computing them: the user must know
+        (a ResultsReusedWarning, shown every time), and how to get a fresh run."""
+        reused = [s.tasks for s in self.status.values() if s.done]
+        if not reused:
+            return
+        message = (
+            f"poolparty: reusing the results of {sum(map(len, reused))} of "
+            f"{sum(len(s.tasks) for s in self.status.values())} task(s) computed by an "
+            f"earlier run of this map (same function, same code of yours, same tasks), kept "
+            f"in {self.work_dir.path}; pass reuse_results=False to the Pool (or set "
+            f"POOLPARTY_REUSE_RESULTS=no) to compute them again"
+        )
+        self.log.info(message)
+        # a fresh registry: the default filter would show an identical message only once
+        warnings.warn_explicit(message, ResultsReusedWarning, __file__, 0, module="poolparty",
+                               registry={})
 
     def _chunks_to_start(self) -> list[int]:
         """Every chunk without a result, except, when re-attaching to the work_dir of a

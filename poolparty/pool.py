@@ -18,6 +18,7 @@ from typing import Any, Callable
 import cloudpickle
 
 from . import chunking, config
+from .code_identity import installed_versions, user_code_digest
 from .engine import MapRun, raise_task_error
 from .errors import InvalidInputError, UnpicklableError
 from .log import close_map_logger, configure_verbose, map_logger
@@ -156,6 +157,7 @@ class Pool:
         backend: str | Scheduler | None = None,
         work_dir: str | os.PathLike | None = None,
         keep_work_dir: bool | None = None,
+        reuse_results: bool | None = None,
         python_path: str | None = None,
         polling_interval: float | None = None,
         max_num_resubmissions: int | None = None,
@@ -165,7 +167,8 @@ class Pool:
     ) -> None:
         values, resolved = config.pool_values({
             "processes": processes, "backend": backend, "work_dir": work_dir,
-            "keep_work_dir": keep_work_dir, "python_path": python_path,
+            "keep_work_dir": keep_work_dir, "reuse_results": reuse_results,
+            "python_path": python_path,
             "polling_interval": polling_interval, "max_num_resubmissions": max_num_resubmissions,
             "verbose": verbose, "progress": progress, **backend_options,
         })
@@ -190,6 +193,7 @@ class Pool:
         self._initargs = tuple(initargs)
         self._work_dir_root = values["work_dir"]
         self._keep_work_dir = values["keep_work_dir"]
+        self._reuse_results = values["reuse_results"]
         self._python_path = check_python(values["python_path"] or sys.executable)
         self._polling_interval = float(polling_interval)
         self._max_num_resubmissions = check_max_num_resubmissions(values["max_num_resubmissions"])
@@ -346,8 +350,8 @@ class Pool:
         bounds = chunking.chunk_bounds(len(tasks), chunksize)
         function_blob = self._pickle_function(func, star)
         chunk_blobs = [pickle_chunk(tasks, chunk) for chunk in bounds]
-        identity = map_identity(function_blob, chunk_blobs, self._python_path)
-        work_dir = WorkDir.create(self._work_dir_root, identity)
+        identity = map_identity(function_blob, chunk_blobs, self._python_path, user_code_digest())
+        work_dir = self._claim_work_dir(identity)
         if not work_dir.has_inputs():
             try:
                 work_dir.write_inputs(function_blob, chunk_blobs,
@@ -360,6 +364,17 @@ class Pool:
         run = MapRun(self._scheduler, work_dir, bounds, self._polling_interval,
                      self._max_num_resubmissions, map_log)
         return PreparedMap(work_dir, bounds, len(tasks), run, map_log)
+
+    def _claim_work_dir(self, identity: str) -> WorkDir:
+        """The map's directory. With reuse_results=False, one an earlier run of the same
+        map left is emptied first: its jobs still queued cancelled, its results deleted."""
+        work_dir = WorkDir.create(self._work_dir_root, identity)
+        while work_dir.resumed and not self._reuse_results:
+            self._scheduler.cancel(work_dir, work_dir.recorded_chunks())
+            log.info("reuse_results=False: deleted the earlier run's %s", work_dir.path)
+            work_dir.remove()
+            work_dir = WorkDir.create(self._work_dir_root, identity)
+        return work_dir
 
     def _outcomes(self, prepared: PreparedMap) -> Iterator[tuple[int, list]]:
         """Drive one map; clean up after it: the work_dir goes on success (unless
@@ -463,6 +478,8 @@ class Pool:
             "client_pid": os.getpid(),
             "client_host": os.uname().nodename,
             "import_paths": client_import_paths(),
+            "python_version": sys.version.split()[0],
+            "installed_versions": installed_versions(),
         }
 
 
@@ -678,11 +695,15 @@ def _apply(func: Callable, args: tuple, kwds: dict) -> Any:
     return func(*args, **kwds)
 
 
-def map_identity(function_blob: bytes, chunk_blobs: list[bytes], python_path: str) -> str:
+def map_identity(function_blob: bytes, chunk_blobs: list[bytes], python_path: str,
+                 code_digest: str) -> str:
     """A map's name in the work_dir, derived from what it computes: calling the same map
-    again after the client died finds its directory, results and jobs."""
+    again after the client died finds its directory, results and jobs. ``code_digest``
+    covers the user's modules the jobs would import (poolparty.code_identity): results
+    of an earlier run are never taken for those of changed code."""
     digest = hashlib.sha256(function_blob)
     digest.update(python_path.encode())
+    digest.update(code_digest.encode())
     for blob in chunk_blobs:
         digest.update(len(blob).to_bytes(8, "little"))
         digest.update(blob)

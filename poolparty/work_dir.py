@@ -496,6 +496,10 @@ class WorkDir(MapFiles):
         """The chunk a scheduler job (and array index) runs; None if not of this map."""
         return self._chunk_of_job.get((job_id, index))
 
+    def recorded_chunks(self) -> list[int]:
+        """The chunks this map's records say were ever submitted (by any client)."""
+        return sorted(self._jobs_of_chunk)
+
     def jobs_of_chunk(self, chunk_id: int) -> list[JobRef]:
         return list(self._jobs_of_chunk.get(chunk_id, []))
 

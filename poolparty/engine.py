@@ -92,7 +92,17 @@ class MapRun:
         self._started = False
         #: chunks past the resubmission limit, and when to give up on a late result
         self._last_chance: dict[int, float] = {}
+        self._statuses = list(self.status.values())  # in order, for all_done's cursor
+        self._cursor = 0
         self.events = ClientEvents(self.work_dir)  # what poolparty status reads
+
+    def all_done(self) -> bool:
+        """Whether every chunk has its result (or was abandoned). Cheap enough to ask
+        after each chunk: a chunk once done stays done, so a cursor skips past them."""
+        statuses = self._statuses
+        while self._cursor < len(statuses) and statuses[self._cursor].done:
+            self._cursor += 1
+        return self._cursor == len(statuses)
 
     def _top_up(self) -> None:
         """Submit waiting chunks: all of them, or, for a backend that can't throttle

@@ -399,7 +399,7 @@ class Pool:
                 if bar is not None:
                     bar.update(len(outcomes))
                 all_tasks_ok = all_tasks_ok and all(outcome[0] for outcome in outcomes)
-                if all(status.done for status in prepared.run.status.values()):
+                if prepared.run.all_done():
                     held.append((chunk_id, outcomes))
                 else:
                     yield chunk_id, outcomes

@@ -29,6 +29,7 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from .code_identity import installed_versions
 from .errors import (
     ChunksLostError,
     PoolTerminated,
@@ -200,6 +201,9 @@ class MapRun:
             f"in {self.work_dir.path}; pass reuse_results=False to the Pool (or set "
             f"POOLPARTY_REUSE_RESULTS=no) to compute them again"
         )
+        changed = changed_versions(self.work_dir)
+        if changed:
+            message += f". Installed packages changed since that run: {changed}"
         self.log.info(message)
         # a fresh registry: the default filter would show an identical message only once
         warnings.warn_explicit(message, ResultsReusedWarning, __file__, 0, module="poolparty",
@@ -399,6 +403,19 @@ class MapRun:
             self.log.warning("cancelled the %d unfinished chunk(s) of this map", len(unfinished))
         except Exception as error:  # noqa: BLE001
             self.log.error("could not cancel jobs of this map: %s", error)
+
+
+def changed_versions(work_dir: WorkDir) -> str:
+    """The installed packages (and python) whose versions differ from those the map's
+    earlier run recorded in map.json: not part of the identity, but worth saying."""
+    try:
+        metadata = work_dir.metadata()
+    except (OSError, ValueError):
+        return ""
+    before = {"python": metadata.get("python_version"), **metadata.get("installed_versions", {})}
+    now = {"python": sys.version.split()[0], **installed_versions()}
+    return ", ".join(f"{name} {before[name]} -> {now[name]}" for name in sorted(before)
+                     if before[name] and name in now and now[name] != before[name])
 
 
 def attach_remote_traceback(outcome: tuple) -> BaseException:

@@ -297,3 +297,22 @@ def test_a_script_ending_right_after_imap_leaves_no_map_directory(call, tmp_path
         subprocess.run([sys.executable, str(script), str(work_root)], check=True, timeout=120,
                        cwd=tmp_path, env=environment)
         assert map_dirs(work_root) == []
+
+
+def test_the_warning_names_installed_packages_whose_version_changed(user_module, work_root,
+                                                                    monkeypatch):
+    """Installed packages are not part of the identity (an upgrade does not make a new
+    map), but reusing results made with another version is said."""
+    module = user_module(10)
+    fake = type(sys)("fakepkg_for_reuse")
+    fake.__file__ = os.path.join(sys.prefix, "lib", "fakepkg_for_reuse", "__init__.py")
+    fake.__version__ = "1.0"
+    monkeypatch.setitem(sys.modules, "fakepkg_for_reuse", fake)
+    pool = poolparty.Pool(backend="local", work_dir=work_root, polling_interval=0.2)
+    try:
+        fail_once(pool, module.work, user_module)
+        fake.__version__ = "2.0"
+        with pytest.warns(ResultsReusedWarning, match="fakepkg_for_reuse 1.0 -> 2.0"):
+            assert pool.map(module.work, TASKS, chunksize=1) == [x * 10 for x in TASKS]
+    finally:
+        pool.terminate()

@@ -26,6 +26,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from cli_helpers import read_jsonl
 from conftest import ARRAY_BACKEND_PARAMS, made_backend
 
 import poolparty
@@ -316,3 +317,14 @@ def test_the_warning_names_installed_packages_whose_version_changed(user_module,
             assert pool.map(module.work, TASKS, chunksize=1) == [x * 10 for x in TASKS]
     finally:
         pool.terminate()
+
+
+def test_the_command_line_asks_for_a_fresh_run_with_fresh(run_cli, dummy_slurm, tmp_path):
+    (tmp_path / "script.py").write_text("NUMBERS = list(range(5))\n\n"
+                                        "def identity(x):\n    return x\n")
+    arguments = ["run", "script.py:identity", "--args", "NUMBERS", "--keep-work-dir"]
+    for fresh, submissions in [([], 1), ([], 1), (["--fresh"], 2)]:
+        result = run_cli(*arguments, *fresh)
+        assert result.code == 0, result.err
+        assert dummy_slurm.history()["sbatch"] == submissions
+        assert [r["result"] for r in read_jsonl(tmp_path / "results.jsonl")] == list(range(5))

@@ -198,8 +198,8 @@ class MapRun:
             f"poolparty: reusing the results of {sum(map(len, reused))} of "
             f"{sum(len(s.tasks) for s in self.status.values())} task(s) computed by an "
             f"earlier run of this map (same function, same code of yours, same tasks), kept "
-            f"in {self.work_dir.path}; pass reuse_results=False to the Pool (or set "
-            f"POOLPARTY_REUSE_RESULTS=no) to compute them again"
+            f"in {self.work_dir.path}. To compute them again: Pool(reuse_results=False), "
+            f"POOLPARTY_REUSE_RESULTS=no, or poolparty run/exec --fresh"
         )
         changed = changed_versions(self.work_dir)
         if changed:

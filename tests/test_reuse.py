@@ -216,7 +216,7 @@ def identical_calls(pool: poolparty.Pool, repeats: int) -> None:
 
 
 def test_identical_calls_in_sequence_never_interfere_and_leave_nothing(backend, work_root):
-    repeats = 2 if backend.name.startswith("real") else 5
+    repeats = {"local": 5, "real": 2}.get(backend.name.split("-")[0], 3)
     pool = backend.make_pool()
     try:
         identical_calls(pool, repeats)
@@ -323,8 +323,13 @@ def test_the_command_line_asks_for_a_fresh_run_with_fresh(run_cli, dummy_slurm, 
     (tmp_path / "script.py").write_text("NUMBERS = list(range(5))\n\n"
                                         "def identity(x):\n    return x\n")
     arguments = ["run", "script.py:identity", "--args", "NUMBERS", "--keep-work-dir"]
-    for fresh, submissions in [([], 1), ([], 1), (["--fresh"], 2)]:
-        result = run_cli(*arguments, *fresh)
+    for fresh, submissions, reuses in [([], 1, False), ([], 1, True), (["--fresh"], 2, False)]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = run_cli(*arguments, *fresh)
         assert result.code == 0, result.err
         assert dummy_slurm.history()["sbatch"] == submissions
         assert [r["result"] for r in read_jsonl(tmp_path / "results.jsonl")] == list(range(5))
+        said = [str(w.message) for w in caught if w.category is ResultsReusedWarning]
+        assert bool(said) == reuses, said
+        assert all("--fresh" in message for message in said)

@@ -138,11 +138,11 @@ class WorkDir(MapFiles):
     def create(cls, root: str | os.PathLike | None, identity: str | None = None) -> WorkDir:
         """The private directory of one map under ``root``, locked by this client.
 
-        With an ``identity`` (a digest of the function and tasks) a directory left by a
-        client that died is re-attached: its results and jobs are used, nothing that
-        finished is rerun. Without one, or when a live client holds that directory, a
-        fresh directory is made. Raises :class:`InvalidInputError` naming the fix when
-        ``root`` can't be used.
+        With an ``identity`` (a digest of the function, the user's code and the tasks) a
+        directory left by a client that ended is re-attached: its results and jobs are
+        used, nothing that finished is rerun. Without one, or when a live client holds
+        that directory, a fresh directory is made. Raises :class:`InvalidInputError`
+        naming the fix when ``root`` can't be used.
         """
         root_path = cls._usable_root(root)
         names = [identity] + [f"{identity}-{n}" for n in range(2, 100)] if identity else []

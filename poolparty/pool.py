@@ -381,8 +381,9 @@ class Pool:
         keep_work_dir) and stays, with a log line saying where, on any other end (a
         task that raised is one: its map can be run again, see resume.rst).
 
-        The last chunk is handed out only after the cleanup: whoever sees the last
-        result (imap, an Executor's future) may exit at once and leave nothing behind.
+        The last chunk of a map that succeeded is handed out only after the cleanup:
+        whoever sees the last result (imap, an Executor's future) may exit at once and
+        leave nothing behind.
         """
         succeeded = False
         with self._lock:
@@ -392,17 +393,17 @@ class Pool:
         bar = progress_bar(prepared.num_tasks, prepared.work_dir.map_id) if self._progress else None
         prepared.log.info("map of %d task(s) in %d chunk(s) in %s", prepared.num_tasks,
                           len(prepared.bounds), prepared.work_dir.path)
-        held: list[tuple[int, list]] = []  # arrived after the map's last chunk was done
+        held: list[tuple[int, list]] = []  # the last chunks of a map that will be removed
         all_tasks_ok = True
         try:
             for chunk_id, outcomes in prepared.run.outcomes():
                 if bar is not None:
                     bar.update(len(outcomes))
                 all_tasks_ok = all_tasks_ok and all(outcome[0] for outcome in outcomes)
-                if prepared.run.all_done():
-                    held.append((chunk_id, outcomes))
-                else:
-                    yield chunk_id, outcomes
+                held.append((chunk_id, outcomes))
+                if not (all_tasks_ok and prepared.run.all_done()):
+                    yield from held  # a map with a task that raised is kept: no need to wait
+                    held.clear()
             succeeded = all_tasks_ok
         finally:
             self._end_map(prepared, succeeded, bar)

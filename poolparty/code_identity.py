@@ -6,8 +6,9 @@ value, but not a function pickled by reference (``mylib.work``), a lambda callin
 module, nor the classes of the tasks: the jobs import those from their files, whatever
 those files hold by then. So every module loaded in the client whose file is the
 user's own code (not under the installation: ``sys.prefix``, ``sys.base_prefix``,
-``sys.exec_prefix``, where the standard library and site-packages live) goes into the
-identity by the bytes of its file. This is conservative: a change to any module of the
+``sys.exec_prefix``, where the standard library and site-packages live, nor in any
+other ``site-packages`` or ``dist-packages`` directory) goes into the identity by the
+bytes of its file. This is conservative: a change to any module of the
 user's makes a new map. Installed packages are not hashed; their versions are recorded
 in map.json (:func:`installed_versions`).
 
@@ -24,6 +25,9 @@ from types import ModuleType
 
 #: file -> (its stat signature, the digest of its bytes)
 _FILE_DIGESTS: dict[str, tuple[tuple[int, ...], str]] = {}
+#: directories of installed packages wherever they are: ``pip install --user``
+#: (~/.local), a cluster's module system, a PYTHONPATH to someone else's installation
+_PACKAGE_DIRS = {"site-packages", "dist-packages"}
 #: module file as given -> its real path if it is the user's own code, else None
 _OWN_FILES: dict[str, str | None] = {}
 
@@ -65,8 +69,9 @@ def _own_file(module: ModuleType) -> str | None:
         return None  # built in, a namespace package, or __main__ of a notebook
     if name not in _OWN_FILES:
         path = os.path.realpath(name)
-        excluded = (*_installed_roots(), _poolparty_root())
-        _OWN_FILES[name] = None if path.startswith(excluded) else path
+        installed = path.startswith((*_installed_roots(), _poolparty_root())) or any(
+            part in _PACKAGE_DIRS for part in path.split(os.sep))
+        _OWN_FILES[name] = None if installed else path
     return _OWN_FILES[name]
 
 

@@ -333,3 +333,28 @@ def test_the_command_line_asks_for_a_fresh_run_with_fresh(run_cli, dummy_slurm, 
         said = [str(w.message) for w in caught if w.category is ResultsReusedWarning]
         assert bool(said) == reuses, said
         assert all("--fresh" in message for message in said)
+
+
+def test_only_the_users_own_modules_make_the_identity(tmp_path, monkeypatch):
+    """Modules of the installation, of any site-packages (pip --user, a cluster's module
+    system) and poolparty's own are not hashed; a module of the user's is, by its bytes."""
+    from poolparty import code_identity
+
+    def fake_module(path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("X = 1\n")
+        module = type(sys)(f"fake_{uuid.uuid4().hex[:8]}")
+        module.__file__ = str(path)
+        monkeypatch.setitem(sys.modules, module.__name__, module)
+
+    mine = tmp_path / "project" / "mine.py"
+    fake_module(mine)
+    fake_module(tmp_path / ".local" / "lib" / "site-packages" / "theirs.py")
+    files = code_identity.user_module_files()
+    assert str(mine.resolve()) in files
+    assert not [f for f in files if "site-packages" in f  # json, os: the standard library
+                or f.startswith(os.path.realpath(sys.base_prefix))]
+    assert not [f for f in files if f.startswith(str(Path(poolparty.__file__).parent))]
+    before = code_identity.user_code_digest()
+    mine.write_text("X = 2\n")
+    assert code_identity.user_code_digest() != before

@@ -262,6 +262,8 @@ SETTINGS: dict[str, Setting] = {setting.name: setting for setting in [
     Setting("work_dir", PATH, None, "where maps keep their files (unset: ./.poolparty); on "
             "a cluster a disk the compute nodes share"),
     Setting("keep_work_dir", BOOL, False, "keep a map's directory after it succeeded"),
+    Setting("reuse_results", BOOL, True, "use the results an earlier run of the same map "
+            "(same function, code and tasks) left in the work_dir; false: compute all again"),
     Setting("python_path", PROGRAM, None, "the python the jobs run (unset: the caller's)"),
     Setting("polling_interval", SECONDS, 5.0, "seconds between two questions to the "
             "scheduler"),

@@ -27,15 +27,18 @@ import pickle
 import sys
 import threading
 import time
+import warnings
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from .code_identity import installed_versions
 from .crashes import Crash, crash_of
 from .errors import (
     ChunksLostError,
     PoolTerminated,
     RemoteTraceback,
+    ResultsReusedWarning,
     SchedulerCommandError,
     TaskCrashedError,
 )
@@ -114,7 +117,17 @@ class MapRun:
         self._started = False
         #: chunks past the resubmission limit, and when to give up on a late result
         self._last_chance: dict[int, float] = {}
+        self._statuses = list(self.status.values())  # in order, for all_done's cursor
+        self._cursor = 0
         self.events = ClientEvents(self.work_dir)  # what poolparty status reads
+
+    def all_done(self) -> bool:
+        """Whether every chunk has its result (or was abandoned). Cheap enough to ask
+        after each chunk: a chunk once done stays done, so a cursor skips past them."""
+        statuses = self._statuses
+        while self._cursor < len(statuses) and statuses[self._cursor].done:
+            self._cursor += 1
+        return self._cursor == len(statuses)
 
     def _top_up(self) -> None:
         """Submit waiting chunks: all of them, or, for a backend that can't throttle
@@ -163,6 +176,7 @@ class MapRun:
         try:
             yield from self._gather_archived()
             yield from self._gather()  # results an earlier client had not gathered yet
+            self._say_what_is_reused()
             self._check_stop()  # stopped before it started: submit nothing
             self._backlog.extend(self._chunks_to_start())
             self._top_up()
@@ -210,6 +224,27 @@ class MapRun:
                 recovered.append((chunk_id, outcomes))
         self.events.gathered(recovered, self.chunks, recovered=True)
         yield from recovered
+
+    def _say_what_is_reused(self) -> None:
+        """Results of an earlier run, used instead of computing them: the user must know
+        (a ResultsReusedWarning, shown every time), and how to get a fresh run."""
+        reused = [s.tasks for s in self.status.values() if s.done]
+        if not reused:
+            return
+        message = (
+            f"poolparty: reusing the results of {sum(map(len, reused))} of "
+            f"{sum(len(s.tasks) for s in self.status.values())} task(s) computed by an "
+            f"earlier run of this map (same function, same code of yours, same tasks), kept "
+            f"in {self.work_dir.path}. To compute them again: Pool(reuse_results=False), "
+            f"POOLPARTY_REUSE_RESULTS=no, or poolparty run/exec --fresh"
+        )
+        changed = changed_versions(self.work_dir)
+        if changed:
+            message += f". Installed packages changed since that run: {changed}"
+        self.log.info(message)
+        # a fresh registry: the default filter would show an identical message only once
+        warnings.warn_explicit(message, ResultsReusedWarning, __file__, 0, module="poolparty",
+                               registry={})
 
     def _chunks_to_start(self) -> list[int]:
         """Every chunk without a result, except, when re-attaching to the work_dir of a
@@ -451,6 +486,19 @@ class MapRun:
             self.log.warning("cancelled the %d unfinished chunk(s) of this map", len(unfinished))
         except Exception as error:  # noqa: BLE001
             self.log.error("could not cancel jobs of this map: %s", error)
+
+
+def changed_versions(work_dir: WorkDir) -> str:
+    """The installed packages (and python) whose versions differ from those the map's
+    earlier run recorded in map.json: not part of the identity, but worth saying."""
+    try:
+        metadata = work_dir.metadata()
+    except (OSError, ValueError):
+        return ""
+    before = {"python": metadata.get("python_version"), **metadata.get("installed_versions", {})}
+    now = {"python": sys.version.split()[0], **installed_versions()}
+    return ", ".join(f"{name} {before[name]} -> {now[name]}" for name in sorted(before)
+                     if before[name] and name in now and now[name] != before[name])
 
 
 def attach_remote_traceback(outcome: tuple) -> BaseException:

@@ -202,3 +202,9 @@ class RemoteTraceback(Exception):
 
 class RemoteError(Exception):
     """Stands in for a task's exception that could not be pickled on the node."""
+
+
+class ResultsReusedWarning(UserWarning):
+    """A map used results an earlier run of the same map left in the work_dir (same
+    function, same code of the user's own, same tasks): the warning says how many and
+    from where. ``Pool(reuse_results=False)`` computes everything again instead."""

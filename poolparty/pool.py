@@ -25,6 +25,7 @@ from typing import Any, Callable, ClassVar
 import cloudpickle
 
 from . import chunking, config
+from .code_identity import installed_versions, user_code_digest
 from .engine import MapRun, raise_task_error
 from .errors import InvalidInputError, InvalidOptionError, UnpicklableError
 from .log import close_map_logger, configure_verbose, map_logger
@@ -221,6 +222,7 @@ class Pool:
         backend: str | Scheduler | None = None,
         work_dir: str | os.PathLike | None = None,
         keep_work_dir: bool | None = None,
+        reuse_results: bool | None = None,
         python_path: str | None = None,
         polling_interval: float | None = None,
         max_num_resubmissions: int | None = None,
@@ -232,7 +234,8 @@ class Pool:
     ) -> None:
         values, resolved = config.pool_values({
             "processes": processes, "backend": backend, "work_dir": work_dir,
-            "keep_work_dir": keep_work_dir, "python_path": python_path,
+            "keep_work_dir": keep_work_dir, "reuse_results": reuse_results,
+            "python_path": python_path,
             "polling_interval": polling_interval, "max_num_resubmissions": max_num_resubmissions,
             "verbose": verbose, "progress": progress, "relay_output": relay_output,
             "core_dumps": core_dumps,
@@ -255,6 +258,7 @@ class Pool:
         self._work_dir_root = values["work_dir"]
         self._keep_work_dir = values["keep_work_dir"]
         self._core_dumps = values["core_dumps"]
+        self._reuse_results = values["reuse_results"]
         self._python_path = check_python(values["python_path"] or sys.executable)
         self._polling_interval = float(polling_interval)
         self._max_num_resubmissions = check_max_num_resubmissions(values["max_num_resubmissions"])
@@ -438,9 +442,9 @@ class Pool:
         bounds = chunking.chunk_bounds(len(tasks), chunksize)
         function_blob = self._pickle_function(func, star)
         chunk_blobs = [pickle_chunk(tasks, chunk) for chunk in bounds]
-        identity = map_identity(function_blob, chunk_blobs, self._python_path)
+        identity = map_identity(function_blob, chunk_blobs, self._python_path, user_code_digest())
         self._scheduler.check_work_dir(resolve_root(self._work_dir_root))  # the cwd may differ
-        work_dir = WorkDir.create(self._work_dir_root, identity)
+        work_dir = self._claim_work_dir(identity)
         if not work_dir.has_inputs():
             try:
                 work_dir.write_inputs(function_blob, chunk_blobs,
@@ -454,9 +458,26 @@ class Pool:
                      self._max_num_resubmissions, map_log, relay_output=self._relay_output)
         return PreparedMap(work_dir, bounds, len(tasks), run, map_log)
 
+    def _claim_work_dir(self, identity: str) -> WorkDir:
+        """The map's directory. With reuse_results=False, one an earlier run of the same
+        map left is emptied first: its jobs still queued cancelled, its results deleted."""
+        work_dir = WorkDir.create(self._work_dir_root, identity)
+        while work_dir.resumed and not self._reuse_results:
+            self._scheduler.cancel(work_dir, work_dir.recorded_chunks())
+            log.info("reuse_results=False: deleted the earlier run's %s", work_dir.path)
+            work_dir.remove()
+            work_dir = WorkDir.create(self._work_dir_root, identity)
+        return work_dir
+
     def _outcomes(self, prepared: PreparedMap) -> Iterator[tuple[int, list]]:
         """Drive one map; clean up after it: the work_dir goes on success (unless
-        keep_work_dir) and stays, with a log line saying where, on any other end."""
+        keep_work_dir) and stays, with a log line saying where, on any other end (a
+        task that raised is one: its map can be run again, see resume.rst).
+
+        The last chunk of a map that succeeded is handed out only after the cleanup:
+        whoever sees the last result (imap, an Executor's future) may exit at once and
+        leave nothing behind.
+        """
         succeeded = False
         with self._lock:
             if self._state == TERMINATE:
@@ -465,27 +486,39 @@ class Pool:
         bar = progress_bar(prepared.num_tasks, prepared.work_dir.map_id) if self._progress else None
         prepared.log.info("map of %d task(s) in %d chunk(s) in %s", prepared.num_tasks,
                           len(prepared.bounds), prepared.work_dir.path)
+        held: list[tuple[int, list]] = []  # the last chunks of a map that will be removed
+        all_tasks_ok = True
         try:
             for chunk_id, outcomes in prepared.run.outcomes():
                 if bar is not None:
                     bar.update(len(outcomes))
-                yield chunk_id, outcomes
-            succeeded = True
+                all_tasks_ok = all_tasks_ok and all(outcome[0] for outcome in outcomes)
+                held.append((chunk_id, outcomes))
+                if not (all_tasks_ok and prepared.run.all_done()):
+                    yield from held  # a map with a task that raised is kept: no need to wait
+                    held.clear()
+            succeeded = all_tasks_ok
         finally:
-            with self._lock:
-                self._running_maps.discard(prepared.run)
-            if bar is not None:
-                bar.close()
-            # a map that never had a job (its first submission refused) leaves nothing
-            discard = (not self._keep_work_dir) if succeeded else prepared.run.submitted_nothing()
-            if not succeeded and not discard:
-                prepared.log.error("map failed or was interrupted; work_dir kept: %s",
-                                   prepared.work_dir.path)
-            close_map_logger(prepared.log)
-            if discard:
-                prepared.work_dir.remove()
-            else:
-                prepared.work_dir.release()
+            self._end_map(prepared, succeeded, bar)
+        yield from held
+
+    def _end_map(self, prepared: PreparedMap, succeeded: bool, bar: Any) -> None:
+        """Forget the map; remove its work_dir if it succeeded, else keep it and say so
+        (except when it never had a job: its first submission was refused, or it was
+        stopped before; then nothing is worth keeping)."""
+        with self._lock:
+            self._running_maps.discard(prepared.run)
+        if bar is not None:
+            bar.close()
+        discard = (not self._keep_work_dir) if succeeded else prepared.run.submitted_nothing()
+        if not succeeded and not discard:
+            prepared.log.error("a task raised, or the map failed or was interrupted; "
+                               "work_dir kept: %s", prepared.work_dir.path)
+        close_map_logger(prepared.log)
+        if discard:
+            prepared.work_dir.remove()
+        else:
+            prepared.work_dir.release()
 
     def _collect(self, prepared: PreparedMap | None) -> list:
         """All results in input order; the first task error is raised at once."""
@@ -540,6 +573,8 @@ class Pool:
             "client_pid": os.getpid(),
             "client_host": os.uname().nodename,
             "import_paths": client_import_paths(),
+            "python_version": sys.version.split()[0],
+            "installed_versions": installed_versions(),
         }
 
 
@@ -850,11 +885,15 @@ def _apply(func: Callable, args: tuple, kwds: dict) -> Any:
     return func(*args, **kwds)
 
 
-def map_identity(function_blob: bytes, chunk_blobs: list[bytes], python_path: str) -> str:
+def map_identity(function_blob: bytes, chunk_blobs: list[bytes], python_path: str,
+                 code_digest: str) -> str:
     """A map's name in the work_dir, derived from what it computes: calling the same map
-    again after the client died finds its directory, results and jobs."""
+    again after the client died finds its directory, results and jobs. ``code_digest``
+    covers the user's modules the jobs would import (poolparty.code_identity): results
+    of an earlier run are never taken for those of changed code."""
     digest = hashlib.sha256(function_blob)
     digest.update(python_path.encode())
+    digest.update(code_digest.encode())
     for blob in chunk_blobs:
         digest.update(len(blob).to_bytes(8, "little"))
         digest.update(blob)

@@ -143,11 +143,11 @@ class WorkDir(MapFiles):
     def create(cls, root: str | os.PathLike | None, identity: str | None = None) -> WorkDir:
         """The private directory of one map under ``root``, locked by this client.
 
-        With an ``identity`` (a digest of the function and tasks) a directory left by a
-        client that died is re-attached: its results and jobs are used, nothing that
-        finished is rerun. Without one, or when a live client holds that directory, a
-        fresh directory is made. Raises :class:`InvalidInputError` naming the fix when
-        ``root`` can't be used.
+        With an ``identity`` (a digest of the function, the user's code and the tasks) a
+        directory left by a client that ended is re-attached: its results and jobs are
+        used, nothing that finished is rerun. Without one, or when a live client holds
+        that directory, a fresh directory is made. Raises :class:`InvalidInputError`
+        naming the fix when ``root`` can't be used.
         """
         root_path = cls._usable_root(root)
         names = [identity] + [f"{identity}-{n}" for n in range(2, 100)] if identity else []
@@ -195,40 +195,89 @@ class WorkDir(MapFiles):
         """Create this directory, or take over an existing one nobody holds.
 
         The lock is an fcntl lock on ``client.lock``, released by the kernel when the
-        client dies, however it dies.
+        client dies, however it dies. A new directory is made whole and locked under a
+        hidden name, then renamed into place, so nobody ever finds it half made. A
+        directory found may be removed by its holder while we reach for its lock (see
+        :meth:`remove`): then we start over.
         """
-        try:
-            _make_private_dir(self.path)
-            _make_private_dir(self.results_dir)
-            _make_private_dir(self.logs_dir)
-            self.resumed = False
-        except FileExistsError:
-            if not self.path.is_dir():
-                return False
+        for _ in range(100):
+            claimed = self._create() or self._take_over()
+            if claimed is not None:
+                return claimed
+        return False  # pragma: no cover - removed under us a hundred times in a row
+
+    def _create(self) -> bool:
+        """Make the directory, locked; False when one exists at our path already."""
+        staging = self.path.with_name(f".creating-{self.path.name}-{_random_hex()}")
+        _make_private_dir(staging)
+        _make_private_dir(staging / self.results_dir.name)
+        _make_private_dir(staging / self.logs_dir.name)
+        descriptor = os.open(staging / "client.lock", os.O_WRONLY | os.O_CREAT, 0o600)
+        fcntl.lockf(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)  # nobody else knows it
+        with _CLAIMED_LOCK:  # no thread of ours takes it between the rename and this
             try:
-                check_private(self.path)
-            except PermissionError as error:  # someone else's: never resume from it
-                log.warning("not resuming from %s: %s", self.path, error)
+                os.rename(staging, self.path)  # replaces only an empty directory
+                created = True
+            except OSError as error:
+                if error.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR):
+                    raise
+                created = False
+            if created:
+                _CLAIMED.add(str(self.path))
+        if not created:
+            os.close(descriptor)
+            shutil.rmtree(staging, ignore_errors=True)
+            return False
+        self._lock_descriptor = descriptor
+        self.resumed = False
+        return True
+
+    def _take_over(self) -> bool | None:
+        """Lock the directory at our path, left by a client that ended: False when it
+        is held, not a directory or not private; None when it went away meanwhile."""
+        try:
+            if not stat.S_ISDIR(os.lstat(self.path).st_mode):
                 return False
-            self.resumed = True
+            check_private(self.path)
+        except FileNotFoundError:
+            return None
+        except PermissionError as error:  # someone else's: never resume from it
+            log.warning("not resuming from %s: %s", self.path, error)
+            return False
         with _CLAIMED_LOCK:  # fcntl locks are per process: threads need their own check
             if str(self.path) in _CLAIMED:
                 return False
-            descriptor = os.open(self.path / "client.lock", os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                descriptor = os.open(self.path / "client.lock", os.O_WRONLY | os.O_CREAT, 0o600)
+            except FileNotFoundError:  # removed since we saw it
+                return None
             try:
                 fcntl.lockf(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 os.close(descriptor)
                 return False
+            if not self._locks_this_directory(descriptor):  # its holder moved it away
+                os.close(descriptor)
+                return None
             _CLAIMED.add(str(self.path))
         self._lock_descriptor = descriptor
-        if self.resumed:
-            # its creator may have stopped (died, or lost the lock to us) before making these
-            _make_private_dir(self.results_dir, exist_ok=True)
-            _make_private_dir(self.logs_dir, exist_ok=True)
-            self._load_job_records()
-            self._repair_archives()
+        self.resumed = True
+        # its creator may have been an older poolparty that made these after the lock
+        _make_private_dir(self.results_dir, exist_ok=True)
+        _make_private_dir(self.logs_dir, exist_ok=True)
+        self._load_job_records()
+        self._repair_archives()
         return True
+
+    def _locks_this_directory(self, descriptor: int) -> bool:
+        """Whether the lock file we locked is still the one at our path: a holder
+        removing its directory first renames it away, lock file and all."""
+        try:
+            here = os.stat(self.path / "client.lock")
+        except FileNotFoundError:
+            return False
+        locked = os.fstat(descriptor)
+        return (here.st_dev, here.st_ino) == (locked.st_dev, locked.st_ino)
 
     def release(self) -> None:
         """Let another client take this directory (the map ended, or gave up)."""
@@ -459,6 +508,10 @@ class WorkDir(MapFiles):
         """The chunk a scheduler job (and array index) runs; None if not of this map."""
         return self._chunk_of_job.get((job_id, index))
 
+    def recorded_chunks(self) -> list[int]:
+        """The chunks this map's records say were ever submitted (by any client)."""
+        return sorted(self._jobs_of_chunk)
+
     def jobs_of_chunk(self, chunk_id: int) -> list[JobRef]:
         return list(self._jobs_of_chunk.get(chunk_id, []))
 
@@ -533,9 +586,24 @@ class WorkDir(MapFiles):
 
     # ------------------------------------------------------------------ housekeeping
     def remove(self) -> None:
+        """Delete the directory. It is renamed to a hidden name while our lock is still
+        held, and only then released and deleted: a client claiming the same identity
+        meanwhile either fails to lock it (and uses another name), or finds the
+        directory gone and makes a fresh one; it never works in one being deleted."""
         self.close_archives()
-        self.release()
-        shutil.rmtree(self.path, ignore_errors=True)
+        if self._lock_descriptor is None:  # not ours to remove
+            return
+        doomed: Path | None = self.path.with_name(f".removing-{self.path.name}-{_random_hex()}")
+        with _CLAIMED_LOCK:  # no thread of this process claims it between the two steps
+            try:
+                os.rename(self.path, doomed)
+            except FileNotFoundError:
+                doomed = None
+            os.close(self._lock_descriptor)
+            self._lock_descriptor = None
+            _CLAIMED.discard(str(self.path))
+        if doomed is not None:
+            shutil.rmtree(doomed, ignore_errors=True)
 
 
 def client_running(path: Path) -> bool | None:

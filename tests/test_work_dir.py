@@ -53,9 +53,10 @@ def test_a_work_dir_held_by_a_live_client_is_not_shared(tmp_path):
 
 
 def test_a_directory_its_creator_left_half_made_is_taken_over_whole(tmp_path):
-    """Two clients starting the same map: the one that takes the lock first may find only
-    the directory the other has just made, without its results/ and logs/ yet."""
+    """A directory is now made whole before it gets its name, but one an older poolparty
+    left half made (its lock file, without results/ and logs/) is completed."""
     (tmp_path / "same-map").mkdir(mode=0o700)
+    (tmp_path / "same-map" / "client.lock").touch(mode=0o600)
     work_dir = WorkDir.create(tmp_path, identity="same-map")
     assert work_dir.resumed and work_dir.path == tmp_path / "same-map"
     assert work_dir.new_result_ids() == [] and work_dir.logs_dir.is_dir()

@@ -89,6 +89,9 @@ def add_pool_options(parser: argparse.ArgumentParser) -> None:
                        help="where maps keep their files (default ./.poolparty)")
     group.add_argument("--keep-work-dir", action="store_const", const=True, default=None,
                        help="keep the map's directory after success")
+    group.add_argument("--fresh", dest="reuse_results", action="store_const", const=False,
+                       default=None, help="compute every task again, reusing no result of "
+                                          "an earlier run of the same map")
     group.add_argument("--verbose", "-v", action="store_const", const=True, default=None,
                        help="print what the pool does")
 
@@ -219,6 +222,7 @@ def make_pool(arguments: argparse.Namespace, local: bool) -> Pool:
     options: dict[str, Any] = {
         "processes": arguments.processes, "work_dir": arguments.work_dir,
         "keep_work_dir": arguments.keep_work_dir, "verbose": arguments.verbose,
+        "reuse_results": arguments.reuse_results,
     }
     if arguments.scheduler_arg:
         backend = resolved_backend(backend)

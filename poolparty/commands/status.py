@@ -169,7 +169,8 @@ def locate_map(argument: str | None) -> Path:
         raise UsageError(f"{str(path)!r} is not a directory: give a map's work_dir.")
     if is_map_dir(path):
         return path
-    maps = [child for child in path.iterdir() if child.is_dir() and is_map_dir(child)]
+    maps = [child for child in path.iterdir()
+            if child.is_dir() and not child.name.startswith(".") and is_map_dir(child)]
     if not maps:
         raise UsageError(f"no poolparty map in {str(path)!r} (nor is it one).")
     return max(maps, key=last_activity)

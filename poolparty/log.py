@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 
 import json_line_logger
@@ -69,13 +70,27 @@ def close_map_logger(logger: logging.Logger) -> None:
     logging.Logger.manager.loggerDict.pop(logger.name, None)
 
 
+class _CurrentStderrHandler(logging.StreamHandler):
+    """Writes to sys.stderr as it is when a message comes, not as it was when verbose was
+    first asked for: Jupyter and pytest replace sys.stderr, and a handler holding an old
+    one writes into a closed stream ("--- Logging error ---")."""
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: ANN201 - whatever sys.stderr is
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass  # StreamHandler.__init__ sets it; the property always reads sys.stderr
+
+
 def configure_verbose(verbose: bool) -> None:
     """``verbose=True``: show poolparty's INFO messages on stderr (once)."""
     if not verbose:
         return
     log.setLevel(logging.INFO)
     if not any(getattr(h, "_poolparty_console", False) for h in log.handlers):
-        handler = logging.StreamHandler()
+        handler = _CurrentStderrHandler()
         handler.setFormatter(logging.Formatter("poolparty: %(message)s"))
         handler._poolparty_console = True  # type: ignore[attr-defined]
         log.addHandler(handler)

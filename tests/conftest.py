@@ -153,6 +153,19 @@ def no_wait_for_late_results(monkeypatch) -> None:
     monkeypatch.setattr(engine, "LATE_RESULT_SECONDS", 0.0)
 
 
+@pytest.fixture(autouse=True)
+def quiet_poolparty_logger() -> Iterator[None]:
+    """verbose=True sets the process-wide poolparty logger to INFO with a console
+    handler: a test that asks for it must not make the tests after it verbose."""
+    import logging
+
+    logger = logging.getLogger("poolparty")
+    level, handlers = logger.level, list(logger.handlers)
+    yield
+    logger.setLevel(level)
+    logger.handlers[:] = handlers
+
+
 @pytest.fixture
 def work_root(tmp_path: Path) -> Path:
     return tmp_path / "pp"

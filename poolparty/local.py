@@ -96,9 +96,16 @@ class Local(Scheduler):
         with self._lock:
             if key in self._cancelled:
                 return
+            try:
+                process = self._start(work_dir, chunk_id)
+            except FileNotFoundError:
+                if work_dir.path.exists():
+                    raise
+                # its map is over and its directory removed: nobody waits for this chunk
+                self._states.pop(key, None)
+                return
             self._states[key] = State.RUNNING
-            self._processes[key] = self._start(work_dir, chunk_id)
-            process = self._processes[key]
+            self._processes[key] = process
         process.wait()
         with self._lock:
             if self._processes.get(key) is process:

@@ -54,7 +54,7 @@ def test_a_work_dir_path_works_or_is_refused_before_anything_is_submitted(
             assert backend.queued_jobs() == []
             return
         with backend.make_pool(processes=2, max_num_resubmissions=0) as pool:
-            assert pool.map(square, range(6), chunksize=2) == [x * x for x in range(6)]
+            assert pool.map(square, range(6), chunksize=3) == [x * x for x in range(6)]
 
 
 @pytest.mark.parametrize("name, characters", [

@@ -42,7 +42,7 @@ from .errors import (
     SchedulerCommandError,
     TaskCrashedError,
 )
-from .events import ClientEvents
+from .events import ClientEvents, output_of_attempts
 from .scheduler import Scheduler, State
 from .work_dir import WorkDir
 
@@ -276,10 +276,11 @@ class MapRun:
                 continue
             blobs[chunk_id] = self.work_dir.read_result(chunk_id)
         arrived = [(chunk_id, pickle.loads(blob)) for chunk_id, blob in sorted(blobs.items())]
+        logs = self.work_dir.logs_of(sorted(blobs))  # read once: relayed, folded, archived
         if self.relay_output:
-            self._relay_output(sorted(blobs))
-        self.events.fold(blobs)  # from their logs, which archive() then deletes
-        self.work_dir.archive(blobs)
+            self._relay_output(logs)
+        self.events.fold_logs(logs.values())  # before archive() deletes the logs
+        self.work_dir.archive(blobs, logs)
         for chunk_id, _ in arrived:
             self.status[chunk_id].done = True
         # before the first submission: results left by an earlier client of this work_dir
@@ -287,13 +288,16 @@ class MapRun:
         self._cancel_duplicates([chunk_id for chunk_id, _ in arrived])
         return arrived
 
-    def _relay_output(self, chunk_ids: list[int]) -> None:
-        """Print what these chunks' tasks printed, before their logs are archived: to
-        ``sys.stdout`` as it is now (a notebook's, a test's capture), as multiprocessing's
-        workers print to the caller's terminal. Never fails the map."""
+    def _relay_output(self, logs: dict[str, bytes]) -> None:
+        """Print what the gathered chunks' tasks printed (``logs`` as ``logs_of`` gives
+        them): to ``sys.stdout`` as it is now (a notebook's, a test's capture), as
+        multiprocessing's workers print to the caller's terminal. Never fails the map."""
+        attempts: dict[str, list[bytes]] = {}
+        for name, log in logs.items():
+            attempts.setdefault(name.split("/", 1)[0], []).append(log)
         try:
-            for chunk_id in chunk_ids:
-                output = self.work_dir.task_output(chunk_id)
+            for chunk_logs in attempts.values():
+                output = output_of_attempts(chunk_logs)
                 if output:
                     sys.stdout.write(output.decode("utf-8", errors="replace"))
             sys.stdout.flush()

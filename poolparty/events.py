@@ -275,7 +275,11 @@ class ClientEvents(EventWriter):
         else:
             paths = [self.work_dir.logs_dir / ref.log_name
                      for chunk_id in chunk_ids for ref in self.work_dir.jobs_of_chunk(chunk_id)]
-        lines = [line for path in paths for line in marked_lines(_read(path))]
+        self.fold_logs(_read(path) for path in paths)
+
+    def fold_logs(self, logs: Iterable[bytes]) -> None:
+        """Copy the worker events in these logs into the journal (see fold)."""
+        lines = [line for log in logs for line in marked_lines(log)]
         if not lines:
             return
         try:

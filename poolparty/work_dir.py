@@ -396,8 +396,9 @@ class WorkDir(MapFiles):
     def read_result(self, chunk_id: int) -> bytes:
         return self._read_private(self.result_path(chunk_id))
 
-    def archive(self, results: dict[int, bytes]) -> None:
-        """Move gathered results and their jobs' logs into the zip archives.
+    def archive(self, results: dict[int, bytes], logs: dict[str, bytes] | None = None) -> None:
+        """Move gathered results and their jobs' logs (``logs_of(results)``, read once
+        by the caller, or here) into the zip archives.
 
         The small files are deleted only after the archive is flushed, so a crash in
         between leaves a result in both places, never in neither.
@@ -405,17 +406,28 @@ class WorkDir(MapFiles):
         if not results:
             return
         self._append_to_zip("results.zip", {f"{c}.pkl": blob for c, blob in results.items()})
-        logs = {}
-        for chunk_id in results:
-            for ref in self._jobs_of_chunk.get(chunk_id, []):
-                log_path = self.logs_dir / ref.log_name
-                if log_path.exists():
-                    logs[f"{chunk_id}/{ref.log_name}"] = log_path.read_bytes()
-        self._append_to_zip("logs.zip", logs)
+        self._archive_logs(self.logs_of(results) if logs is None else logs)
         for chunk_id in results:
             self.result_path(chunk_id).unlink(missing_ok=True)
+
+    def logs_of(self, chunk_ids: Iterable[int]) -> dict[str, bytes]:
+        """The logs on disk of these chunks' jobs, oldest attempt first, by their name in
+        logs.zip (``<chunk>/<log file>``); a log archived already or never written is
+        left out."""
+        logs = {}
+        for chunk_id in chunk_ids:
             for ref in self._jobs_of_chunk.get(chunk_id, []):
-                (self.logs_dir / ref.log_name).unlink(missing_ok=True)
+                try:
+                    logs[f"{chunk_id}/{ref.log_name}"] = (self.logs_dir / ref.log_name).read_bytes()
+                except OSError:
+                    pass
+        return logs
+
+    def _archive_logs(self, logs: dict[str, bytes]) -> None:
+        """Append logs (named as logs_of names them) to logs.zip, then delete them."""
+        self._append_to_zip("logs.zip", logs)
+        for name in logs:
+            (self.logs_dir / name.split("/", 1)[1]).unlink(missing_ok=True)
 
     def archived_results(self) -> dict[int, bytes]:
         """Results already gathered into results.zip (by this client or an earlier one);
@@ -529,11 +541,6 @@ class WorkDir(MapFiles):
                 return output.decode("utf-8", errors="replace")
         return ""
 
-    def task_output(self, chunk_id: int) -> bytes:
-        """What the tasks of a chunk just gathered printed, from its logs not archived
-        yet (see :func:`.events.output_of_attempts`)."""
-        return output_of_attempts(self._logs_on_disk(chunk_id))
-
     def task_outputs(self) -> dict[int, bytes]:
         """What each chunk's tasks printed, archived in logs.zip or not (a running map,
         a client that died), by chunk id; chunks that printed nothing are left out."""
@@ -543,30 +550,13 @@ class WorkDir(MapFiles):
             if slash and chunk.isdigit():
                 logs.setdefault(int(chunk), []).append(blob)
         for chunk_id in self._jobs_of_chunk:
-            logs.setdefault(chunk_id, []).extend(self._logs_on_disk(chunk_id))
+            logs.setdefault(chunk_id, []).extend(self.logs_of([chunk_id]).values())
         outputs = {chunk_id: output_of_attempts(blobs) for chunk_id, blobs in logs.items()}
         return {chunk_id: outputs[chunk_id] for chunk_id in sorted(outputs) if outputs[chunk_id]}
 
-    def _logs_on_disk(self, chunk_id: int) -> list[bytes]:
-        """The logs of a chunk's attempts not archived yet, oldest first."""
-        logs = []
-        for ref in self._jobs_of_chunk.get(chunk_id, []):
-            try:
-                logs.append((self.logs_dir / ref.log_name).read_bytes())
-            except OSError:  # archived already (an attempt that died), or never written
-                pass
-        return logs
-
     def archive_logs_of(self, chunk_id: int) -> None:
         """Keep the logs of a job that died (for the user) in logs.zip, then delete them."""
-        logs = {}
-        for ref in self._jobs_of_chunk.get(chunk_id, []):
-            path = self.logs_dir / ref.log_name
-            if path.exists():
-                logs[f"{chunk_id}/{ref.log_name}"] = path.read_bytes()
-        self._append_to_zip("logs.zip", logs)
-        for name in logs:
-            (self.logs_dir / name.split("/", 1)[1]).unlink(missing_ok=True)
+        self._archive_logs(self.logs_of([chunk_id]))
 
     def archive_log(self, member: str, blob: bytes) -> None:
         """Add a file of the map's own (its events journal) to logs.zip."""

@@ -16,7 +16,7 @@ import time
 import weakref
 from collections.abc import Iterable, Sequence
 
-from .scheduler import Scheduler, State
+from .scheduler import Scheduler, State, Submission
 from .work_dir import WorkDir
 
 
@@ -76,8 +76,15 @@ class Local(Scheduler):
                 if process is not None:
                     _kill_group(process)
 
-    def preview_submit(self, work_dir: WorkDir, chunk_ids: Sequence[int]) -> list[list[str]]:
-        return [self._argv(work_dir, chunk_id) for chunk_id in chunk_ids]
+    def plan(self, work_dir: WorkDir, chunk_ids: Sequence[int]) -> list[Submission]:
+        """One worker process per chunk, logging to a file numbered by its attempt (a
+        local log's name needs no job id)."""
+        return [
+            Submission("sh", ("/bin/sh", str(work_dir.script_path), str(chunk_id)),
+                       {chunk_id: None},
+                       f"{chunk_id}.local.{len(work_dir.jobs_of_chunk(chunk_id))}.log")
+            for chunk_id in chunk_ids
+        ]
 
     def close(self) -> None:
         with self._lock:
@@ -113,25 +120,20 @@ class Local(Scheduler):
                 self._states.pop(key, None)
 
     def _start(self, work_dir: WorkDir, chunk_id: int) -> subprocess.Popen:
-        log_name = f"{chunk_id}.local.{len(work_dir.jobs_of_chunk(chunk_id))}.log"
+        (submission,) = self.plan(work_dir, [chunk_id])
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
-        log_fd = os.open(work_dir.logs_dir / log_name, flags, 0o600)
+        log_fd = os.open(work_dir.logs_dir / submission.log_pattern, flags, 0o600)
         try:
             process = subprocess.Popen(
-                self._argv(work_dir, chunk_id),
+                submission.argv,
                 stdin=subprocess.DEVNULL, stdout=log_fd, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         finally:
             os.close(log_fd)
-        work_dir.record_jobs(f"local-{process.pid}", {chunk_id: (None, log_name)})
+        job_id = f"local-{process.pid}"
+        work_dir.record_jobs(job_id, submission.record(job_id))
         return process
-
-
-    @staticmethod
-    def _argv(work_dir: WorkDir, chunk_id: int) -> list[str]:
-        """The worker command of one chunk (what a dry run prints for this backend)."""
-        return ["/bin/sh", str(work_dir.script_path), str(chunk_id)]
 
 
 def _serve(local: weakref.ref[Local], chunks: queue.SimpleQueue) -> None:

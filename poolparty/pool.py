@@ -548,12 +548,12 @@ class Pool:
         if prepared is None:
             return None
         try:
-            commands = self._scheduler.preview_submit(
-                prepared.work_dir, list(range(len(prepared.bounds))))
+            plan = self._scheduler.plan(prepared.work_dir, list(range(len(prepared.bounds))))
         finally:
             close_map_logger(prepared.log)
             prepared.work_dir.release()
-        return MapPreview(prepared.work_dir.path, prepared.work_dir.script_path, commands)
+        return MapPreview(prepared.work_dir.path, prepared.work_dir.script_path,
+                          [list(submission.argv) for submission in plan])
 
     def _pickle_function(self, func: Callable, star: bool) -> bytes:
         try:

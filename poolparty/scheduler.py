@@ -19,7 +19,7 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -97,10 +97,34 @@ class Scheduler(abc.ABC):
     def close(self) -> None:
         """Release what the backend holds (processes, threads); the pool calls it once."""
 
-    def preview_submit(self, work_dir: WorkDir, chunk_ids: Sequence[int]) -> list[list[str]]:
-        """The commands :meth:`submit` would run for these chunks, without queueing
-        anything: a dry run shows the user what would reach the scheduler."""
+    def plan(self, work_dir: WorkDir, chunk_ids: Sequence[int]) -> list[Submission]:
+        """The commands :meth:`submit` runs for these chunks, built without running
+        them: a dry run shows this plan, so the user sees what would reach the scheduler."""
         raise NotImplementedError(f"{self.name} can't show a submission without making it")
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One command that queues chunks, built before it runs: :meth:`Scheduler.submit`
+    runs it and a dry run shows it, so a preview can't differ from the real thing.
+
+    The job id is known only from the tool's answer, so what is written to the work_dir
+    after it ran (:meth:`record`) is built from the job id then."""
+
+    #: the tool's name among the backend's commands ("sbatch", "qsub")
+    tool: str
+    #: the whole command line, the tool's argv prefix included
+    argv: tuple[str, ...]
+    #: the chunks it queues: chunk id -> its index in the job array (None: a plain job)
+    chunks: Mapping[int, int | None]
+    #: each job's log in the work_dir's logs, ``{job_id}`` and ``{index}`` filled in
+    log_pattern: str
+
+    def record(self, job_id: str) -> dict[int, tuple[int | None, str]]:
+        """What :meth:`.WorkDir.record_jobs` keeps of the jobs it queued:
+        ``{chunk: (array index, log name)}``."""
+        return {chunk: (index, self.log_pattern.format(job_id=job_id, index=index))
+                for chunk, index in self.chunks.items()}
 
 
 @dataclass(frozen=True)
@@ -128,9 +152,6 @@ def states_of_chunks(work_dir: WorkDir, jobs: Iterable[QueuedJob]) -> dict[int, 
 
 KNOWN_COMMANDS = {"sbatch", "squeue", "scancel", "scontrol", "qsub", "qstat", "qdel", "qconf"}
 
-#: what a dry run answers in place of the submit tool; submit() takes it for the job id
-DRY_RUN_JOB_ID = "DRY-RUN"
-
 
 class CommandLineScheduler(Scheduler):
     """A scheduler driven by command line tools (sbatch, qsub, ...).
@@ -142,8 +163,6 @@ class CommandLineScheduler(Scheduler):
     #: the tools this backend calls; the first ones must exist for it to be usable
     command_names: tuple[str, ...] = ()
     required_commands: tuple[str, ...] = ()
-    #: the tools that queue jobs: a dry run records their argv instead of running them
-    submit_commands: tuple[str, ...] = ()
     #: stderr patterns worth retrying: the scheduler is busy or away
     transient_errors: re.Pattern[str]
 
@@ -161,7 +180,6 @@ class CommandLineScheduler(Scheduler):
         self.commands = {name: [name] for name in self.command_names}
         self.commands.update({k: list(v) for k, v in (commands or {}).items()})
         self.call_timeout = float(call_timeout)
-        self._dry_run_argvs: list[list[str]] | None = None
 
     def check_available(self) -> None:
         for name in self.required_commands:
@@ -194,29 +212,34 @@ class CommandLineScheduler(Scheduler):
                     )
         return arguments
 
+    def argv(self, name: str, arguments: Sequence[str]) -> list[str]:
+        """The whole command line of one of the tools: its argv prefix, then ``arguments``
+        (a backend adds what every one of its commands needs here)."""
+        return self.commands[name] + list(arguments)
+
     def run(self, name: str, arguments: Sequence[str]) -> str:
-        """Run one of the tools, retrying transient failures within call_timeout.
+        """Run one of the tools, retrying transient failures within call_timeout."""
+        return run_command(self.argv(name, arguments), self.call_timeout, self.is_transient)
 
-        During :meth:`preview_submit` a submit tool is not run: its argv is recorded
-        and a placeholder job id answered. Read-only tools (``scontrol show config``)
-        still run, so the preview is the real submission's argv.
-        """
-        argv = self.commands[name] + list(arguments)
-        if self._dry_run_argvs is not None and name in self.submit_commands:
-            self._dry_run_argvs.append(argv)
-            return DRY_RUN_JOB_ID
-        return run_command(argv, self.call_timeout, self.is_transient)
+    def submit(self, work_dir: WorkDir, chunk_ids: Sequence[int]) -> None:
+        """Run the :meth:`plan`, recording each job once its tool named it."""
+        for submission in self.plan(work_dir, chunk_ids):
+            output = run_command(submission.argv, self.call_timeout, self.is_transient)
+            job_id = self.job_id_of(output)
+            work_dir.record_jobs(job_id, submission.record(job_id))
 
-    def preview_submit(self, work_dir: WorkDir, chunk_ids: Sequence[int]) -> list[list[str]]:
-        """The real submit() with the submit tools replaced by a recorder: one code path
-        builds both the dry run's commands and the real ones, so they can't differ."""
-        self._dry_run_argvs = []
-        try:
-            self.submit(work_dir, chunk_ids)
-            return self._dry_run_argvs
-        finally:
-            self._dry_run_argvs = None
-            work_dir.forget_jobs(DRY_RUN_JOB_ID)
+    @abc.abstractmethod
+    def plan(self, work_dir: WorkDir, chunk_ids: Sequence[int]) -> list[Submission]:
+        """The submit commands for these chunks (see :class:`Submission`)."""
+
+    @abc.abstractmethod
+    def job_id_of(self, output: str) -> str:
+        """The job id in what the submit tool printed."""
+
+    def submission(self, name: str, arguments: Sequence[str],
+                   chunks: Mapping[int, int | None], log_pattern: str) -> Submission:
+        """A :class:`Submission` running the tool ``name`` with these arguments."""
+        return Submission(name, tuple(self.argv(name, arguments)), chunks, log_pattern)
 
     def is_transient(self, error: SchedulerCommandError) -> bool:
         return error.returncode is None or bool(self.transient_errors.search(error.stderr))

@@ -20,7 +20,14 @@ from qstat._tools import xml2queue_and_job_info
 from .errors import InvalidInputError, SchedulerCommandError
 from .pool import PredecessorPool
 from .ranges import expand_ranges
-from .scheduler import CommandLineScheduler, QueuedJob, State, refuse_characters, states_of_chunks
+from .scheduler import (
+    CommandLineScheduler,
+    QueuedJob,
+    State,
+    Submission,
+    refuse_characters,
+    states_of_chunks,
+)
 from .work_dir import WorkDir
 
 log = logging.getLogger("poolparty")
@@ -119,7 +126,6 @@ class SunGridEngine(CommandLineScheduler):
     default_max_running = 8
     command_names = ("qsub", "qstat", "qdel", "qconf")
     required_commands = ("qsub", "qstat", "qdel")
-    submit_commands = ("qsub",)
     transient_errors = TRANSIENT_ERRORS
 
     def __init__(
@@ -168,22 +174,26 @@ class SunGridEngine(CommandLineScheduler):
         refuse_characters(Path.cwd(), UNUSABLE_WD, "qsub in -wd", "the current directory",
                           "Run from a directory whose path has none of them.")
 
-    def submit(self, work_dir: WorkDir, chunk_ids: Sequence[int]) -> None:
+    def plan(self, work_dir: WorkDir, chunk_ids: Sequence[int]) -> list[Submission]:
+        """One array job per contiguous run of chunk ids (task ``i`` runs chunk
+        ``base + i``)."""
+        throttle = ["-tc", str(self.max_running)] if self.max_running else []
+        plan = []
         for run in contiguous_runs(chunk_ids, self.max_aj_tasks):
             base = run.start - 1
-            options = ["-t", f"1-{len(run)}"]
-            if self.max_running:
-                options += ["-tc", str(self.max_running)]
             argv = [
                 "-terse", "-N", self.job_name(work_dir), "-o",
                 f"{work_dir.logs_dir}/$JOB_ID.$TASK_ID.log", "-j", "y", "-V", "-S", "/bin/sh",
-                "-wd", os.getcwd(), *options, *self.resource_args,
+                "-wd", os.getcwd(), "-t", f"1-{len(run)}", *throttle, *self.resource_args,
                 str(work_dir.script_path), "--array", str(base), "SGE_TASK_ID",
             ]
-            job_id = self.run("qsub", argv).strip().split(".")[0]
-            work_dir.record_jobs(
-                job_id, {chunk: (chunk - base, f"{job_id}.{chunk - base}.log") for chunk in run}
-            )
+            plan.append(self.submission("qsub", argv, {chunk: chunk - base for chunk in run},
+                                        "{job_id}.{index}.log"))
+        return plan
+
+    def job_id_of(self, output: str) -> str:
+        """``-terse`` prints ``ID`` for a job, ``ID.1-5:1`` for an array."""
+        return output.strip().split(".")[0]
 
     def query(self, work_dir: WorkDir) -> dict[int, State]:
         text = self.run("qstat", ["-xml"])

@@ -504,18 +504,6 @@ class WorkDir(MapFiles):
         with open(self.path / "jobs.jsonl", "a", opener=_private_opener) as file:
             file.write(line + "\n")
 
-    def forget_jobs(self, job_id: str) -> None:
-        """Drop every record of ``job_id``: a dry run's placeholder job must not be taken
-        for a real one when a later map re-attaches to this directory."""
-        for refs in self._jobs_of_chunk.values():
-            refs[:] = [ref for ref in refs if ref.job_id != job_id]
-        self._chunk_of_job = {k: c for k, c in self._chunk_of_job.items() if k[0] != job_id}
-        path = self.path / "jobs.jsonl"
-        if path.exists():
-            kept = [line for line in path.read_text().splitlines(keepends=True)
-                    if not _is_record_of(line, job_id)]
-            _write_private(path, "".join(kept).encode())
-
     def chunk_of_job(self, job_id: str, index: int | None) -> int | None:
         """The chunk a scheduler job (and array index) runs; None if not of this map."""
         return self._chunk_of_job.get((job_id, index))
@@ -648,13 +636,6 @@ def _can_create_in(directory: Path) -> bool:
         return False
     os.rmdir(probe)
     return True
-
-
-def _is_record_of(line: str, job_id: str) -> bool:
-    try:
-        return json.loads(line).get("job_id") == job_id
-    except (json.JSONDecodeError, AttributeError):  # a torn last line is nobody's record
-        return False
 
 
 def _private_opener(path: str, flags: int) -> int:

@@ -16,7 +16,14 @@ from pathlib import Path
 from ..errors import InvalidInputError
 from ..pool import PredecessorPool
 from ..ranges import expand_ranges
-from ..scheduler import CommandLineScheduler, QueuedJob, State, refuse_characters, states_of_chunks
+from ..scheduler import (
+    CommandLineScheduler,
+    QueuedJob,
+    State,
+    Submission,
+    refuse_characters,
+    states_of_chunks,
+)
 from ..work_dir import WorkDir
 
 log = logging.getLogger("poolparty")
@@ -148,7 +155,6 @@ class SlurmBase(CommandLineScheduler):
     default_max_running = 8
     command_names = ("sbatch", "squeue", "scancel", "scontrol")
     required_commands = ("sbatch", "squeue", "scancel")
-    submit_commands = ("sbatch",)
     transient_errors = TRANSIENT_ERRORS
 
     def __init__(
@@ -175,20 +181,25 @@ class SlurmBase(CommandLineScheduler):
         self.resource_args += self.argument_list(sbatch_args, "['--qos=long']", RESERVED,
                                                  attached_values=True)
 
-    def run(self, name: str, arguments: Sequence[str]) -> str:
+    def argv(self, name: str, arguments: Sequence[str]) -> list[str]:
         """Every SLURM command goes to the chosen cluster (its options come first)."""
-        return super().run(name, [*self.cluster_args, *arguments])
+        return super().argv(name, [*self.cluster_args, *arguments])
 
     def check_work_dir(self, root: Path) -> None:
         refuse_characters(root, UNESCAPABLE, "sbatch in --output")
 
-    def sbatch(self, work_dir: WorkDir, options: Sequence[str], script_args: Sequence[str]) -> str:
-        """Submit and return the job id (``--parsable`` prints ``ID`` or ``ID;cluster``)."""
+    def sbatch(self, work_dir: WorkDir, options: Sequence[str], script_args: Sequence[str],
+               chunks: dict[int, int | None], log_pattern: str) -> Submission:
+        """One sbatch of the job script, named as every job of the map."""
         argv = [
             "--parsable", f"--job-name={self.job_name(work_dir)}", *options,
             *self.resource_args, str(work_dir.script_path), *script_args,
         ]
-        return self.run("sbatch", argv).strip().split(";")[0]
+        return self.submission("sbatch", argv, chunks, log_pattern)
+
+    def job_id_of(self, output: str) -> str:
+        """``--parsable`` prints ``ID`` or ``ID;cluster``."""
+        return output.strip().split(";")[0]
 
     def query(self, work_dir: WorkDir) -> dict[int, State]:
         text = self.run("squeue", [
@@ -215,11 +226,10 @@ class SlurmJobs(SlurmBase):
     name = "slurm"
     throttles_itself = False
 
-    def submit(self, work_dir: WorkDir, chunk_ids: Sequence[int]) -> None:
-        for chunk_id in chunk_ids:
-            output = output_option(work_dir, "%j.log")
-            job_id = self.sbatch(work_dir, [output], [str(chunk_id)])
-            work_dir.record_jobs(job_id, {chunk_id: (None, f"{job_id}.log")})
+    def plan(self, work_dir: WorkDir, chunk_ids: Sequence[int]) -> list[Submission]:
+        output = output_option(work_dir, "%j.log")
+        return [self.sbatch(work_dir, [output], [str(chunk_id)], {chunk_id: None}, "{job_id}.log")
+                for chunk_id in chunk_ids]
 
 
 class Pool(PredecessorPool):

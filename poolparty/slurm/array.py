@@ -15,6 +15,7 @@ from typing import Any
 from ..errors import SchedulerCommandError
 from ..pool import PredecessorPool
 from ..ranges import compress_ranges
+from ..scheduler import Submission
 from ..work_dir import WorkDir
 from . import SlurmBase, output_option, parse_max_array_size
 
@@ -42,20 +43,24 @@ class SlurmArray(SlurmBase):
                 self._max_array_size = 1001
         return self._max_array_size
 
-    def submit(self, work_dir: WorkDir, chunk_ids: Sequence[int]) -> None:
+    def plan(self, work_dir: WorkDir, chunk_ids: Sequence[int]) -> list[Submission]:
+        """One array per block of MaxArraySize chunk ids."""
         blocks: dict[int, list[int]] = defaultdict(list)
         for chunk_id in chunk_ids:
             block, index = divmod(chunk_id, self.max_array_size)
             blocks[block].append(index)
+        throttle = f"%{self.max_running}" if self.max_running else ""
+        plan = []
         for block, indices in sorted(blocks.items()):
             base = block * self.max_array_size
-            throttle = f"%{self.max_running}" if self.max_running else ""
             options = [
                 f"--array={compress_ranges(indices)}{throttle}",
                 output_option(work_dir, "%A_%a.log"),
             ]
-            job_id = self.sbatch(work_dir, options, ["--array", str(base), "SLURM_ARRAY_TASK_ID"])
-            work_dir.record_jobs(job_id, {base + i: (i, f"{job_id}_{i}.log") for i in indices})
+            script_args = ["--array", str(base), "SLURM_ARRAY_TASK_ID"]
+            plan.append(self.sbatch(work_dir, options, script_args,
+                                    {base + i: i for i in indices}, "{job_id}_{index}.log"))
+        return plan
 
 
 class Pool(PredecessorPool):

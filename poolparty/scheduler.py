@@ -105,7 +105,7 @@ class Scheduler(abc.ABC):
 
 @dataclass(frozen=True)
 class Submission:
-    """One command that queues chunks, built before it runs: :meth:`Scheduler.submit`
+    """One command that queues chunks, built before it runs: ``submit()``
     runs it and a dry run shows it, so a preview can't differ from the real thing.
 
     The job id is known only from the tool's answer, so what is written to the work_dir

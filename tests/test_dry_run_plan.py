@@ -96,11 +96,11 @@ def test_a_submission_records_its_jobs_under_the_job_id_the_tool_printed():
 
 def test_sge_plans_one_array_per_contiguous_run(tmp_path):
     work_dir = prepared_work_dir(tmp_path)
-    scheduler = SunGridEngine(commands={"qsub": ["qsub"]})
-    scheduler._max_aj_tasks = 75000  # not asked: this test runs no command
+    scheduler = SunGridEngine(commands=DummyQueue(tmp_path / "queue").commands())
     plan = scheduler.plan(work_dir, [0, 1, 2, 5, 6])
     assert [dict(s.chunks) for s in plan] == [{0: 1, 1: 2, 2: 3}, {5: 1, 6: 2}]
     assert [s.argv[s.argv.index("-t") + 1] for s in plan] == ["1-3", "1-2"]
+    assert [s.tool for s in plan] == ["qsub", "qsub"]
     assert [s.argv[-3:] for s in plan] == [("--array", "-1", "SGE_TASK_ID"),
                                           ("--array", "4", "SGE_TASK_ID")]
     assert scheduler.job_id_of("81.1-3:1\n") == "81"

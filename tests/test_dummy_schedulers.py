@@ -344,6 +344,23 @@ def test_submissions_the_real_schedulers_refuse_are_refused(tmp_path):
     assert "\nMaxArraySize            = 10\n" in submit(queue, "scontrol", "show", "config")
 
 
+def test_qconf_shows_max_aj_tasks_and_a_dummy_sge_map_does_not_wait_on_it(queue, tmp_path,
+                                                                         caplog):
+    """Without a dummy qconf, a dummy SGE asked the real one on PATH (a real cluster's
+    configuration, or a missing command retried for the whole call timeout)."""
+    import poolparty
+
+    assert "\nmax_aj_tasks                 75000\n" in submit(queue, "qconf", "-sconf")
+    with poolparty.Pool(backend="sge", commands=queue.commands(), work_dir=tmp_path / "work",
+                        polling_interval=0.2, call_timeout=60) as pool:
+        started = time.monotonic()
+        assert pool.map(abs, [-1, -2]) == [1, 2]
+        assert pool.scheduler.max_aj_tasks == 75000
+    assert time.monotonic() - started < 30  # a qconf retried until call_timeout takes 60
+    assert queue.history()["qconf"] == 2  # once above, once by the pool
+    assert "could not read max_aj_tasks" not in caplog.text
+
+
 def test_failing_commands_exit_1_with_a_timeout_message(queue):
     queue.inject(fail={"squeue": 2, "qstat": 1})
     for _ in range(2):

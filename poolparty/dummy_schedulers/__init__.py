@@ -2,7 +2,7 @@
 
 ``DummyQueue(path)`` is one fake queue; ``DummyQueue.commands()`` gives the
 argv prefixes of its ``sbatch``, ``squeue``, ``scancel``, ``scontrol``,
-``qsub``, ``qstat`` and ``qdel``.  See docs/dummy_schedulers.rst.
+``qsub``, ``qstat``, ``qdel`` and ``qconf``.  See docs/dummy_schedulers.rst.
 """
 
 from .queue import DummyQueue

@@ -21,7 +21,7 @@ from ._state import transaction
 Request = TypeVar("Request")
 
 SLURM_COMMANDS = ("sbatch", "squeue", "scancel", "scontrol")
-SGE_COMMANDS = ("qsub", "qstat", "qdel")
+SGE_COMMANDS = ("qsub", "qstat", "qdel", "qconf")
 COMMANDS = SLURM_COMMANDS + SGE_COMMANDS
 
 # What each SLURM command was doing when the controller stopped answering.

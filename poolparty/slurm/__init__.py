@@ -12,19 +12,16 @@ import logging
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import InvalidInputError
 from ..pool import PredecessorPool
 from ..ranges import expand_ranges
-from ..scheduler import (
-    CommandLineScheduler,
-    QueuedJob,
-    State,
-    Submission,
-    refuse_characters,
-    states_of_chunks,
-)
+from ..scheduler import CommandLineScheduler, QueuedJob, State, refuse_characters, states_of_chunks
 from ..work_dir import WorkDir
+
+if TYPE_CHECKING:
+    from ..scheduler import Submission
 
 log = logging.getLogger("poolparty")
 

@@ -64,6 +64,10 @@ LATE_RESULT_SECONDS = 60.0
 
 @dataclass
 class ChunkStatus:
+    """One chunk as the engine knows it: its submissions, what the scheduler showed of
+    the current one, and how earlier ones ended. Its methods are the transitions the
+    poll loop applies; the loop itself decides what to do about them."""
+
     tasks: range
     submissions: int = 0
     missing_polls: int = 0
@@ -76,6 +80,70 @@ class ChunkStatus:
     #: the submissions that ended in a task killing its worker's process
     crashes: list[Crash] = field(default_factory=list)
     done: bool = False
+
+    @property
+    def outstanding(self) -> bool:
+        """Submitted and without its result yet: the scheduler should have its job."""
+        return self.submissions > 0 and not self.done
+
+    @property
+    def resubmitted(self) -> bool:
+        """Submitted more than once: an older job of it may still be queued."""
+        return self.submissions > 1
+
+    def submitted(self) -> None:
+        """A new job runs it: what was seen of the previous one no longer counts."""
+        self.submissions += 1
+        self.missing_polls = 0
+        self.last_seen = None
+        self.running_since = None
+
+    def adopted(self) -> None:
+        """Its job, queued by an earlier client of the work_dir, still runs (resume):
+        it counts as submitted once, and is not submitted again."""
+        self.submissions = 1
+
+    def seen(self, state: State, now: float | None = None) -> None:
+        """The scheduler lists its job (PENDING or RUNNING) at this poll."""
+        self.missing_polls = 0
+        self.last_seen = state
+        if state is State.RUNNING and self.running_since is None:
+            self.running_since = time.monotonic() if now is None else now
+
+    def missed(self) -> bool:
+        """Its job is not in the queue at this poll, and no result came. True once that
+        happened MISSING_POLLS_BEFORE_LOST polls in a row: a job just submitted may not
+        show yet, and a result on NFS may show late, so one miss is not a loss."""
+        self.missing_polls += 1
+        return self.missing_polls >= MISSING_POLLS_BEFORE_LOST
+
+    def lost(self) -> None:
+        """Its job left the queue without a result."""
+        self.end_submission("its job left the queue without a result " + (
+            "while running" if self.last_seen is State.RUNNING else "before it was seen running"))
+
+    def in_error(self) -> None:
+        """The scheduler holds its job in an error state: it will never run by itself."""
+        self.end_submission("the scheduler put its job in an error state")
+
+    def shown_running_longer_than(self, seconds: float, now: float | None = None) -> bool:
+        """Whether the scheduler has shown its current job running for over ``seconds``."""
+        now = time.monotonic() if now is None else now
+        return self.running_since is not None and now - self.running_since > seconds
+
+    def stuck(self) -> None:
+        """Shown running for STUCK_AFTER_SECONDS with no worker started: lost on its way
+        to a node, though the scheduler still lists it."""
+        self.end_submission(
+            f"the scheduler showed its job running for over {STUCK_AFTER_SECONDS:.0f} s, "
+            f"but no worker ever started on a node")
+
+    def crashed(self, crash: Crash) -> bool:
+        """A task ended its worker's process (the job's log says so). True when the same
+        task did so before: running it again would crash again."""
+        if self.end_submission(crash.ending):
+            self.crashes.append(crash)
+        return sum(1 for earlier in self.crashes if earlier.task == crash.task) > 1
 
     def end_submission(self, ending: str) -> bool:
         """Note how the current submission ended, once: a chunk whose resubmission
@@ -133,7 +201,7 @@ class MapRun:
         """Submit waiting chunks: all of them, or, for a backend that can't throttle
         itself, as many as keep max_running chunks in the queue."""
         limit = None if self.scheduler.throttles_itself else self.scheduler.max_running
-        outstanding = sum(1 for s in self.status.values() if s.submissions and not s.done)
+        outstanding = sum(1 for s in self.status.values() if s.outstanding)
         room = len(self._backlog) if limit is None else max(0, limit - outstanding)
         batch = []
         while self._backlog and len(batch) < room:
@@ -259,7 +327,7 @@ class MapRun:
             queued = {}
         for chunk_id in waiting:
             if queued.get(chunk_id) in (State.PENDING, State.RUNNING):
-                self.status[chunk_id].submissions = 1
+                self.status[chunk_id].adopted()
         adopted = sum(1 for c in waiting if self.status[c].submissions)
         self.log.info("re-attached to %s: %d chunk(s) done, %d still queued, %d to submit",
                       self.work_dir.path, len(self.status) - len(waiting), adopted,
@@ -307,7 +375,7 @@ class MapRun:
     def _cancel_duplicates(self, chunk_ids: list[int]) -> None:
         """A chunk submitted more than once (thought lost, or in an error state) may
         still have a job queued after one of its jobs delivered: nothing needs it."""
-        duplicated = [c for c in chunk_ids if self.status[c].submissions > 1]
+        duplicated = [c for c in chunk_ids if self.status[c].resubmitted]
         if duplicated:
             self.scheduler.cancel(self.work_dir, duplicated)
 
@@ -317,10 +385,7 @@ class MapRun:
             return
         self.scheduler.submit(self.work_dir, chunk_ids)
         for chunk_id in chunk_ids:
-            self.status[chunk_id].submissions += 1
-            self.status[chunk_id].missing_polls = 0
-            self.status[chunk_id].last_seen = None
-            self.status[chunk_id].running_since = None
+            self.status[chunk_id].submitted()
         self._last_query = time.monotonic()
         self.events.submitted(chunk_ids)
         self.log.info("submitted %d chunk(s) to %s", len(chunk_ids), self.scheduler.name)
@@ -338,30 +403,24 @@ class MapRun:
         # the queue must not be taken for lost.
         yield from self._gather()
         in_error, lost = [], []
+        now = time.monotonic()
         for chunk_id, chunk in self.status.items():
-            if chunk.done or chunk.submissions == 0 or chunk_id in self._last_chance:
+            if not chunk.outstanding or chunk_id in self._last_chance:
                 continue
             state = states.get(chunk_id)
             if state is State.ERROR:
                 in_error.append(chunk_id)
                 if not self._crashed(chunk_id):
-                    chunk.end_submission("the scheduler put its job in an error state")
+                    chunk.in_error()
             elif state is None:
-                chunk.missing_polls += 1
+                missing_too_long = chunk.missed()
                 if self._crashed(chunk_id):
                     lost.append(chunk_id)
-                elif chunk.missing_polls >= MISSING_POLLS_BEFORE_LOST:
+                elif missing_too_long:
                     lost.append(chunk_id)
-                    chunk.end_submission(
-                        "its job left the queue without a result "
-                        + ("while running" if chunk.last_seen is State.RUNNING
-                           else "before it was seen running")
-                    )
+                    chunk.lost()
             else:
-                chunk.missing_polls = 0
-                chunk.last_seen = state
-                if state is State.RUNNING and chunk.running_since is None:
-                    chunk.running_since = time.monotonic()
+                chunk.seen(state, now)
         in_error += self._stuck_chunks({*in_error, *self._last_chance})
         if in_error:
             self.log.warning("chunk(s) %s in an error state: cancelling them", in_error)
@@ -379,15 +438,12 @@ class MapRun:
         now = time.monotonic()
         suspects = [
             chunk_id for chunk_id, chunk in self.status.items()
-            if not chunk.done and chunk_id not in already and chunk.running_since is not None
-            and now - chunk.running_since > STUCK_AFTER_SECONDS
+            if not chunk.done and chunk_id not in already
+            and chunk.shown_running_longer_than(STUCK_AFTER_SECONDS, now)
         ]
         stuck = [chunk_id for chunk_id in suspects if not self.events.worker_started(chunk_id)]
         for chunk_id in stuck:
-            self.status[chunk_id].end_submission(
-                f"the scheduler showed its job running for over {STUCK_AFTER_SECONDS:.0f} s, "
-                f"but no worker ever started on a node"
-            )
+            self.status[chunk_id].stuck()
         if stuck:
             self.log.warning("chunk(s) %s shown running but no worker started: lost on the way "
                              "to a node", stuck)
@@ -401,9 +457,7 @@ class MapRun:
         if crash is None:
             return False
         chunk = self.status[chunk_id]
-        if chunk.end_submission(crash.ending):
-            chunk.crashes.append(crash)
-        again = sum(1 for earlier in chunk.crashes if earlier.task == crash.task) > 1
+        again = chunk.crashed(crash)
         if again or chunk.submissions > self.max_num_resubmissions:
             self._raise_crash(chunk_id, crash, again)
         self.log.warning("chunk %d: %s; running it once more", chunk_id, crash.ending)

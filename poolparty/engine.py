@@ -91,6 +91,10 @@ class ChunkStatus:
         """Submitted more than once: an older job of it may still be queued."""
         return self.submissions > 1
 
+    def out_of_resubmissions(self, max_num_resubmissions: int) -> bool:
+        """Submitted as often as the limit allows: another loss fails the map."""
+        return self.submissions > max_num_resubmissions
+
     def submitted(self) -> None:
         """A new job runs it: what was seen of the previous one no longer counts."""
         self.submissions += 1
@@ -458,7 +462,7 @@ class MapRun:
             return False
         chunk = self.status[chunk_id]
         again = chunk.crashed(crash)
-        if again or chunk.submissions > self.max_num_resubmissions:
+        if again or chunk.out_of_resubmissions(self.max_num_resubmissions):
             self._raise_crash(chunk_id, crash, again)
         self.log.warning("chunk %d: %s; running it once more", chunk_id, crash.ending)
         return True
@@ -483,7 +487,7 @@ class MapRun:
         """Submit these chunks again, except those past the resubmission limit: they
         wait LATE_RESULT_SECONDS for a result still on its way (see _give_up_on_late_results)."""
         limit = self.max_num_resubmissions
-        over_limit = [c for c in chunk_ids if self.status[c].submissions > limit]
+        over_limit = [c for c in chunk_ids if self.status[c].out_of_resubmissions(limit)]
         if over_limit:
             self._last_chance.update(dict.fromkeys(over_limit, time.monotonic() + self._grace))
             if self._grace > 0:

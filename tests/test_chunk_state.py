@@ -108,3 +108,11 @@ def test_another_task_crashing_is_not_the_same_crash_again():
     chunk.crashed(crash(0))
     chunk.submitted()
     assert chunk.crashed(crash(2)) is False
+
+
+def test_a_chunk_is_out_of_resubmissions_once_submitted_one_more_time_than_the_limit():
+    chunk = submitted_chunk()
+    assert chunk.out_of_resubmissions(0)  # max_num_resubmissions=0: the first job was all
+    assert not chunk.out_of_resubmissions(1)
+    chunk.submitted()
+    assert chunk.out_of_resubmissions(1)

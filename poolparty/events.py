@@ -64,8 +64,6 @@ MARK = b"poolparty-event: "
 TASK_MARK = b"poolparty-task: "
 #: how much of a log's start is read to tell whether its worker started
 _HEAD_BYTES = 65536
-#: the scheduler commands a status may call later to ask about the map's jobs
-QUERY_COMMANDS = ("squeue", "qstat")
 #: environment variables naming the scheduler job a worker runs in: (job id, array index)
 JOB_VARIABLES = (
     ("SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"),
@@ -217,7 +215,7 @@ class ClientEvents(EventWriter):
             backend=scheduler.name, host=os.uname().nodename, pid=os.getpid(),
             resumed=resumed,
             commands={name: [str(part) for part in commands[name]]
-                      for name in QUERY_COMMANDS if name in commands},
+                      for name in [scheduler.query_command] if name in commands},
         )
 
     def submitted(self, chunk_ids: Sequence[int]) -> None:

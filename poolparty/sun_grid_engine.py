@@ -11,16 +11,23 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
+import subprocess
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from qstat._tools import xml2queue_and_job_info
-
 from .errors import InvalidInputError, SchedulerCommandError
-from .pool import PredecessorPool
 from .ranges import expand_ranges
-from .scheduler import CommandLineScheduler, QueuedJob, State, refuse_characters, states_of_chunks
+from .scheduler import (
+    CommandLineScheduler,
+    QueuedJob,
+    State,
+    predecessor_attribute,
+    refuse_characters,
+    states_of_chunks,
+)
+from .settings import PARALLEL_ENVIRONMENT, STRING, STRING_LIST, TABLE, Setting
 from .work_dir import WorkDir
 
 log = logging.getLogger("poolparty")
@@ -57,6 +64,10 @@ def parse_qstat_xml(text: str, job_name: str, error_state_indicator: str = "E"
 
     Pending array tasks are grouped (``<tasks>9-20:1</tasks>``) and get expanded.
     """
+    # imported when first parsing: the configuration imports this module for its
+    # settings on every Pool creation, SGE or not
+    from qstat._tools import xml2queue_and_job_info
+
     queued, pending = xml2queue_and_job_info(text)
     jobs = []
     for entry in [*queued, *pending]:
@@ -121,6 +132,16 @@ class SunGridEngine(CommandLineScheduler):
     required_commands = ("qsub", "qstat", "qdel")
     submit_commands = ("qsub",)
     transient_errors = TRANSIENT_ERRORS
+    settings = (
+        Setting("queue", STRING, None, "SGE queue (qsub -q)"),
+        Setting("resources", TABLE, None, "SGE resources, each becomes -l key=value"),
+        Setting("parallel_environment", PARALLEL_ENVIRONMENT, None, "SGE parallel "
+                "environment [name, slots] (qsub -pe name slots)"),
+        Setting("qsub_args", STRING_LIST, [], "more qsub arguments, passed as they are"),
+        *CommandLineScheduler.settings,
+    )
+    extra_arguments_option = "qsub_args"
+    query_command = "qstat"
 
     def __init__(
         self,
@@ -148,6 +169,25 @@ class SunGridEngine(CommandLineScheduler):
             self.resource_args += ["-pe", str(pe_name), str(slots)]
         self.resource_args += self.argument_list(qsub_args, "['-P', 'project']", RESERVED)
         self._max_aj_tasks: int | None = None
+
+    @classmethod
+    def found_here(cls) -> bool:
+        """An SGE qsub and qstat on PATH. PBS/Torque ship a ``qsub`` too, so SGE is
+        recognised by what ``qstat -help`` says."""
+        if not (shutil.which("qsub") and shutil.which("qstat")):
+            return False
+        try:
+            help_text = subprocess.run(
+                ["qstat", "-help"], capture_output=True, text=True, timeout=30
+            ).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            help_text = ""
+        if is_sun_grid_engine(help_text):
+            log.info("Sun Grid Engine found (%s): running on SGE array jobs",
+                     help_text.splitlines()[0].strip())
+            return True
+        log.info("a qsub was found but it is not Sun Grid Engine's (PBS/Torque?): not used")
+        return False
 
     @property
     def max_aj_tasks(self) -> int:
@@ -211,10 +251,7 @@ def is_sun_grid_engine(qstat_help: str) -> bool:
     return bool(re.match(r"^(SGE|GE|OGS|UGE|Univa|Son of Grid Engine)\b", first_line))
 
 
-class Pool(PredecessorPool):
-    """pypoolparty's ``sun_grid_engine.Pool`` constructor: change the import only.
-
-    ``queue_name`` is pypoolparty's name of ``queue`` (qsub's ``-q``)."""
-
-    backend_class = SunGridEngine
-    renamed_options = {"queue_name": "queue"}
+def __getattr__(name: str) -> Any:
+    """``Pool``: pypoolparty's ``sun_grid_engine.Pool`` constructor, change the import
+    only (:class:`poolparty.predecessor.SunGridEnginePool`)."""
+    return predecessor_attribute(__name__, name)

@@ -39,15 +39,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..backends import is_cluster, make_scheduler
 from ..chunking import chunk_bounds
 from ..errors import SchedulerCommandError
-from ..events import QUERY_COMMANDS, EventLog, read_events
+from ..events import EventLog, read_events
 from ..ranges import expand_ranges
 from ..work_dir import WorkDir, client_running, default_root
 from . import UsageError
 
 STATES = ("pending", "queued", "running", "done", "failed", "lost", "cancelled")
-CLUSTER_BACKENDS = ("slurm-array", "slurm", "sge")
 #: seconds for one scheduler query, retries included (each try gets a third): a busy
 #: controller may take seconds to answer
 QUERY_TIMEOUT = 30.0
@@ -526,7 +526,7 @@ def scheduler_info(work_dir: WorkDir, view: MapView, session: Session | None,
     backend = status["backend"]
     info: dict[str, Any] = {"asked": False, "why": "", "error": None, "states": None,
                             "unfinished_not_queued": None}
-    if backend not in CLUSTER_BACKENDS:
+    if not is_cluster(backend):
         info["why"] = f"the {backend or 'unknown'} backend has no queue to ask"
         return info
     if query == "never" or (query == "auto" and status["client"]["running"] is not False):
@@ -557,14 +557,12 @@ class QueryError(Exception):
 
 def ask_scheduler(work_dir: WorkDir, backend: str, commands: dict[str, list[str]]) -> dict:
     """One query, with the map's own command paths (a dummy scheduler's, say)."""
-    from ..pool import make_scheduler
-
     options: dict[str, Any] = {"call_timeout": QUERY_TIMEOUT}
     if commands:
         options["commands"] = commands
     scheduler = make_scheduler(backend, None, options)
     known = getattr(scheduler, "commands", {})
-    name = next((n for n in QUERY_COMMANDS if n in known), "the scheduler")
+    name = scheduler.query_command or "the scheduler"
     if name in known and shutil.which(known[name][0]) is None:  # say so now, not after retries
         raise QueryError(f"{name}: {known[name][0]!r} is not installed here")
     try:

@@ -12,11 +12,19 @@ import logging
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from ..errors import InvalidInputError
-from ..pool import PredecessorPool
 from ..ranges import expand_ranges
-from ..scheduler import CommandLineScheduler, QueuedJob, State, refuse_characters, states_of_chunks
+from ..scheduler import (
+    CommandLineScheduler,
+    QueuedJob,
+    State,
+    predecessor_attribute,
+    refuse_characters,
+    states_of_chunks,
+)
+from ..settings import INT_OR_STRING, POSITIVE_INT, STRING, STRING_LIST, Setting
 from ..work_dir import WorkDir
 
 log = logging.getLogger("poolparty")
@@ -69,6 +77,16 @@ SQUEUE_FORMAT = "%i|%T|%r"
 UNESCAPABLE = {"\\": "turns off all of its % patterns, %j and %a too"}
 
 _warned_states: set[str] = set()
+
+#: the options of every SLURM backend that a configuration may set
+SETTINGS = (
+    Setting("partition", STRING, None, "SLURM --partition"),
+    Setting("time", STRING, None, "SLURM --time, e.g. '1:00:00'"),
+    Setting("memory", STRING, None, "SLURM --mem, e.g. '2G'"),
+    Setting("cpus_per_task", POSITIVE_INT, None, "SLURM --cpus-per-task"),
+    Setting("gpus", INT_OR_STRING, None, "SLURM --gpus, e.g. 1 or 'a100:2'"),
+    Setting("sbatch_args", STRING_LIST, [], "more sbatch arguments, passed as they are"),
+)
 
 
 def parse_squeue(text: str) -> list[QueuedJob]:
@@ -150,6 +168,9 @@ class SlurmBase(CommandLineScheduler):
     required_commands = ("sbatch", "squeue", "scancel")
     submit_commands = ("sbatch",)
     transient_errors = TRANSIENT_ERRORS
+    settings = (*SETTINGS, *CommandLineScheduler.settings)
+    extra_arguments_option = "sbatch_args"
+    query_command = "squeue"
 
     def __init__(
         self,
@@ -222,10 +243,9 @@ class SlurmJobs(SlurmBase):
             work_dir.record_jobs(job_id, {chunk_id: (None, f"{job_id}.log")})
 
 
-class Pool(PredecessorPool):
-    """pypoolparty's ``slurm.Pool``: one sbatch per chunk (see :class:`SlurmJobs`)."""
-
-    backend_class = SlurmJobs
+def __getattr__(name: str) -> Any:
+    """``Pool``: pypoolparty's ``slurm.Pool`` (:class:`poolparty.predecessor.SlurmJobsPool`)."""
+    return predecessor_attribute(__name__, name)
 
 
 # ``import poolparty.slurm`` is enough for ``poolparty.slurm.array.Pool`` (as pypoolparty

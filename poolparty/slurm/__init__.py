@@ -8,6 +8,7 @@ real SLURM in tests/data/. All commands go through :func:`run_command`.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import re
 from collections.abc import Iterable, Sequence
@@ -244,11 +245,12 @@ class SlurmJobs(SlurmBase):
 
 
 def __getattr__(name: str) -> Any:
-    """``Pool``: pypoolparty's ``slurm.Pool`` (:class:`poolparty.predecessor.SlurmJobsPool`)."""
+    """``Pool``: pypoolparty's ``slurm.Pool`` (:class:`poolparty.predecessor.SlurmJobsPool`).
+
+    ``array``: the submodule, imported when first asked for, so that ``import
+    poolparty.slurm`` is enough for ``poolparty.slurm.array.Pool`` (as pypoolparty
+    allowed) without this module importing the one that imports it.
+    """
+    if name == "array":
+        return importlib.import_module(f"{__name__}.array")
     return predecessor_attribute(__name__, name)
-
-
-# ``import poolparty.slurm`` is enough for ``poolparty.slurm.array.Pool`` (as pypoolparty
-# allowed); array.py needs SlurmBase above, so it comes last. Client side only: the
-# worker never imports poolparty.slurm.
-from . import array  # noqa: E402, F401

@@ -300,7 +300,11 @@ def made_backend(param: str, work_root: Path, tmp_path: Path) -> Iterator[Backen
             made.queue.shutdown(timeout=30)
 
 
-@pytest.fixture(params=["local", *ALL_CLUSTER_PARAMS])
+#: the shared suite's backends: every registered one (tests/test_registry.py checks it)
+BACKEND_PARAMS = ["local", *ALL_CLUSTER_PARAMS]
+
+
+@pytest.fixture(params=BACKEND_PARAMS)
 def backend(request, work_root: Path, tmp_path: Path):
     """Every backend: local, and each cluster backend on its dummy and real scheduler."""
     with made_backend(request.param, work_root, tmp_path) as made:

@@ -17,16 +17,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from . import scheduler
 from .errors import InvalidInputError, SchedulerCommandError
 from .ranges import expand_ranges
-from .scheduler import (
-    CommandLineScheduler,
-    QueuedJob,
-    State,
-    predecessor_attribute,
-    refuse_characters,
-    states_of_chunks,
-)
+from .scheduler import CommandLineScheduler, QueuedJob, State, refuse_characters, states_of_chunks
 from .settings import PARALLEL_ENVIRONMENT, STRING, STRING_LIST, TABLE, Setting
 from .work_dir import WorkDir
 
@@ -254,4 +248,4 @@ def is_sun_grid_engine(qstat_help: str) -> bool:
 def __getattr__(name: str) -> Any:
     """``Pool``: pypoolparty's ``sun_grid_engine.Pool`` constructor, change the import
     only (:class:`poolparty.predecessor.SunGridEnginePool`)."""
-    return predecessor_attribute(__name__, name)
+    return scheduler.predecessor_attribute(__name__, name)

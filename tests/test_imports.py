@@ -69,8 +69,8 @@ def module_level_imports(tree: ast.Module) -> list[ast.Import | ast.ImportFrom]:
 
 
 def imported_modules(name: str, statements: list[ast.Import | ast.ImportFrom]) -> set[str]:
-    """The package's modules these statements import (a ``from X import y`` imports
-    ``X.y`` too when that is a module)."""
+    """The package's modules these statements import (``from X import y`` imports
+    ``X.y`` when that is a module, else ``X``)."""
     package = name if is_package(name) else name.rpartition(".")[0]
     targets: set[str] = set()
     for statement in statements:
@@ -81,8 +81,10 @@ def imported_modules(name: str, statements: list[ast.Import | ast.ImportFrom]) -
         if statement.level:
             anchor = package.split(".")[: len(package.split(".")) - statement.level + 1]
             base = ".".join([*anchor, *filter(None, [base])])
-        targets.add(base)
-        targets.update(f"{base}.{alias.name}" for alias in statement.names)
+        named = {f"{base}.{alias.name}" for alias in statement.names}
+        targets.update(named & set(MODULES))
+        if named - set(MODULES):  # names defined in X itself
+            targets.add(base)
     return {target for target in targets if target in MODULES and target != name}
 
 

@@ -15,16 +15,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .. import scheduler
 from ..errors import InvalidInputError
 from ..ranges import expand_ranges
-from ..scheduler import (
-    CommandLineScheduler,
-    QueuedJob,
-    State,
-    predecessor_attribute,
-    refuse_characters,
-    states_of_chunks,
-)
+from ..scheduler import CommandLineScheduler, QueuedJob, State, refuse_characters, states_of_chunks
 from ..settings import INT_OR_STRING, POSITIVE_INT, STRING, STRING_LIST, Setting
 from ..work_dir import WorkDir
 
@@ -253,4 +247,4 @@ def __getattr__(name: str) -> Any:
     """
     if name == "array":
         return importlib.import_module(f"{__name__}.array")
-    return predecessor_attribute(__name__, name)
+    return scheduler.predecessor_attribute(__name__, name)

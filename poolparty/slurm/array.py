@@ -13,9 +13,9 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
+from .. import scheduler
 from ..errors import SchedulerCommandError
 from ..ranges import compress_ranges
-from ..scheduler import predecessor_attribute
 from ..work_dir import WorkDir
 from . import SlurmBase, output_option, parse_max_array_size
 
@@ -70,4 +70,4 @@ class SlurmArray(SlurmBase):
 def __getattr__(name: str) -> Any:
     """``Pool``: pypoolparty's ``slurm.array.Pool``, same constructor: change the import
     only (:class:`poolparty.predecessor.SlurmArrayPool`)."""
-    return predecessor_attribute(__name__, name)
+    return scheduler.predecessor_attribute(__name__, name)

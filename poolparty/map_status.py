@@ -340,26 +340,33 @@ _NOT_IN_JSON = {"json": False}
 
 @dataclass
 class MapStatus:
-    """A map's status as ``poolparty status --json`` prints it (see docs/cli_status.rst
-    for each field), but for the scheduler's part, which only the command line asks."""
+    """A map's status as ``poolparty status --json`` prints it (the ``poolparty status``
+    page of the documentation says more of each field), but for the scheduler's part,
+    which only the command line asks."""
 
-    work_dir: str
-    map_id: str
-    backend: str | None
+    work_dir: str  #: the map's directory
+    map_id: str  #: its name
+    backend: str | None  #: local, slurm-array, slurm, sge; None: not known yet
     #: finished, failed, cancelled, stopped (see ENDED); running, starting,
     #: interrupted or unknown
     state: str
     #: how the map ended ({"how", "t", "type", "message"}), None while it has not
     ended: dict[str, Any] | None
+    #: whether its client runs ({"running": True, False or None: can't tell}), its
+    #: host and pid, and how long ago its last event was (on its host only)
     client: dict[str, Any]
     #: tasks per state (STATES), and their total (None: no map.json and no events yet)
     tasks: dict[str, Any]
+    #: how many, their size, how often they were resubmitted and why, how many lost
     chunks: dict[str, Any]
-    elapsed: float | None
-    throughput: float | None
-    eta: float | None
+    elapsed: float | None  #: seconds since the client started, on its clock
+    throughput: float | None  #: tasks this client gathered per second
+    eta: float | None  #: seconds left at that rate, while the client runs
+    #: chunk runs finished and their mean seconds; hosts running chunks now
     workers: dict[str, Any]
+    #: the tasks that raised by exception type, most frequent first
     errors: list[dict[str, Any]]
+    #: event lines cut short or unreadable
     skipped_lines: dict[str, int]
     #: the scheduler commands the map's client used to ask about its jobs
     query_commands: dict[str, list[str]] = field(default_factory=dict, metadata=_NOT_IN_JSON)

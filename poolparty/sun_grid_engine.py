@@ -3,7 +3,7 @@
 Chunks go in as array jobs: one qsub per contiguous run of chunk ids (a resubmission
 round is usually one or a few runs), at most ``max_aj_tasks`` tasks each. SGE task ids
 start at 1, so the array of chunks ``a..b`` has tasks ``1..b-a+1`` and base ``a-1``.
-``qstat -xml`` is parsed with the ``qstat`` package.
+``qstat -xml`` is parsed with the standard library (``xml.etree``).
 """
 
 from __future__ import annotations
@@ -58,23 +58,34 @@ def parse_qstat_xml(text: str, job_name: str, error_state_indicator: str = "E"
 
     Pending array tasks are grouped (``<tasks>9-20:1</tasks>``) and get expanded.
     """
-    # imported when first parsing: the configuration imports this module for its
-    # settings on every Pool creation, SGE or not
-    from qstat._tools import xml2queue_and_job_info
-
-    queued, pending = xml2queue_and_job_info(text)
     jobs = []
-    for entry in [*queued, *pending]:
+    for entry in job_lists(text):
         if entry.get("JB_name") != job_name:
             continue
         state = state_of(entry.get("state", ""), error_state_indicator)
         tasks = entry.get("tasks")
-        job_id = str(entry["JB_job_number"])
+        job_id = entry["JB_job_number"]
         if tasks is None:
             jobs.append(QueuedJob(job_id, None, state))
         else:
             jobs.extend(QueuedJob(job_id, task, state) for task in expand_ranges(tasks))
     return jobs
+
+
+def job_lists(text: str) -> list[dict[str, str]]:
+    """Every ``<job_list>`` of ``qstat -xml`` (running and pending alike) as a flat dict.
+
+    The PyPI package ``qstat`` parses this too, but only behind a private module
+    (``qstat._tools``) or by running ``qstat`` itself without a timeout; the
+    standard library reads these flat records just as well.
+    """
+    # imported when first parsing: the configuration imports this module for its
+    # settings on every Pool creation, SGE or not
+    from xml.etree import ElementTree
+
+    root = ElementTree.fromstring(text)
+    return [{field.tag: (field.text or "").strip() for field in entry}
+            for entry in root.iter("job_list")]
 
 
 def parse_max_aj_tasks(text: str) -> int:

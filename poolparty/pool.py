@@ -261,7 +261,7 @@ class Pool:
             max_num_resubmissions=check_max_num_resubmissions(values["max_num_resubmissions"]),
             progress=values["progress"],
             relay_output=values["relay_output"],
-            default_chunksize=self._default_chunksize,
+            default_chunksize=chunksize_rule(self),
             initializer=initializer,
             initargs=tuple(initargs),
         ))
@@ -495,6 +495,14 @@ class PredecessorPool(Pool):
         if self._num_chunks is None:
             return super()._default_chunksize(num_tasks)
         return chunking.chunksize_for_num_chunks(num_tasks, self._num_chunks)
+
+
+def chunksize_rule(pool: Pool) -> Callable[[int], int]:
+    """The pool's ``_default_chunksize`` for its maps, without keeping the pool alive: a
+    pool dropped while running warns and stops its maps as soon as it is dropped, as
+    multiprocessing's does, not at the next garbage collection."""
+    method = weakref.WeakMethod(pool._default_chunksize)
+    return lambda num_tasks: method()(num_tasks)  # type: ignore[misc]
 
 
 #: every Pool not yet garbage-collected, for the exit hook

@@ -18,9 +18,10 @@ import sys
 import time
 from collections.abc import Sequence
 
+from .backends import BACKENDS
 from .commands import UsageError, plain_text
 from .errors import PoolpartyError
-from .pool import BACKENDS, Pool
+from .pool import Pool
 
 #: the modules of poolparty.commands that add subcommands, in the order ``--help`` lists them
 SUBCOMMAND_MODULES = ("run", "exec", "status", "config")

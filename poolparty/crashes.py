@@ -20,11 +20,9 @@ import re
 import signal as signals
 from dataclasses import dataclass
 
-from .events import MARK, TASK_MARK
+from .events import FINISHED, STARTED, TASK_MARK
 from .work_dir import WorkDir
 
-_STARTED = MARK + b'{"event": "chunk_started"'
-_FINISHED = MARK + b'{"event": "chunk_finished"'
 #: what job.sh writes once the worker ended (see WorkDir.write_job_script)
 _ENDING = re.compile(rb"poolparty: the worker (was killed by signal|exited with status) (\d+)$",
                      re.MULTILINE)
@@ -68,7 +66,7 @@ class Crash:
 
 def crash_in_log(log: bytes) -> Crash | None:
     """The crash a job's log records, or None (no record: finished, lost, or not yet)."""
-    if _STARTED not in log or _FINISHED in log:
+    if STARTED not in log or FINISHED in log:
         return None
     endings = _ENDING.findall(log)
     if not endings:

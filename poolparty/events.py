@@ -62,10 +62,36 @@ MARK = b"poolparty-event: "
 #: Not an event (a line per task would swell the journal): the record, read when a job
 #: died, of the task its worker was running (poolparty.crashes)
 TASK_MARK = b"poolparty-task: "
+
+# The kinds of events (their "event" field): the writers below and the readers
+# (poolparty.map_status, poolparty.crashes) name them by these constants only.
+MAP_STARTED = "map_started"  #: the client began (or resumed) the map
+SUBMITTED = "submitted"  #: the client submitted chunks
+RESUBMIT = "resubmit"  #: the client decided to resubmit chunks, and why
+LOST = "lost"  #: chunks resubmitted too often: given up
+ABANDONED = "abandoned"  #: chunks nobody needs any more (their futures were cancelled)
+GATHERED = "gathered"  #: chunks whose results the client has
+MAP_ENDED = "map_ended"  #: how the map ended
+CHUNK_STARTED = "chunk_started"  #: a worker began a chunk
+TASK_FAILED = "task_failed"  #: a task of a worker's chunk raised
+CHUNK_FINISHED = "chunk_finished"  #: a worker ran all of its chunk's tasks
+CLIENT_KINDS = (MAP_STARTED, SUBMITTED, RESUBMIT, LOST, ABANDONED, GATHERED, MAP_ENDED)
+WORKER_KINDS = (CHUNK_STARTED, TASK_FAILED, CHUNK_FINISHED)
+KINDS = CLIENT_KINDS + WORKER_KINDS
+
+
+def marked_event(kind: str) -> bytes:
+    """How a worker's event of this kind begins in its job's log ("event" is the first
+    field EventWriter.emit writes): finding it needs no JSON parsing."""
+    return MARK + b'{"event": "' + kind.encode() + b'"'
+
+
+#: what a log holds once its worker started its chunk
+STARTED = marked_event(CHUNK_STARTED)
+#: what a log holds when its worker finished its chunk (and wrote the result after it)
+FINISHED = marked_event(CHUNK_FINISHED)
 #: how much of a log's start is read to tell whether its worker started
 _HEAD_BYTES = 65536
-#: the scheduler commands a status may call later to ask about the map's jobs
-QUERY_COMMANDS = ("squeue", "qstat")
 #: environment variables naming the scheduler job a worker runs in: (job id, array index)
 JOB_VARIABLES = (
     ("SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"),
@@ -169,7 +195,7 @@ class WorkerEvents(EventWriter):
 
     def started(self, environ: dict[str, str]) -> None:
         self._start = time.monotonic()
-        self.emit("chunk_started", chunk=self.chunk_id, host=self.host, pid=os.getpid(),
+        self.emit(CHUNK_STARTED, chunk=self.chunk_id, host=self.host, pid=os.getpid(),
                   **job_of_environment(environ))
 
     def task_starting(self, task_index: int) -> None:
@@ -188,13 +214,13 @@ class WorkerEvents(EventWriter):
         if self._failures > MAX_WORKER_FAILURES:
             return
         kind, message = describe_error(error)
-        self.emit("task_failed", chunk=self.chunk_id, task=task_index, type=kind,
+        self.emit(TASK_FAILED, chunk=self.chunk_id, task=task_index, type=kind,
                   message=message)
 
     def finished(self, ok: int, failed: int) -> None:
         """``seconds`` is a difference on this node's clock: skew between nodes can't
         distort it."""
-        self.emit("chunk_finished", chunk=self.chunk_id, ok=ok, failed=failed,
+        self.emit(CHUNK_FINISHED, chunk=self.chunk_id, ok=ok, failed=failed,
                   seconds=round(time.monotonic() - self._start, 3))
 
 
@@ -212,18 +238,18 @@ class ClientEvents(EventWriter):
     def map_started(self, scheduler: Scheduler, chunks: Sequence[range], resumed: bool) -> None:
         commands = getattr(scheduler, "commands", None) or {}
         self.emit(
-            "map_started", map_id=self.work_dir.map_id, tasks=sum(len(c) for c in chunks),
+            MAP_STARTED, map_id=self.work_dir.map_id, tasks=sum(len(c) for c in chunks),
             chunks=len(chunks), chunksize=len(chunks[0]) if chunks else 0,
             backend=scheduler.name, host=os.uname().nodename, pid=os.getpid(),
             resumed=resumed,
             commands={name: [str(part) for part in commands[name]]
-                      for name in QUERY_COMMANDS if name in commands},
+                      for name in [scheduler.query_command] if name in commands},
         )
 
     def submitted(self, chunk_ids: Sequence[int]) -> None:
         """Job ids are those known now (a local job gets its id when it starts)."""
         jobs = {ref.job_id for c in chunk_ids for ref in self.work_dir.jobs_of_chunk(c)[-1:]}
-        self.emit("submitted", chunks=compress_ranges(chunk_ids), jobs=sorted(jobs))
+        self.emit(SUBMITTED, chunks=compress_ranges(chunk_ids), jobs=sorted(jobs))
 
     def resubmit(self, in_error: Sequence[int], missing: Sequence[int]) -> None:
         """The engine's decision and its reason; the resubmission itself is ``submitted``.
@@ -231,14 +257,14 @@ class ClientEvents(EventWriter):
         logs go into logs.zip next."""
         if in_error or missing:
             self.fold([*in_error, *missing])
-            self.emit("resubmit", error=compress_ranges(in_error),
+            self.emit(RESUBMIT, error=compress_ranges(in_error),
                       missing=compress_ranges(missing))
 
     def lost(self, chunk_ids: Sequence[int]) -> None:
-        self.emit("lost", chunks=compress_ranges(chunk_ids))
+        self.emit(LOST, chunks=compress_ranges(chunk_ids))
 
     def abandoned(self, chunk_ids: Sequence[int]) -> None:
-        self.emit("abandoned", chunks=compress_ranges(chunk_ids))
+        self.emit(ABANDONED, chunks=compress_ranges(chunk_ids))
 
     def gathered(self, arrived: Sequence[tuple[int, list]], chunks: Sequence[range],
                  recovered: bool = False) -> None:
@@ -255,14 +281,14 @@ class ClientEvents(EventWriter):
             for offset, outcome in enumerate(outcomes):
                 if not outcome[0]:
                     errors.append([chunks[chunk_id].start + offset, *describe_error(outcome[1])])
-        self.emit("gathered", chunks=compress_ranges([c for c, _ in arrived]),
+        self.emit(GATHERED, chunks=compress_ranges([c for c, _ in arrived]),
                   tasks=sum(len(outcomes) for _, outcomes in arrived), errors=errors,
                   recovered=recovered)
 
     def map_ended(self, finished: bool, error: BaseException | None) -> None:
         """Record how the map ended, then archive the journal (see the module doc)."""
         how, fields = end_of(finished, error)
-        self.emit("map_ended", how=how, **fields)
+        self.emit(MAP_ENDED, how=how, **fields)
         self.archive()
 
     # ------------------------------------------------------------------ folding
@@ -298,7 +324,7 @@ class ClientEvents(EventWriter):
                 head = log.read(_HEAD_BYTES)
         except OSError:
             return False
-        return MARK + b'{"event": "chunk_started"' in head
+        return STARTED in head
 
     def archive(self) -> None:
         """The map ended: everything into ``logs.zip``, the small files deleted."""
@@ -351,8 +377,6 @@ def marked_lines(log: bytes) -> list[bytes]:
 #: the lines of a job's log that are poolparty's, not the tasks' output: the worker's
 #: first line (poolparty.worker.main) and job.sh's word on how the worker ended
 OWN_LINE_PREFIXES = (b"poolparty worker: ", b"poolparty: the worker ")
-#: what a log holds when its worker finished its chunk (and wrote the result after it)
-FINISHED = MARK + b'{"event": "chunk_finished"'
 
 
 def task_output(log: bytes) -> bytes:
@@ -449,7 +473,7 @@ def started_afresh(journal: bytes) -> bool:
         event = json.loads(first_line)
     except ValueError:
         return False
-    return isinstance(event, dict) and event.get("event") == "map_started" and (
+    return isinstance(event, dict) and event.get("event") == MAP_STARTED and (
         event.get("resumed") is False)
 
 

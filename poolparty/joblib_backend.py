@@ -17,7 +17,6 @@ from __future__ import annotations
 import collections
 import logging
 import operator
-import os
 import threading
 from functools import partial
 from typing import Any, Callable
@@ -30,9 +29,9 @@ except ImportError as error:  # pragma: no cover - depends on the installation
         "poolparty.joblib_backend needs joblib: pip install 'poolparty[joblib]'"
     ) from error
 
+from .backends import default_capacity
 from .errors import PoolTerminated
-from .pool import Pool, ResultHandle, detect_backend
-from .scheduler import Scheduler
+from .pool import Pool, ResultHandle
 
 log = logging.getLogger("poolparty")
 
@@ -133,20 +132,7 @@ class PoolpartyBackend(ParallelBackendBase):
 
     def _scheduler_default(self) -> int:
         """How many jobs the chosen scheduler runs at once when not told (no pool yet)."""
-        backend = self.pool_options.get("backend", "auto")
-        if isinstance(backend, Scheduler):
-            return backend.default_max_running
-        if backend == "auto":
-            backend = detect_backend()
-        if backend == "local":
-            return os.cpu_count() or 1
-        if backend == "sge":
-            from .sun_grid_engine import SunGridEngine
-
-            return SunGridEngine.default_max_running
-        from .slurm import SlurmBase
-
-        return SlurmBase.default_max_running
+        return default_capacity(self.pool_options.get("backend", "auto"))
 
     # ------------------------------------------------------------------ life cycle
     def configure(self, n_jobs: int | None = 1, parallel: Any = None, prefer: Any = None,

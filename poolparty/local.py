@@ -32,8 +32,13 @@ class Local(Scheduler):
     name = "local"
     runs_elsewhere = False  # the client sees its children's files at once
 
+    @classmethod
+    def default_capacity(cls) -> int:
+        """Every core of this machine."""
+        return os.cpu_count() or 1
+
     def __init__(self, max_workers: int | None = None) -> None:
-        self.default_max_running = max_workers or os.cpu_count() or 1
+        self.default_max_running = max_workers or self.default_capacity()
         self._queue: queue.SimpleQueue[tuple[WorkDir, int] | None] = queue.SimpleQueue()
         self._slots: list[threading.Thread] = []
         self._lock = threading.Lock()

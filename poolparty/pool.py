@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import atexit
-import difflib
 import inspect
 import logging
 import multiprocessing
@@ -17,11 +16,12 @@ import warnings
 import weakref
 from collections.abc import Iterable, Sequence
 from functools import partial
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable
 
 from . import chunking, config
+from .backends import detect_backend, make_scheduler
 from .engine import MapRun, raise_task_error
-from .errors import InvalidInputError, InvalidOptionError
+from .errors import InvalidInputError
 from .log import configure_verbose
 from .maps import MapPreview, Maps, MapSettings, PreparedMap, stop_and_wait
 from .scheduler import Scheduler
@@ -31,87 +31,10 @@ log = logging.getLogger("poolparty")
 
 RUN, CLOSE, TERMINATE = "RUN", "CLOSE", "TERMINATE"
 
-BACKENDS = ("auto", "local", "slurm-array", "slurm", "sge")
-
-
-def backend_class(name: str) -> type[Scheduler]:
-    """The Scheduler class of a backend's name (imported when chosen)."""
-    if name == "local":
-        from .local import Local
-
-        return Local
-    if name == "slurm-array":
-        from .slurm.array import SlurmArray
-
-        return SlurmArray
-    if name == "slurm":
-        from .slurm import SlurmJobs
-
-        return SlurmJobs
-    if name == "sge":
-        from .sun_grid_engine import SunGridEngine
-
-        return SunGridEngine
-    close = difflib.get_close_matches(str(name), BACKENDS, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise InvalidOptionError(f"unknown backend {name!r}{hint}; choose one of "
-                             f"{', '.join(BACKENDS)}, or pass a Scheduler object.")
-
-
-def make_scheduler(backend: str | Scheduler, processes: int | None, options: dict) -> Scheduler:
-    """Turn ``backend=`` into a Scheduler; an option it doesn't take is an
-    InvalidOptionError (a TypeError) naming it, the backend and the valid ones."""
-    if isinstance(backend, Scheduler):
-        check_backend_keywords(f"a {type(backend).__name__} object", [], options)
-        return backend
-    if backend == "auto":
-        backend = detect_backend()
-    scheduler_class = backend_class(backend)
-    check_backend_keywords(backend, options_of_backend(scheduler_class), options)
-    return scheduler_class(processes, **options)  # type: ignore[call-arg]
-
-
-def options_of_backend(scheduler_class: type[Scheduler]) -> list[str]:
-    """The keyword options a backend's constructor takes (all but the first argument,
-    the limit of running jobs), following ``**options`` up to the parent class."""
-    names: list[str] = []
-    for klass in scheduler_class.__mro__:
-        if "__init__" not in vars(klass):
-            continue
-        parameters = list(inspect.signature(klass.__init__).parameters.values())[2:]
-        names += [p.name for p in parameters
-                  if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
-            break
-    return names
-
-
 def pool_options() -> list[str]:
     """The options of Pool itself, which every backend takes."""
     return [name for name, parameter in inspect.signature(Pool.__init__).parameters.items()
             if name != "self" and parameter.kind is not parameter.VAR_KEYWORD]
-
-
-def check_backend_keywords(backend: str, accepted: Sequence[str], keywords: dict) -> None:
-    """Refuse a keyword the backend doesn't take, saying what was meant: a close match
-    among the valid options, or the backends whose option it is."""
-    unknown = [name for name in keywords if name not in accepted]
-    if not unknown:
-        return
-    name = unknown[0]
-    valid = [*pool_options(), *accepted]
-    owners = config.SETTINGS[name].backends if name in config.SETTINGS else None
-    if owners:
-        hint = f"; it is an option of {', '.join(owners)}"
-    else:
-        close = difflib.get_close_matches(name, [*valid, *config.SETTINGS], n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        if close and close[0] not in valid:
-            hint += f" (an option of {', '.join(config.SETTINGS[close[0]].backends or ())})"
-    shown = backend if backend.startswith("a ") else f"backend {backend!r}"
-    first = f"Pool() got an unknown option {name!r} for {shown}{hint}"
-    raise InvalidOptionError(f"{first}{'' if first.endswith('?') else '.'} "
-                             f"Valid options: {', '.join(valid)}.")
 
 
 def configured_scheduler(backend: str | Scheduler, processes: int | None,
@@ -122,34 +45,7 @@ def configured_scheduler(backend: str | Scheduler, processes: int | None,
         backend = detect_backend()
     name = backend if isinstance(backend, str) else None
     return make_scheduler(backend, processes, {**config.scheduler_options(resolved, name),
-                                               **keywords})
-
-
-def detect_backend() -> str:
-    """The best scheduler installed here; the choice is logged.
-
-    PBS/Torque ship a ``qsub`` too, so SGE is recognised by what ``qstat -help`` says.
-    """
-    if shutil.which("sbatch"):
-        log.info("sbatch found: running on SLURM job arrays")
-        return "slurm-array"
-    if shutil.which("qsub") and shutil.which("qstat"):
-        from .sun_grid_engine import is_sun_grid_engine
-
-        try:
-            help_text = subprocess.run(
-                ["qstat", "-help"], capture_output=True, text=True, timeout=30
-            ).stdout
-        except (OSError, subprocess.TimeoutExpired):
-            help_text = ""
-        if is_sun_grid_engine(help_text):
-            log.info("Sun Grid Engine found (%s): running on SGE array jobs",
-                     help_text.splitlines()[0].strip())
-            return "sge"
-        log.info("a qsub was found but it is not Sun Grid Engine's (PBS/Torque?): not used")
-    log.info("no batch scheduler found (no sbatch, no SGE qsub on PATH): "
-             "running on local processes")
-    return "local"
+                                               **keywords}, pool_options())
 
 
 def check_python(python_path: str) -> str:
@@ -432,69 +328,6 @@ class Pool:
         arguments later re-attaches to this work_dir. None for an empty iterable."""
         self._check_running()
         return self.maps.dry_run(func, iterable, chunksize)
-
-
-class PredecessorPool(Pool):
-    """The constructor of pypoolparty's pools, so its users change one import.
-
-    ``num_simultaneously_running_tasks`` caps the running jobs; ``num_chunks`` spreads
-    a map's tasks over at most that many chunks (jobs) when it is given no chunksize;
-    ``sbatch_path=``, ``qsub_path=``, ... name the scheduler's commands; pypoolparty's
-    names of backend options are taken as :attr:`renamed_options` says. Differences on
-    purpose: a task that raises raises in the caller instead of returning None, and
-    resubmissions are always bounded (default 3).
-    """
-
-    backend_class: type[Scheduler]
-    #: pypoolparty's name of a backend option -> poolparty's
-    renamed_options: ClassVar[dict[str, str]] = {}
-
-    def __init__(
-        self,
-        num_simultaneously_running_tasks: int | None = None,
-        python_path: str | None = None,
-        polling_interval: float | None = None,
-        work_dir: str | None = None,
-        keep_work_dir: bool | None = None,
-        verbose: bool | None = None,
-        slurm_call_timeout: float | None = None,
-        max_num_resubmissions: int | None = None,
-        num_chunks: int | None = None,
-        **backend_options: Any,
-    ) -> None:
-        self._num_chunks = chunking.check_chunksize(num_chunks, "num_chunks")
-        for old, new in self.renamed_options.items():
-            if old in backend_options:
-                if new in backend_options:
-                    raise TypeError(f"give {old}= (pypoolparty's name) or {new}=, not both")
-                backend_options[new] = backend_options.pop(old)
-        commands = dict(backend_options.pop("commands", {}))
-        for option in [name for name in backend_options if name.endswith("_path")]:
-            commands[option.removesuffix("_path")] = [backend_options.pop(option)]
-        if slurm_call_timeout is not None:
-            backend_options.setdefault("call_timeout", slurm_call_timeout)
-        # the backend is built here, so the configuration's share of it is applied here
-        resolved = config.resolve({"processes": num_simultaneously_running_tasks,
-                                   **backend_options})
-        processes = resolved["processes"].value
-        check_backend_keywords(self.backend_class.name, options_of_backend(self.backend_class),
-                               backend_options)
-        options = {**config.scheduler_options(resolved, self.backend_class.name),
-                   **backend_options}
-        backend = self.backend_class(  # type: ignore[call-arg]
-            processes, commands=commands, **options
-        )
-        super().__init__(
-            processes, backend=backend, python_path=python_path,
-            polling_interval=polling_interval, work_dir=work_dir, keep_work_dir=keep_work_dir,
-            verbose=verbose, max_num_resubmissions=max_num_resubmissions,
-        )
-
-    def _default_chunksize(self, num_tasks: int) -> int:
-        """pypoolparty's num_chunks, when given; else the Pool's default."""
-        if self._num_chunks is None:
-            return super()._default_chunksize(num_tasks)
-        return chunking.chunksize_for_num_chunks(num_tasks, self._num_chunks)
 
 
 def chunksize_rule(pool: Pool) -> Callable[[int], int]:

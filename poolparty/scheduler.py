@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import abc
 import enum
+import importlib
 import logging
 import re
 import shutil
@@ -22,9 +23,10 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from .errors import InvalidInputError, SchedulerCommandError, SchedulerNotFoundError
+from .settings import SECONDS, Setting
 
 if TYPE_CHECKING:
     from .work_dir import WorkDir
@@ -63,6 +65,27 @@ class Scheduler(abc.ABC):
     #: Whether jobs run on other hosts, whose files the client may see late (NFS): a
     #: chunk past the resubmission limit then gets a last chance for its result.
     runs_elsewhere: bool = True
+
+    # What the rest of poolparty knows of a backend, declared by its class (the registry,
+    # poolparty.backends, asks for it by name):
+    #: the options of its constructor that a configuration file or variable may set
+    settings: ClassVar[tuple[Setting, ...]] = ()
+    #: the option taking more arguments for its submit tool (``--scheduler-arg``)
+    extra_arguments_option: ClassVar[str | None] = None
+    #: the tool that lists its jobs: a status asks it later, with the map's own path
+    query_command: ClassVar[str | None] = None
+    #: whether its jobs wait in a scheduler's queue (a status may ask that queue)
+    is_cluster: ClassVar[bool] = False
+
+    @classmethod
+    def found_here(cls) -> bool:
+        """Whether ``backend="auto"`` should pick it on this machine (logging why)."""
+        return False
+
+    @classmethod
+    def default_capacity(cls) -> int:
+        """How many chunks it runs at once when the user gives no limit."""
+        return cls.default_max_running
 
     @abc.abstractmethod
     def submit(self, work_dir: WorkDir, chunk_ids: Sequence[int]) -> None:
@@ -146,6 +169,9 @@ class CommandLineScheduler(Scheduler):
     submit_commands: tuple[str, ...] = ()
     #: stderr patterns worth retrying: the scheduler is busy or away
     transient_errors: re.Pattern[str]
+    is_cluster = True
+    settings = (Setting("call_timeout", SECONDS, 60.0, "seconds within which a failing "
+                        "scheduler command is retried"),)
 
     def __init__(self, max_running: int | None, commands: dict[str, Sequence[str]] | None,
                  call_timeout: float) -> None:
@@ -234,6 +260,15 @@ class CommandLineScheduler(Scheduler):
                 self.run(name, list(job_ids[start : start + 500]))
             except SchedulerCommandError as error:
                 log.info("%s did not cancel everything: %s", name, error)
+
+
+def predecessor_attribute(module: str, name: str) -> Any:
+    """A backend module's ``Pool``: pypoolparty's class of that module, from the API
+    layer (:mod:`poolparty.predecessor`), imported only when asked for, so that a
+    backend never imports the layer above it (a module's ``__getattr__`` calls this)."""
+    if name != "Pool":
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+    return importlib.import_module("poolparty.predecessor").POOL_OF_MODULE[module]
 
 
 def refuse_characters(path: Path, characters: dict[str, str], reader: str,

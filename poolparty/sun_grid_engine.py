@@ -3,7 +3,7 @@
 Chunks go in as array jobs: one qsub per contiguous run of chunk ids (a resubmission
 round is usually one or a few runs), at most ``max_aj_tasks`` tasks each. SGE task ids
 start at 1, so the array of chunks ``a..b`` has tasks ``1..b-a+1`` and base ``a-1``.
-``qstat -xml`` is parsed with the ``qstat`` package.
+``qstat -xml`` is parsed with the standard library (``xml.etree``).
 """
 
 from __future__ import annotations
@@ -11,16 +11,17 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
+import subprocess
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from qstat._tools import xml2queue_and_job_info
-
+from . import scheduler
 from .errors import InvalidInputError, SchedulerCommandError
-from .pool import PredecessorPool
 from .ranges import expand_ranges
 from .scheduler import CommandLineScheduler, QueuedJob, State, refuse_characters, states_of_chunks
+from .settings import PARALLEL_ENVIRONMENT, STRING, STRING_LIST, TABLE, Setting
 from .work_dir import WorkDir
 
 log = logging.getLogger("poolparty")
@@ -57,19 +58,34 @@ def parse_qstat_xml(text: str, job_name: str, error_state_indicator: str = "E"
 
     Pending array tasks are grouped (``<tasks>9-20:1</tasks>``) and get expanded.
     """
-    queued, pending = xml2queue_and_job_info(text)
     jobs = []
-    for entry in [*queued, *pending]:
+    for entry in job_lists(text):
         if entry.get("JB_name") != job_name:
             continue
         state = state_of(entry.get("state", ""), error_state_indicator)
         tasks = entry.get("tasks")
-        job_id = str(entry["JB_job_number"])
+        job_id = entry["JB_job_number"]
         if tasks is None:
             jobs.append(QueuedJob(job_id, None, state))
         else:
             jobs.extend(QueuedJob(job_id, task, state) for task in expand_ranges(tasks))
     return jobs
+
+
+def job_lists(text: str) -> list[dict[str, str]]:
+    """Every ``<job_list>`` of ``qstat -xml`` (running and pending alike) as a flat dict.
+
+    The PyPI package ``qstat`` parses this too, but only behind a private module
+    (``qstat._tools``) or by running ``qstat`` itself without a timeout; the
+    standard library reads these flat records just as well.
+    """
+    # imported when first parsing: the configuration imports this module for its
+    # settings on every Pool creation, SGE or not
+    from xml.etree import ElementTree
+
+    root = ElementTree.fromstring(text)
+    return [{field.tag: (field.text or "").strip() for field in entry}
+            for entry in root.iter("job_list")]
 
 
 def parse_max_aj_tasks(text: str) -> int:
@@ -121,6 +137,16 @@ class SunGridEngine(CommandLineScheduler):
     required_commands = ("qsub", "qstat", "qdel")
     submit_commands = ("qsub",)
     transient_errors = TRANSIENT_ERRORS
+    settings = (
+        Setting("queue", STRING, None, "SGE queue (qsub -q)"),
+        Setting("resources", TABLE, None, "SGE resources, each becomes -l key=value"),
+        Setting("parallel_environment", PARALLEL_ENVIRONMENT, None, "SGE parallel "
+                "environment [name, slots] (qsub -pe name slots)"),
+        Setting("qsub_args", STRING_LIST, [], "more qsub arguments, passed as they are"),
+        *CommandLineScheduler.settings,
+    )
+    extra_arguments_option = "qsub_args"
+    query_command = "qstat"
 
     def __init__(
         self,
@@ -148,6 +174,25 @@ class SunGridEngine(CommandLineScheduler):
             self.resource_args += ["-pe", str(pe_name), str(slots)]
         self.resource_args += self.argument_list(qsub_args, "['-P', 'project']", RESERVED)
         self._max_aj_tasks: int | None = None
+
+    @classmethod
+    def found_here(cls) -> bool:
+        """An SGE qsub and qstat on PATH. PBS/Torque ship a ``qsub`` too, so SGE is
+        recognised by what ``qstat -help`` says."""
+        if not (shutil.which("qsub") and shutil.which("qstat")):
+            return False
+        try:
+            help_text = subprocess.run(
+                ["qstat", "-help"], capture_output=True, text=True, timeout=30
+            ).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            help_text = ""
+        if is_sun_grid_engine(help_text):
+            log.info("Sun Grid Engine found (%s): running on SGE array jobs",
+                     help_text.splitlines()[0].strip())
+            return True
+        log.info("a qsub was found but it is not Sun Grid Engine's (PBS/Torque?): not used")
+        return False
 
     @property
     def max_aj_tasks(self) -> int:
@@ -211,10 +256,7 @@ def is_sun_grid_engine(qstat_help: str) -> bool:
     return bool(re.match(r"^(SGE|GE|OGS|UGE|Univa|Son of Grid Engine)\b", first_line))
 
 
-class Pool(PredecessorPool):
-    """pypoolparty's ``sun_grid_engine.Pool`` constructor: change the import only.
-
-    ``queue_name`` is pypoolparty's name of ``queue`` (qsub's ``-q``)."""
-
-    backend_class = SunGridEngine
-    renamed_options = {"queue_name": "queue"}
+def __getattr__(name: str) -> Any:
+    """``Pool``: pypoolparty's ``sun_grid_engine.Pool`` constructor, change the import
+    only (:class:`poolparty.predecessor.SunGridEnginePool`)."""
+    return scheduler.predecessor_attribute(__name__, name)

@@ -232,10 +232,9 @@ def squeue_jobs(names: set[str]) -> list[str]:
 
 def qstat_jobs(names: set[str]) -> list[str]:
     """``JOB.TASK|STATE`` of the real SGE jobs with one of these names."""
-    from qstat._tools import xml2queue_and_job_info
+    import qstat  # the PyPI package's own reader: independent of the parser under test
 
-    done = subprocess.run(["qstat", "-xml"], capture_output=True, text=True, timeout=30, check=True)
-    queued, pending = xml2queue_and_job_info(done.stdout)
+    queued, pending = qstat.qstat()
     return [f"{j['JB_job_number']}.{j.get('tasks', '')}|{j['state']}"
             for j in [*queued, *pending] if j.get("JB_name") in names]
 
@@ -300,7 +299,11 @@ def made_backend(param: str, work_root: Path, tmp_path: Path) -> Iterator[Backen
             made.queue.shutdown(timeout=30)
 
 
-@pytest.fixture(params=["local", *ALL_CLUSTER_PARAMS])
+#: the shared suite's backends: every registered one (tests/test_registry.py checks it)
+BACKEND_PARAMS = ["local", *ALL_CLUSTER_PARAMS]
+
+
+@pytest.fixture(params=BACKEND_PARAMS)
 def backend(request, work_root: Path, tmp_path: Path):
     """Every backend: local, and each cluster backend on its dummy and real scheduler."""
     with made_backend(request.param, work_root, tmp_path) as made:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from poolparty.pool import detect_backend
+from poolparty.backends import detect_backend
 
 
 def fake_commands(directory: Path, scripts: dict[str, str]) -> str:

@@ -2,8 +2,8 @@
 
 Its users write ``import pypoolparty`` and then ``pypoolparty.slurm.array.Pool()``: no
 import of the submodule. Each snippet runs in a fresh interpreter, where nothing else
-imported the submodule first, against a dummy SLURM/SGE on PATH. The worker's start-up
-must not pay for that: ``python -m poolparty.worker`` imports no more than before.
+imported the submodule first, against a dummy SLURM/SGE on PATH. (That the worker's
+start-up does not pay for that is tests/test_imports.py's.)
 """
 
 from __future__ import annotations
@@ -80,31 +80,6 @@ def test_pypoolparty_readme_lines_work_on_the_real_scheduler(name, scheduler, tm
     done = run_fresh_python(code, tmp_path, timeout=200)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[3, 5, 9]"
-
-
-#: every module ``import poolparty.worker`` brings (poolparty's own, and the others)
-WORKER_MODULES = {
-    "poolparty", "poolparty.errors", "poolparty.events", "poolparty.map_files",
-    "poolparty.ranges", "poolparty.version", "poolparty.worker",
-    "rename_after_writing", "rename_after_writing.version",
-}
-
-
-def test_the_worker_imports_nothing_more_than_it_needs(tmp_path):
-    """Each job starts a worker: the client-side submodules (pool, slurm, sun_grid_engine,
-    qstat, ...) must stay out of its imports."""
-    done = run_fresh_python("""
-        import sys
-        before = set(sys.modules)
-        import poolparty.worker
-        print("\\n".join(sorted(set(sys.modules) - before)))
-    """, tmp_path)
-    assert done.returncode == 0, done.stderr
-    imported = set(done.stdout.split())
-    ours_or_third_party = {m for m in imported
-                           if m.split(".")[0] in {"poolparty", "rename_after_writing", "qstat",
-                                                  "cloudpickle", "json_line_logger"}}
-    assert ours_or_third_party == WORKER_MODULES
 
 
 # ------------------------------------------------------------ pypoolparty's keywords

@@ -17,6 +17,7 @@ import pytest
 
 from poolparty.dummy_schedulers import DummyQueue
 from poolparty.dummy_schedulers import squeue as squeue_module
+from poolparty.sun_grid_engine import job_lists
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
 
@@ -229,9 +230,6 @@ def test_squeue_output_matches_the_captured_real_one(tmp_path, script, gate):
 
 
 def test_qstat_xml_parses_like_real_sge(tmp_path, script, gate):
-    pytest.importorskip("qstat")
-    from qstat._tools import xml2queue_and_job_info  # the parser of the PyPI package qstat
-
     queue = DummyQueue(tmp_path / "q2", slots=2)
     try:
         queue.inject(error_state=1)
@@ -241,18 +239,20 @@ def test_qstat_xml_parses_like_real_sge(tmp_path, script, gate):
                        "-j", "y", "-t", "1-6", "-tc", "2", script).split(".")[0]
         wait_for(lambda: running(queue) == 2)
 
-        running_jobs, pending = xml2queue_and_job_info(submit(queue, "qstat", "-xml"))
+        jobs = job_lists(submit(queue, "qstat", "-xml"))
+        running_jobs = [job for job in jobs if job["state"] == "r"]
+        pending = [job for job in jobs if job["state"] != "r"]
         assert [(job["JB_job_number"], job["state"], job["tasks"]) for job in running_jobs] == [
             (array, "r", "1"), (array, "r", "2")]
         assert running_jobs[0]["JB_name"] == "arr" and running_jobs[0]["slots"] == "1"
         assert running_jobs[0]["queue_name"].startswith("all.q@")
         assert [(job["JB_job_number"], job["state"], job.get("tasks")) for job in pending] == [
             (broken, "Eqw", None), (array, "qw", "3-6:1")]
-        assert pending[0]["queue_name"] is None and "JB_submission_time" in pending[0]
+        assert pending[0]["queue_name"] == "" and "JB_submission_time" in pending[0]
     finally:
         queue.shutdown()
 
-    assert xml2queue_and_job_info(submit(queue, "qstat", "-xml")) == ([], [])
+    assert job_lists(submit(queue, "qstat", "-xml")) == []
 
 
 @pytest.mark.skipif(not (DATA / "sge_qstat_xml.txt").exists(), reason="no captured qstat -xml")

@@ -21,6 +21,7 @@ import pytest
 from conftest import the_map_dir, wait_for
 
 import poolparty
+from poolparty.events import CHUNK_STARTED, FINISHED
 
 
 def slow_identity(x):
@@ -109,7 +110,7 @@ def test_the_tail_in_the_error_is_the_jobs_output_without_the_workers_events(dum
     message = str(caught.value)
     assert "task 1 prints, then its process dies" in message
     assert "the worker exited with status 3" in message
-    assert "poolparty-event" not in message and "chunk_started" not in message
+    assert "poolparty-event" not in message and CHUNK_STARTED not in message
     assert "poolparty-task" not in message
 
 
@@ -174,7 +175,7 @@ def jobs_with_work_left(queue, work_root: Path) -> int:
                 log = (logs_dir / f"{job['job_id']}.log").read_bytes()
             except OSError:
                 continue
-            count += b'"chunk_finished"' not in log
+            count += FINISHED not in log
     return count
 
 

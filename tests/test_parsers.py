@@ -12,6 +12,7 @@ from poolparty.slurm import parse_max_array_size, parse_squeue
 from poolparty.sun_grid_engine import (
     contiguous_runs,
     is_sun_grid_engine,
+    job_lists,
     parse_max_aj_tasks,
     parse_qstat_xml,
     state_of,
@@ -82,6 +83,21 @@ def test_qstat_xml_lists_running_tasks_and_expands_pending_ranges():
     assert [by_task[t] for t in (5, 6, 7, 8)] == [State.RUNNING] * 4
     assert by_task[20] is State.PENDING
     assert parse_qstat_xml((DATA / "sge_qstat_xml.txt").read_text(), "other-name") == []
+
+
+@pytest.mark.parametrize("captured", ["sge_qstat_xml.txt", "sge_qstat_xml_error.txt"])
+def test_qstat_xml_is_read_as_the_qstat_package_reads_it(captured, tmp_path):
+    """Our reader of real ``qstat -xml`` output agrees, job for job and field for field,
+    with the PyPI package ``qstat`` (called through its public ``qstat.qstat``)."""
+    qstat = pytest.importorskip("qstat")
+    fake_qstat = tmp_path / "qstat"
+    fake_qstat.write_text(f"#!/bin/sh\ncat '{DATA / captured}'\n")
+    fake_qstat.chmod(0o755)
+    queued, pending = qstat.qstat(qstat_path=str(fake_qstat))
+    theirs = [{key: value or "" for key, value in job.items() if not key.startswith("@")}
+              for job in [*queued, *pending]]
+    ours = job_lists((DATA / captured).read_text())
+    assert ours == theirs and len(ours) >= 2
 
 
 def test_qstat_xml_shows_real_eqw_jobs_as_errors():

@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .. import config
+from ..backends import BACKENDS, chosen, extra_arguments_option
 from ..errors import ChunksLostError, InvalidInputError, PoolpartyError, TaskCrashedError
-from ..pool import BACKENDS, Pool, detect_backend
+from ..pool import Pool
 from . import UsageError, shares
 from .records import (
     capture_outcome,
@@ -33,8 +34,6 @@ from .records import (
     write_records,
 )
 
-#: the backend option that takes ``--scheduler-arg``, for each cluster backend
-SCHEDULER_ARG_OPTION = {"slurm-array": "sbatch_args", "slurm": "sbatch_args", "sge": "qsub_args"}
 DEFAULT_OUT = "results.jsonl"
 DEFAULT_SHARE_DIR = "poolparty-shares"
 
@@ -226,7 +225,7 @@ def make_pool(arguments: argparse.Namespace, local: bool) -> Pool:
     }
     if arguments.scheduler_arg:
         backend = resolved_backend(backend)
-        option = SCHEDULER_ARG_OPTION.get(backend)
+        option = extra_arguments_option(backend)
         if option is None:
             raise UsageError(f"--scheduler-arg is for sbatch or qsub; the backend here is "
                              f"{backend}, which takes none")
@@ -241,7 +240,7 @@ def make_pool(arguments: argparse.Namespace, local: bool) -> Pool:
 def resolved_backend(requested: str | None) -> str:
     """The backend a Pool would pick: --backend, else the configured one, else detected."""
     name = requested or config.resolve({})["backend"].value
-    return detect_backend() if name == "auto" else name
+    return chosen(name)
 
 
 def gather(pool: Pool, function: Callable, indexed: list[tuple[int, Any]],

@@ -8,15 +8,18 @@ real SLURM in tests/data/. All commands go through :func:`run_command`.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
+from .. import scheduler
 from ..errors import InvalidInputError
-from ..pool import PredecessorPool
 from ..ranges import expand_ranges
 from ..scheduler import CommandLineScheduler, QueuedJob, State, refuse_characters, states_of_chunks
+from ..settings import INT_OR_STRING, POSITIVE_INT, STRING, STRING_LIST, Setting
 from ..work_dir import WorkDir
 
 log = logging.getLogger("poolparty")
@@ -69,6 +72,16 @@ SQUEUE_FORMAT = "%i|%T|%r"
 UNESCAPABLE = {"\\": "turns off all of its % patterns, %j and %a too"}
 
 _warned_states: set[str] = set()
+
+#: the options of every SLURM backend that a configuration may set
+SETTINGS = (
+    Setting("partition", STRING, None, "SLURM --partition"),
+    Setting("time", STRING, None, "SLURM --time, e.g. '1:00:00'"),
+    Setting("memory", STRING, None, "SLURM --mem, e.g. '2G'"),
+    Setting("cpus_per_task", POSITIVE_INT, None, "SLURM --cpus-per-task"),
+    Setting("gpus", INT_OR_STRING, None, "SLURM --gpus, e.g. 1 or 'a100:2'"),
+    Setting("sbatch_args", STRING_LIST, [], "more sbatch arguments, passed as they are"),
+)
 
 
 def parse_squeue(text: str) -> list[QueuedJob]:
@@ -150,6 +163,9 @@ class SlurmBase(CommandLineScheduler):
     required_commands = ("sbatch", "squeue", "scancel")
     submit_commands = ("sbatch",)
     transient_errors = TRANSIENT_ERRORS
+    settings = (*SETTINGS, *CommandLineScheduler.settings)
+    extra_arguments_option = "sbatch_args"
+    query_command = "squeue"
 
     def __init__(
         self,
@@ -222,13 +238,13 @@ class SlurmJobs(SlurmBase):
             work_dir.record_jobs(job_id, {chunk_id: (None, f"{job_id}.log")})
 
 
-class Pool(PredecessorPool):
-    """pypoolparty's ``slurm.Pool``: one sbatch per chunk (see :class:`SlurmJobs`)."""
+def __getattr__(name: str) -> Any:
+    """``Pool``: pypoolparty's ``slurm.Pool`` (:class:`poolparty.predecessor.SlurmJobsPool`).
 
-    backend_class = SlurmJobs
-
-
-# ``import poolparty.slurm`` is enough for ``poolparty.slurm.array.Pool`` (as pypoolparty
-# allowed); array.py needs SlurmBase above, so it comes last. Client side only: the
-# worker never imports poolparty.slurm.
-from . import array  # noqa: E402, F401
+    ``array``: the submodule, imported when first asked for, so that ``import
+    poolparty.slurm`` is enough for ``poolparty.slurm.array.Pool`` (as pypoolparty
+    allowed) without this module importing the one that imports it.
+    """
+    if name == "array":
+        return importlib.import_module(f"{__name__}.array")
+    return scheduler.predecessor_attribute(__name__, name)

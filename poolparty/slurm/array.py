@@ -8,12 +8,13 @@ block ``b`` is one array whose index ``i`` runs chunk ``b * MaxArraySize + i``.
 from __future__ import annotations
 
 import logging
+import shutil
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
+from .. import scheduler
 from ..errors import SchedulerCommandError
-from ..pool import PredecessorPool
 from ..ranges import compress_ranges
 from ..work_dir import WorkDir
 from . import SlurmBase, output_option, parse_max_array_size
@@ -29,6 +30,14 @@ class SlurmArray(SlurmBase):
     def __init__(self, max_running: int | None = None, **options: Any) -> None:
         super().__init__(max_running, **options)
         self._max_array_size: int | None = None
+
+    @classmethod
+    def found_here(cls) -> bool:
+        """sbatch on PATH: SLURM, and its arrays are the fast way to use it."""
+        if shutil.which("sbatch") is None:
+            return False
+        log.info("sbatch found: running on SLURM job arrays")
+        return True
 
     @property
     def max_array_size(self) -> int:
@@ -58,7 +67,7 @@ class SlurmArray(SlurmBase):
             work_dir.record_jobs(job_id, {base + i: (i, f"{job_id}_{i}.log") for i in indices})
 
 
-class Pool(PredecessorPool):
-    """pypoolparty's ``slurm.array.Pool``, same constructor: change the import only."""
-
-    backend_class = SlurmArray
+def __getattr__(name: str) -> Any:
+    """``Pool``: pypoolparty's ``slurm.array.Pool``, same constructor: change the import
+    only (:class:`poolparty.predecessor.SlurmArrayPool`)."""
+    return scheduler.predecessor_attribute(__name__, name)

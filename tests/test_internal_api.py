@@ -16,12 +16,6 @@ PACKAGE = Path(__file__).resolve().parent.parent / "poolparty"
 FRONT_ENDS = [PACKAGE / "executor.py", PACKAGE / "joblib_backend.py",
               *sorted((PACKAGE / "commands").glob("*.py"))]
 
-#: private modules still imported, with who replaces them: (file, module)
-PRIVATE_IMPORTS_BEING_REPLACED = {
-    ("sun_grid_engine.py", "qstat._tools"),  # the lead replaces it (issue 13)
-}
-
-
 def is_private(name: str) -> bool:
     return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
 
@@ -78,8 +72,7 @@ def private_imports(path: Path) -> list[str]:
     tree = ast.parse(path.read_text(), str(path))
     return [f"{path.relative_to(PACKAGE)}:{line}: {module}"
             for line, module in imported_modules(tree)
-            if any(is_private(part) for part in module.split("."))
-            and (str(path.relative_to(PACKAGE)), module) not in PRIVATE_IMPORTS_BEING_REPLACED]
+            if any(is_private(part) for part in module.split("."))]
 
 
 @pytest.mark.parametrize("path", FRONT_ENDS, ids=lambda path: path.name)

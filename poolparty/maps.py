@@ -32,12 +32,9 @@ from .errors import InvalidInputError, UnpicklableError
 from .log import close_map_logger, map_logger
 from .scheduler import Scheduler
 from .work_dir import WorkDir, resolve_root
-from .worker import apply_call
+from .worker import Outcome, apply_call
 
 log = logging.getLogger("poolparty")
-
-#: a task's outcome, as the worker wrote it: (True, value) or (False, exception, traceback)
-Outcome = tuple
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Which code a map would run, for its identity (see ``pool.map_identity``).
+"""Which code a map would run, for its identity (see ``maps.map_identity``).
 
 Results an earlier run left in the work_dir may be reused only when the code that made
 them is the code that would run now. The pickled function covers a function pickled by

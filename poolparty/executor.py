@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .engine import attach_remote_traceback
-from .pool import CANCEL_WAIT_SECONDS, Pool, PreparedMap, _apply
+from .maps import PreparedMap
+from .pool import CANCEL_WAIT_SECONDS, Pool
 
 
 @dataclass
@@ -112,7 +113,8 @@ class Executor(_Executor):
             self._condition.notify_all()
         for call in waiting:
             call.future.cancel()
-        self._pool._cancel_maps(CANCEL_WAIT_SECONDS)
+        self._pool.close()
+        self._pool.maps.stop_all(CANCEL_WAIT_SECONDS)
 
     # ------------------------------------------------------------------ batching
     @property
@@ -154,8 +156,8 @@ class Executor(_Executor):
     def _run(self, batch: _Batch) -> None:
         """One batch = one map; resolve each Future as its chunk arrives."""
         try:
-            batch.prepared = self._pool._prepare(
-                _apply, [(c.function, c.args, c.kwargs) for c in batch.calls], None, star=True
+            batch.prepared = self._pool.maps.prepare_calls(
+                [(c.function, c.args, c.kwargs) for c in batch.calls]
             )
             assert batch.prepared is not None
             for chunk_id, tasks in enumerate(batch.prepared.bounds):
@@ -163,10 +165,8 @@ class Executor(_Executor):
                     batch.calls[index].future.add_done_callback(
                         lambda _, chunk_id=chunk_id: self._maybe_abandon(batch, chunk_id)
                     )
-            for chunk_id, outcomes in self._pool._outcomes(batch.prepared):
-                first = batch.prepared.bounds[chunk_id].start
-                for offset, outcome in enumerate(outcomes):
-                    _resolve(batch.calls[first + offset].future, outcome)
+            for index, outcome in self._pool.maps.outcomes(batch.prepared):
+                _resolve(batch.calls[index].future, outcome)
         except BaseException as error:  # noqa: BLE001 - the futures carry it to the caller
             for call in batch.calls:
                 if not call.future.done() and call.future.set_running_or_notify_cancel():

@@ -23,8 +23,7 @@ from typing import Any, Callable
 
 try:
     import joblib
-    from joblib._parallel_backends import FallbackToBackend, SequentialBackend
-    from joblib.parallel import ParallelBackendBase
+    from joblib.parallel import FallbackToBackend, ParallelBackendBase, SequentialBackend
 except ImportError as error:  # pragma: no cover - depends on the installation
     raise ImportError(
         "poolparty.joblib_backend needs joblib: pip install 'poolparty[joblib]'"
@@ -55,6 +54,20 @@ class BatchFuture(ResultHandle):
     def __init__(self, callback: Callable | None) -> None:
         super().__init__()
         self._callback = callback
+
+    def settle(self, success: bool, value: Any) -> None:
+        """Record how the batch ended: its results, or the exception to raise."""
+        self._set(success, value)
+
+    def call_back(self) -> None:
+        """Tell joblib the batch ended. A callback that raises is logged: the batch's
+        outcome is already recorded, and the thread calling this is the pool's."""
+        if self._callback is None:
+            return
+        try:
+            self._callback(self)
+        except Exception:
+            log.exception("joblib's batch callback raised")
 
 
 class PoolpartyBackend(ParallelBackendBase):
@@ -215,15 +228,11 @@ class PoolpartyBackend(ParallelBackendBase):
         with self._lock:
             if future.ready():
                 return
-            future._set(success, value)
+            future.settle(success, value)
             if pool is not None and pool is self._pool:
                 self._running -= 1
         self._start_waiting()
-        if future._callback is not None:
-            try:
-                future._callback(future)
-            except Exception:
-                log.exception("joblib's batch callback raised")
+        future.call_back()
 
 
 def processes_for(n_jobs: int | None) -> int | None:

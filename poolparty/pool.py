@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import atexit
-import hashlib
 import inspect
 import logging
 import multiprocessing
@@ -15,22 +14,18 @@ import threading
 import time
 import warnings
 import weakref
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
 from functools import partial
-from pathlib import Path
 from typing import Any, Callable
-
-import cloudpickle
 
 from . import chunking, config
 from .backends import detect_backend, make_scheduler
-from .code_identity import installed_versions, user_code_digest
 from .engine import MapRun, raise_task_error
-from .errors import InvalidInputError, UnpicklableError
-from .log import close_map_logger, configure_verbose, map_logger
+from .errors import InvalidInputError
+from .log import configure_verbose
+from .maps import MapPreview, Maps, MapSettings, PreparedMap, stop_and_wait
 from .scheduler import Scheduler
-from .work_dir import WorkDir, resolve_root
+from .work_dir import resolve_root
 
 log = logging.getLogger("poolparty")
 
@@ -149,22 +144,26 @@ class Pool:
                                                backend_options)
         self._scheduler.check_available()
         self._scheduler.check_work_dir(resolve_root(values["work_dir"]))
-        self._initializer = initializer
-        self._initargs = tuple(initargs)
-        self._work_dir_root = values["work_dir"]
-        self._keep_work_dir = values["keep_work_dir"]
-        self._core_dumps = values["core_dumps"]
-        self._reuse_results = values["reuse_results"]
-        self._python_path = check_python(values["python_path"] or sys.executable)
-        self._polling_interval = float(polling_interval)
-        self._max_num_resubmissions = check_max_num_resubmissions(values["max_num_resubmissions"])
         self._max_running = processes or self._scheduler.default_max_running
-        self._progress = values["progress"]
-        self._relay_output = values["relay_output"]
+        #: how this pool prepares, runs and stops its maps: the API every front end uses
+        self.maps = Maps(MapSettings(
+            scheduler=self._scheduler,
+            python_path=check_python(values["python_path"] or sys.executable),
+            work_root=values["work_dir"],
+            keep_work_dir=values["keep_work_dir"],
+            reuse_results=values["reuse_results"],
+            core_dumps=values["core_dumps"],
+            polling_interval=float(polling_interval),
+            max_num_resubmissions=check_max_num_resubmissions(values["max_num_resubmissions"]),
+            progress=values["progress"],
+            relay_output=values["relay_output"],
+            default_chunksize=chunksize_rule(self),
+            initializer=initializer,
+            initargs=tuple(initargs),
+        ))
         self._state = RUN
         self._lock = threading.Lock()
         self._threads: set[threading.Thread] = set()
-        self._running_maps: set[MapRun] = set()
         _live_pools.add(self)
 
     # ------------------------------------------------------------------ blocking calls
@@ -189,8 +188,8 @@ class Pool:
                     callback: Callable | None = None,
                     error_callback: Callable | None = None) -> AsyncResult:
         self._check_running()
-        prepared = self._prepare(_apply, [(func, tuple(args), dict(kwds or {}))], 1, star=True)
-        result = AsyncResult(self, prepared, callback, error_callback, single=True)
+        prepared = self.maps.prepare_calls([(func, args, kwds)], 1)
+        result = AsyncResult(self.maps, prepared, callback, error_callback, single=True)
         self._in_background(result._run)
         return result
 
@@ -198,7 +197,7 @@ class Pool:
                   callback: Callable | None = None,
                   error_callback: Callable | None = None) -> AsyncResult:
         self._check_running()
-        result = AsyncResult(self, self._prepare(func, iterable, chunksize, star=False),
+        result = AsyncResult(self.maps, self.maps.prepare(func, iterable, chunksize),
                              callback, error_callback)
         self._in_background(result._run)
         return result
@@ -207,7 +206,7 @@ class Pool:
                       callback: Callable | None = None,
                       error_callback: Callable | None = None) -> AsyncResult:
         self._check_running()
-        result = AsyncResult(self, self._prepare(func, iterable, chunksize, star=True),
+        result = AsyncResult(self.maps, self.maps.prepare(func, iterable, chunksize, star=True),
                              callback, error_callback)
         self._in_background(result._run)
         return result
@@ -217,7 +216,7 @@ class Pool:
         """Results in input order, each as soon as it and those before it arrived. A
         task that raised raises at its position; iteration can go on after it."""
         self._check_running()
-        iterator = IMapIterator(self, self._prepare(func, iterable, chunksize, star=False), True)
+        iterator = IMapIterator(self.maps, self.maps.prepare(func, iterable, chunksize), True)
         self._in_background(iterator._run)
         return iterator
 
@@ -225,7 +224,7 @@ class Pool:
                        chunksize: int | None = None) -> IMapIterator:
         """Results in the order they arrive, chunk by chunk."""
         self._check_running()
-        iterator = IMapIterator(self, self._prepare(func, iterable, chunksize, star=False), False)
+        iterator = IMapIterator(self.maps, self.maps.prepare(func, iterable, chunksize), False)
         self._in_background(iterator._run)
         return iterator
 
@@ -245,9 +244,7 @@ class Pool:
         """Refuse more work and stop every running map (each cancels its jobs); wait up
         to ``timeout`` seconds until they have. A map that starts later stops at once."""
         self._state = TERMINATE
-        with self._lock:
-            runs = list(self._running_maps)
-        stop_and_wait(runs, timeout)
+        self.maps.stop_all(timeout)
 
     def join(self) -> None:
         """Wait for the background maps; only after close() or terminate()."""
@@ -323,116 +320,6 @@ class Pool:
         """The chunksize of a map called without one."""
         return chunking.default_chunksize(num_tasks, self._max_running)
 
-    def _prepare(self, func: Callable, iterable: Iterable, chunksize: int | None,
-                 star: bool) -> PreparedMap | None:
-        """Check everything, pickle, write the work_dir: nothing is submitted yet.
-        None for an empty iterable (nothing to do, nothing written)."""
-        if not callable(func):
-            raise TypeError(f"{func!r} is not callable")
-        chunksize = chunking.check_chunksize(chunksize)
-        tasks = list(iterable)
-        if not tasks:
-            return None
-        if chunksize is None:
-            chunksize = self._default_chunksize(len(tasks))
-        bounds = chunking.chunk_bounds(len(tasks), chunksize)
-        function_blob = self._pickle_function(func, star)
-        chunk_blobs = [pickle_chunk(tasks, chunk) for chunk in bounds]
-        identity = map_identity(function_blob, chunk_blobs, self._python_path, user_code_digest())
-        self._scheduler.check_work_dir(resolve_root(self._work_dir_root))  # the cwd may differ
-        work_dir = self._claim_work_dir(identity)
-        if not work_dir.has_inputs():
-            try:
-                work_dir.write_inputs(function_blob, chunk_blobs,
-                                      self._metadata(len(tasks), chunksize))
-            except InvalidInputError:  # no room: nothing worth keeping was written
-                work_dir.remove()
-                raise
-        work_dir.write_job_script(self._python_path, self._core_dumps)
-        map_log = map_logger(work_dir.path / "client.log.jsonl", work_dir.map_id)
-        run = MapRun(self._scheduler, work_dir, bounds, self._polling_interval,
-                     self._max_num_resubmissions, map_log, relay_output=self._relay_output)
-        return PreparedMap(work_dir, bounds, len(tasks), run, map_log)
-
-    def _claim_work_dir(self, identity: str) -> WorkDir:
-        """The map's directory. With reuse_results=False, one an earlier run of the same
-        map left is emptied first: its jobs still queued cancelled, its results deleted."""
-        work_dir = WorkDir.create(self._work_dir_root, identity)
-        while work_dir.resumed and not self._reuse_results:
-            self._scheduler.cancel(work_dir, work_dir.recorded_chunks())
-            log.info("reuse_results=False: deleted the earlier run's %s", work_dir.path)
-            work_dir.remove()
-            work_dir = WorkDir.create(self._work_dir_root, identity)
-        return work_dir
-
-    def _outcomes(self, prepared: PreparedMap) -> Iterator[tuple[int, list]]:
-        """Drive one map; clean up after it: the work_dir goes on success (unless
-        keep_work_dir) and stays, with a log line saying where, on any other end (a
-        task that raised is one: its map can be run again, see resume.rst).
-
-        The last chunk of a map that succeeded is handed out only after the cleanup:
-        whoever sees the last result (imap, an Executor's future) may exit at once and
-        leave nothing behind.
-        """
-        succeeded = False
-        with self._lock:
-            if self._state == TERMINATE:
-                prepared.run.stop.set()
-            self._running_maps.add(prepared.run)
-        bar = progress_bar(prepared.num_tasks, prepared.work_dir.map_id) if self._progress else None
-        prepared.log.info("map of %d task(s) in %d chunk(s) in %s", prepared.num_tasks,
-                          len(prepared.bounds), prepared.work_dir.path)
-        held: list[tuple[int, list]] = []  # the last chunks of a map that will be removed
-        all_tasks_ok = True
-        try:
-            for chunk_id, outcomes in prepared.run.outcomes():
-                if bar is not None:
-                    bar.update(len(outcomes))
-                all_tasks_ok = all_tasks_ok and all(outcome[0] for outcome in outcomes)
-                held.append((chunk_id, outcomes))
-                if not (all_tasks_ok and prepared.run.all_done()):
-                    yield from held  # a map with a task that raised is kept: no need to wait
-                    held.clear()
-            succeeded = all_tasks_ok
-        finally:
-            self._end_map(prepared, succeeded, bar)
-        yield from held
-
-    def _end_map(self, prepared: PreparedMap, succeeded: bool, bar: Any) -> None:
-        """Forget the map; remove its work_dir if it succeeded, else keep it and say so
-        (except when it never had a job: its first submission was refused, or it was
-        stopped before; then nothing is worth keeping)."""
-        with self._lock:
-            self._running_maps.discard(prepared.run)
-        if bar is not None:
-            bar.close()
-        discard = (not self._keep_work_dir) if succeeded else prepared.run.submitted_nothing()
-        if not succeeded and not discard:
-            prepared.log.error("a task raised, or the map failed or was interrupted; "
-                               "work_dir kept: %s", prepared.work_dir.path)
-        close_map_logger(prepared.log)
-        if discard:
-            prepared.work_dir.remove()
-        else:
-            prepared.work_dir.release()
-
-    def _collect(self, prepared: PreparedMap | None) -> list:
-        """All results in input order; the first task error is raised at once."""
-        if prepared is None:
-            return []
-        results: list[Any] = [None] * prepared.num_tasks
-        outcomes_iterator = self._outcomes(prepared)
-        try:
-            for chunk_id, outcomes in outcomes_iterator:
-                first = prepared.bounds[chunk_id].start
-                for offset, outcome in enumerate(outcomes):
-                    if not outcome[0]:
-                        raise_task_error(outcome, first + offset, prepared.work_dir)
-                    results[first + offset] = outcome[1]
-        finally:
-            outcomes_iterator.close()
-        return results
-
     def dry_run_map(self, func: Callable, iterable: Iterable,
                     chunksize: int | None = None) -> MapPreview | None:
         """Write map(func, iterable)'s work_dir and job script as map would, and return
@@ -440,58 +327,15 @@ class Pool:
         reach the cluster (``poolparty run --dry-run``). Calling map with the same
         arguments later re-attaches to this work_dir. None for an empty iterable."""
         self._check_running()
-        prepared = self._prepare(func, iterable, chunksize, star=False)
-        if prepared is None:
-            return None
-        try:
-            plan = self._scheduler.plan(prepared.work_dir, list(range(len(prepared.bounds))))
-        finally:
-            close_map_logger(prepared.log)
-            prepared.work_dir.release()
-        return MapPreview(prepared.work_dir.path, prepared.work_dir.script_path,
-                          [list(submission.argv) for submission in plan])
-
-    def _pickle_function(self, func: Callable, star: bool) -> bytes:
-        try:
-            return cloudpickle.dumps((func, star, self._initializer, self._initargs))
-        except Exception as error:
-            add_context(error, f"poolparty: the function {func!r} (or the initializer) "
-                               f"can't be pickled to send it to the jobs. Define it at module "
-                               f"level or avoid capturing open files, locks or connections.")
-            raise
-
-    def _metadata(self, num_tasks: int, chunksize: int) -> dict:
-        return {
-            "num_tasks": num_tasks,
-            "chunksize": chunksize,
-            "python_path": self._python_path,
-            "backend": self._scheduler.name,
-            "client_pid": os.getpid(),
-            "client_host": os.uname().nodename,
-            "import_paths": client_import_paths(),
-            "python_version": sys.version.split()[0],
-            "installed_versions": installed_versions(),
-        }
+        return self.maps.dry_run(func, iterable, chunksize)
 
 
-@dataclass
-class PreparedMap:
-    """A map whose work_dir is written, ready to be driven by the engine."""
-
-    work_dir: WorkDir
-    bounds: list[range]
-    num_tasks: int
-    run: MapRun
-    log: logging.Logger
-
-
-@dataclass
-class MapPreview:
-    """What a dry run wrote, and the commands it did not run."""
-
-    work_dir: Path
-    job_script: Path
-    commands: list[list[str]]
+def chunksize_rule(pool: Pool) -> Callable[[int], int]:
+    """The pool's ``_default_chunksize`` for its maps, without keeping the pool alive: a
+    pool dropped while running warns and stops its maps as soon as it is dropped, as
+    multiprocessing's does, not at the next garbage collection."""
+    method = weakref.WeakMethod(pool._default_chunksize)
+    return lambda num_tasks: method()(num_tasks)  # type: ignore[misc]
 
 
 #: every Pool not yet garbage-collected, for the exit hook
@@ -515,24 +359,6 @@ CANCEL_WAIT_SECONDS = 10.0
 #: longest single wait on a lock or event: a caller blocked in one does not see an
 #: interrupt that is not a real signal (``_thread.interrupt_main``) until it wakes
 WAIT_SLICE_SECONDS = 0.25
-
-
-def stop_and_wait(runs: Iterable[MapRun], timeout: float) -> None:
-    """Stop these maps and wait until each has ended (its jobs cancelled), giving up
-    ``timeout`` seconds after the first such wait for that map: the Ctrl-C wait, the
-    ``with`` block's exit and the exit hook share the same few seconds."""
-    runs = list(runs)
-    now = time.monotonic()
-    for run in runs:
-        run.stop.set()
-        if timeout > 0 and run.give_up_at is None:
-            run.give_up_at = now + timeout
-    for run in runs:
-        left = (run.give_up_at or now) - time.monotonic()
-        if left > 0 and not run.ended.wait(left):
-            log.warning("the map in %s did not cancel its jobs within %.0f s (the scheduler "
-                        "does not answer?); some may still be queued", run.work_dir.path,
-                        timeout)
 
 
 class cancelled_on_interrupt:
@@ -612,10 +438,10 @@ class AsyncResult(ResultHandle):
     The map runs in a background thread; callbacks are called from that thread.
     """
 
-    def __init__(self, pool: Pool, prepared: PreparedMap | None, callback: Callable | None,
+    def __init__(self, maps: Maps, prepared: PreparedMap | None, callback: Callable | None,
                  error_callback: Callable | None, single: bool = False) -> None:
         super().__init__()
-        self._pool = pool
+        self._maps = maps
         self._prepared = prepared
         self._callback = callback
         self._error_callback = error_callback
@@ -623,7 +449,7 @@ class AsyncResult(ResultHandle):
 
     def _run(self) -> None:
         try:
-            value = self._pool._collect(self._prepared)
+            value = self._maps.collect(self._prepared)
             self._finish(True, value[0] if self._single else value)
         except BaseException as error:  # noqa: BLE001 - handed to the caller of get()
             self._finish(False, error)
@@ -648,8 +474,8 @@ class AsyncResult(ResultHandle):
 class IMapIterator:
     """What imap and imap_unordered return: results as they arrive."""
 
-    def __init__(self, pool: Pool, prepared: PreparedMap | None, ordered: bool) -> None:
-        self._pool = pool
+    def __init__(self, maps: Maps, prepared: PreparedMap | None, ordered: bool) -> None:
+        self._maps = maps
         self._prepared = prepared
         self._ordered = ordered
         self._condition = threading.Condition()
@@ -663,7 +489,7 @@ class IMapIterator:
         if self._prepared is None:
             return
         try:
-            for chunk_id, outcomes in self._pool._outcomes(self._prepared):
+            for chunk_id, outcomes in self._maps.chunk_outcomes(self._prepared):
                 first = self._prepared.bounds[chunk_id].start
                 with self._condition:
                     for offset, outcome in enumerate(outcomes):
@@ -711,80 +537,3 @@ class IMapIterator:
         if self._ordered:
             return self._position in self._arrived
         return self._position < len(self._arrival_order)
-
-
-def _apply(func: Callable, args: tuple, kwds: dict) -> Any:
-    """apply/apply_async's task: call with keyword arguments too."""
-    return func(*args, **kwds)
-
-
-def map_identity(function_blob: bytes, chunk_blobs: list[bytes], python_path: str,
-                 code_digest: str) -> str:
-    """A map's name in the work_dir, derived from what it computes: calling the same map
-    again after the client died finds its directory, results and jobs. ``code_digest``
-    covers the user's modules the jobs would import (poolparty.code_identity): results
-    of an earlier run are never taken for those of changed code."""
-    digest = hashlib.sha256(function_blob)
-    digest.update(python_path.encode())
-    digest.update(code_digest.encode())
-    for blob in chunk_blobs:
-        digest.update(len(blob).to_bytes(8, "little"))
-        digest.update(blob)
-    return "map-" + digest.hexdigest()[:24]
-
-
-def progress_bar(total: int, map_id: str):
-    """A tqdm bar for terminals and notebooks alike (tqdm.auto)."""
-    try:
-        from tqdm.auto import tqdm
-    except ImportError as error:
-        raise InvalidInputError(
-            "progress=True needs tqdm: pip install 'poolparty[progress]'"
-        ) from error
-    return tqdm(total=total, unit="task", desc=f"poolparty {map_id[:16]}")
-
-
-def client_import_paths() -> list[str]:
-    """The client's sys.path entries that are its own code, not an installation: the
-    worker adds them so functions pickled by reference import on the node."""
-    installed = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
-    paths = []
-    for entry in sys.path:
-        path = os.path.realpath(entry or os.getcwd())
-        if not any(path == root or path.startswith(root + os.sep) for root in installed):
-            paths.append(path)
-    return list(dict.fromkeys(paths))
-
-
-def pickle_chunk(tasks: list, chunk: range) -> bytes:
-    """``(first_task_index, tasks)`` pickled; names the first task that can't be.
-
-    cloudpickle, not pickle: a task may hold a function or an object defined in the
-    caller's script (``__main__``), which plain pickle would store by a name the job
-    can't import.
-    """
-    payload = (chunk.start, tasks[chunk.start : chunk.stop])
-    try:
-        return cloudpickle.dumps(payload)
-    except Exception as chunk_error:
-        for index in chunk:
-            try:
-                cloudpickle.dumps(tasks[index])
-            except Exception as error:
-                add_context(error, f"poolparty: task {index} ({tasks[index]!r:.100}) can't "
-                                   f"be pickled to send it to the jobs")
-                error.__suppress_context__ = True  # the chunk's failure is this one
-                raise error
-        add_context(chunk_error, f"poolparty: the tasks {chunk.start}..{chunk.stop - 1} "
-                                 f"can't be pickled together to send them to the jobs")
-        raise
-
-
-def add_context(error: BaseException, note: str) -> None:
-    """Say what poolparty was doing when ``error`` was raised, keeping its type so that
-    the caller's ``except`` clauses catch it as with multiprocessing: a note (Python >=
-    3.11), or else an :class:`UnpicklableError` carrying the note as its cause."""
-    if hasattr(error, "add_note"):
-        error.add_note(note)
-    elif error.__cause__ is None:
-        error.__cause__ = UnpicklableError(note)

@@ -57,6 +57,12 @@ def run_task(function: Callable, task: Any, star: bool, task_index: int) -> Outc
         return failure(error, task_index, "called")
 
 
+def apply_call(function: Callable, args: tuple, kwargs: dict) -> Any:
+    """The task of ``Pool.apply_async`` and ``Executor.submit``: a call with keyword
+    arguments too. Defined here, so that unpickling it on the node imports nothing more."""
+    return function(*args, **kwargs)
+
+
 def failure(error: BaseException, task_index: int, verb: str) -> Outcome:
     """A task's exception as its outcome. SystemExit becomes a TaskCrashedError: raised
     as it is in the caller, it would end the caller's program. KeyboardInterrupt is not

@@ -340,8 +340,8 @@ def test_a_local_map_uses_the_work_dir_and_options_of_the_file(project):
     assert pool.map(abs, [-1, -2]) == [1, 2]
     kept = list((project / "runs").glob("map-*"))
     assert len(kept) == 1, "the map ran in the file's work_dir and was kept"
-    assert pool._max_num_resubmissions == 5
-    assert pool._polling_interval == 0.2
+    assert pool.maps.settings.max_num_resubmissions == 5
+    assert pool.maps.settings.polling_interval == 0.2
 
 
 def test_a_work_dir_keyword_beats_the_file(project, tmp_path):
@@ -372,7 +372,8 @@ def test_pypoolparty_pools_get_the_configuration(project):
     slurm = poolparty.slurm.array.Pool(commands=SLURM_COMMANDS)
     assert "--partition=short" in slurm.scheduler.resource_args
     assert slurm.scheduler.max_running == 3
-    assert (slurm._polling_interval, slurm._max_num_resubmissions) == (0.3, 6)
+    settings = slurm.maps.settings
+    assert (settings.polling_interval, settings.max_num_resubmissions) == (0.3, 6)
     sge = poolparty.sun_grid_engine.Pool(num_simultaneously_running_tasks=2,
                                          commands=SGE_COMMANDS)
     assert sge.scheduler.resource_args == ["-q", "all.q"]
@@ -382,7 +383,8 @@ def test_pypoolparty_pools_get_the_configuration(project):
 def test_pypoolparty_defaults_are_unchanged_without_configuration():
     pool = poolparty.slurm.array.Pool(commands=SLURM_COMMANDS)
     assert pool.scheduler.call_timeout == 60.0
-    assert (pool._polling_interval, pool._max_num_resubmissions) == (5.0, 3)
+    settings = pool.maps.settings
+    assert (settings.polling_interval, settings.max_num_resubmissions) == (5.0, 3)
     assert pool.scheduler.max_running is None
 
 

@@ -78,6 +78,19 @@ def test_a_running_pool_collected_without_close_warns_as_multiprocessing(
             gc.collect()
 
 
+def test_a_running_pool_warns_as_soon_as_it_is_dropped(work_root):
+    """pool.maps keeps no reference back to its pool: the warning (and the stop of its
+    maps) come when the last reference goes, not at a later garbage collection."""
+    pool = poolparty.Pool(2, backend="local", work_dir=work_root)
+    assert pool.map(abs, [-1, -2]) == [1, 2]
+    gc.disable()
+    try:
+        with pytest.warns(ResourceWarning, match="unclosed running poolparty pool"):
+            del pool
+    finally:
+        gc.enable()
+
+
 def test_multiprocessing_warns_the_same_way():
     pool = multiprocessing.Pool(1)
     pool.map(abs, [-1])

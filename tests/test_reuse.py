@@ -190,7 +190,7 @@ def test_reuse_results_comes_from_the_environment_too(monkeypatch, work_root):
     monkeypatch.setenv("POOLPARTY_REUSE_RESULTS", "no")
     pool = poolparty.Pool(backend="local", work_dir=work_root)
     try:
-        assert pool._reuse_results is False
+        assert pool.maps.settings.reuse_results is False
     finally:
         pool.terminate()
 

@@ -24,7 +24,7 @@ from .template import CommandTemplate
 DESCRIPTION = plain_text(__doc__.split("\n\n")[1])
 
 
-def register(subcommands: argparse._SubParsersAction) -> None:
+def register(subcommands: Any) -> None:
     parser = subcommands.add_parser(
         "exec", help="run a command once per parameter", description=DESCRIPTION,
         epilog=more_help(__name__))

@@ -34,7 +34,7 @@ from .records import output_format
 DESCRIPTION = plain_text(__doc__.split("\n\n")[1])
 
 
-def register(subcommands: argparse._SubParsersAction) -> None:
+def register(subcommands: Any) -> None:
     parser = subcommands.add_parser(
         "run", help="map a function of a script over its inputs", description=DESCRIPTION,
         epilog=more_help(__name__))

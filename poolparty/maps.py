@@ -1,0 +1,359 @@
+"""Maps: the one internal API for preparing a map and streaming its outcomes.
+
+Every front end runs its work through it: ``Pool`` (multiprocessing's interface),
+``Executor`` (concurrent.futures) and the joblib backend. Each of them owns a Pool and
+uses ``pool.maps``: ``prepare`` (or ``prepare_calls``) checks and pickles the tasks and
+writes the work_dir, nothing submitted yet; ``outcomes`` drives the map through the
+engine and yields each task's outcome as it arrives; ``collect`` is all of them in
+input order; ``dry_run`` previews the submission; ``stop_all`` stops every running map.
+So no front end calls another's private methods, and a change to how maps run is made
+here once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import cloudpickle
+
+from . import chunking
+from .code_identity import installed_versions, user_code_digest
+from .engine import MapRun, raise_task_error
+from .errors import InvalidInputError, UnpicklableError
+from .log import close_map_logger, map_logger
+from .scheduler import Scheduler
+from .work_dir import WorkDir, resolve_root
+from .worker import Outcome, apply_call
+
+log = logging.getLogger("poolparty")
+
+
+@dataclass(frozen=True)
+class MapSettings:
+    """What a Pool resolved once (arguments, configuration, defaults) for all its maps."""
+
+    scheduler: Scheduler
+    python_path: str
+    work_root: str | os.PathLike | None
+    keep_work_dir: bool
+    reuse_results: bool
+    core_dumps: bool
+    polling_interval: float
+    max_num_resubmissions: int
+    progress: bool
+    relay_output: bool
+    #: the chunksize of a map given none, from its number of tasks (a pool decides)
+    default_chunksize: Callable[[int], int]
+    initializer: Callable | None = None
+    initargs: tuple = ()
+
+
+@dataclass
+class PreparedMap:
+    """A map whose work_dir is written, ready to be driven by the engine."""
+
+    work_dir: WorkDir
+    bounds: list[range]
+    num_tasks: int
+    run: MapRun
+    log: logging.Logger
+
+
+@dataclass
+class MapPreview:
+    """What a dry run wrote, and the commands it did not run."""
+
+    work_dir: Path
+    job_script: Path
+    commands: list[list[str]]
+
+
+class Maps:
+    """The maps of one pool: prepare, run and stop them (see the module's docstring)."""
+
+    def __init__(self, settings: MapSettings) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._running: set[MapRun] = set()
+        self._stopped = False  # after stop_all, a map that starts stops at once
+
+    # ------------------------------------------------------------------ preparing
+    def prepare(self, func: Callable, tasks: Iterable, chunksize: int | None = None,
+                star: bool = False) -> PreparedMap | None:
+        """Check everything, pickle, write the work_dir: nothing is submitted yet.
+        ``star``: each task is a tuple of arguments. None for no tasks (nothing to
+        do, nothing written)."""
+        if not callable(func):
+            raise TypeError(f"{func!r} is not callable")
+        chunksize = chunking.check_chunksize(chunksize)
+        tasks = list(tasks)
+        if not tasks:
+            return None
+        if chunksize is None:
+            chunksize = self.settings.default_chunksize(len(tasks))
+        bounds = chunking.chunk_bounds(len(tasks), chunksize)
+        function_blob = self._pickle_function(func, star)
+        chunk_blobs = [pickle_chunk(tasks, chunk) for chunk in bounds]
+        identity = map_identity(function_blob, chunk_blobs, self.settings.python_path,
+                                user_code_digest())
+        self.settings.scheduler.check_work_dir(resolve_root(self.settings.work_root))  # cwd
+        work_dir = self._claim_work_dir(identity)
+        if not work_dir.has_inputs():
+            try:
+                work_dir.write_inputs(function_blob, chunk_blobs,
+                                      self._metadata(len(tasks), chunksize))
+            except InvalidInputError:  # no room: nothing worth keeping was written
+                work_dir.remove()
+                raise
+        work_dir.write_job_script(self.settings.python_path, self.settings.core_dumps)
+        return self._prepared(work_dir, bounds, len(tasks))
+
+    def prepare_calls(self, calls: Iterable[tuple[Callable, tuple, dict]],
+                      chunksize: int | None = None) -> PreparedMap | None:
+        """``prepare`` for calls shaped as apply's and submit's: each one is
+        ``(function, args, kwargs)``, run as ``function(*args, **kwargs)``."""
+        checked = [(function, tuple(args), dict(kwargs or {})) for function, args, kwargs in calls]
+        return self.prepare(apply_call, checked, chunksize, star=True)
+
+    def _prepared(self, work_dir: WorkDir, bounds: list[range], num_tasks: int) -> PreparedMap:
+        map_log = map_logger(work_dir.path / "client.log.jsonl", work_dir.map_id)
+        run = MapRun(self.settings.scheduler, work_dir, bounds, self.settings.polling_interval,
+                     self.settings.max_num_resubmissions, map_log,
+                     relay_output=self.settings.relay_output)
+        return PreparedMap(work_dir, bounds, num_tasks, run, map_log)
+
+    def _claim_work_dir(self, identity: str) -> WorkDir:
+        """The map's directory. With reuse_results=False, one an earlier run of the same
+        map left is emptied first: its jobs still queued cancelled, its results deleted."""
+        work_dir = WorkDir.create(self.settings.work_root, identity)
+        while work_dir.resumed and not self.settings.reuse_results:
+            self.settings.scheduler.cancel(work_dir, work_dir.recorded_chunks())
+            log.info("reuse_results=False: deleted the earlier run's %s", work_dir.path)
+            work_dir.remove()
+            work_dir = WorkDir.create(self.settings.work_root, identity)
+        return work_dir
+
+    def _pickle_function(self, func: Callable, star: bool) -> bytes:
+        try:
+            return cloudpickle.dumps((func, star, self.settings.initializer,
+                                      self.settings.initargs))
+        except Exception as error:
+            add_context(error, f"poolparty: the function {func!r} (or the initializer) "
+                               f"can't be pickled to send it to the jobs. Define it at module "
+                               f"level or avoid capturing open files, locks or connections.")
+            raise
+
+    def _metadata(self, num_tasks: int, chunksize: int) -> dict:
+        return {
+            "num_tasks": num_tasks,
+            "chunksize": chunksize,
+            "python_path": self.settings.python_path,
+            "backend": self.settings.scheduler.name,
+            "client_pid": os.getpid(),
+            "client_host": os.uname().nodename,
+            "import_paths": client_import_paths(),
+            "python_version": sys.version.split()[0],
+            "installed_versions": installed_versions(),
+        }
+
+    # ------------------------------------------------------------------ running
+    def outcomes(self, prepared: PreparedMap) -> Iterator[tuple[int, Outcome]]:
+        """Run the map: ``(task index, outcome)`` for each task as its chunk's result
+        arrives, a chunk's tasks in a row. Cleans up after it (see ``chunk_outcomes``)."""
+        for chunk_id, outcomes in self.chunk_outcomes(prepared):
+            first = prepared.bounds[chunk_id].start
+            for offset, outcome in enumerate(outcomes):
+                yield first + offset, outcome
+
+    def chunk_outcomes(self, prepared: PreparedMap) -> Iterator[tuple[int, list[Outcome]]]:
+        """Drive one map, ``(chunk id, its tasks' outcomes)`` as each arrives; clean up
+        after it: the work_dir goes on success (unless keep_work_dir) and stays, with a
+        log line saying where, on any other end (a task that raised is one: its map can
+        be run again, see resume.rst).
+
+        The last chunk of a map that succeeded is handed out only after the cleanup:
+        whoever sees the last result (imap, an Executor's future) may exit at once and
+        leave nothing behind.
+        """
+        succeeded = False
+        with self._lock:
+            if self._stopped:
+                prepared.run.stop.set()
+            self._running.add(prepared.run)
+        bar = (progress_bar(prepared.num_tasks, prepared.work_dir.map_id)
+               if self.settings.progress else None)
+        prepared.log.info("map of %d task(s) in %d chunk(s) in %s", prepared.num_tasks,
+                          len(prepared.bounds), prepared.work_dir.path)
+        held: list[tuple[int, list]] = []  # the last chunks of a map that will be removed
+        all_tasks_ok = True
+        try:
+            for chunk_id, outcomes in prepared.run.outcomes():
+                if bar is not None:
+                    bar.update(len(outcomes))
+                all_tasks_ok = all_tasks_ok and all(outcome[0] for outcome in outcomes)
+                held.append((chunk_id, outcomes))
+                if not (all_tasks_ok and prepared.run.all_done()):
+                    yield from held  # a map with a task that raised is kept: no need to wait
+                    held.clear()
+            succeeded = all_tasks_ok
+        finally:
+            self._end(prepared, succeeded, bar)
+        yield from held
+
+    def _end(self, prepared: PreparedMap, succeeded: bool, bar: Any) -> None:
+        """Forget the map; remove its work_dir if it succeeded, else keep it and say so
+        (except when it never had a job: its first submission was refused, or it was
+        stopped before; then nothing is worth keeping)."""
+        with self._lock:
+            self._running.discard(prepared.run)
+        if bar is not None:
+            bar.close()
+        discard = ((not self.settings.keep_work_dir) if succeeded
+                   else prepared.run.submitted_nothing())
+        if not succeeded and not discard:
+            prepared.log.error("a task raised, or the map failed or was interrupted; "
+                               "work_dir kept: %s", prepared.work_dir.path)
+        close_map_logger(prepared.log)
+        if discard:
+            prepared.work_dir.remove()
+        else:
+            prepared.work_dir.release()
+
+    def collect(self, prepared: PreparedMap | None) -> list:
+        """All results in input order; the first task error is raised at once."""
+        if prepared is None:
+            return []
+        results: list[Any] = [None] * prepared.num_tasks
+        outcomes = self.outcomes(prepared)
+        try:
+            for index, outcome in outcomes:
+                if not outcome[0]:
+                    raise_task_error(outcome, index, prepared.work_dir)
+                results[index] = outcome[1]
+        finally:
+            outcomes.close()
+        return results
+
+    def dry_run(self, func: Callable, tasks: Iterable,
+                chunksize: int | None = None) -> MapPreview | None:
+        """Write the map's work_dir and job script as running it would, and return the
+        commands that would submit it, submitting nothing. None for no tasks."""
+        prepared = self.prepare(func, tasks, chunksize)
+        if prepared is None:
+            return None
+        try:
+            plan = self.settings.scheduler.plan(prepared.work_dir,
+                                                list(range(len(prepared.bounds))))
+        finally:
+            close_map_logger(prepared.log)
+            prepared.work_dir.release()
+        return MapPreview(prepared.work_dir.path, prepared.work_dir.script_path,
+                          [list(submission.argv) for submission in plan])
+
+    # ------------------------------------------------------------------ stopping
+    def stop_all(self, timeout: float = 0.0) -> None:
+        """Stop every running map (each cancels its jobs), and every map started from
+        now on at once; wait up to ``timeout`` seconds until they have."""
+        with self._lock:
+            self._stopped = True
+            runs = list(self._running)
+        stop_and_wait(runs, timeout)
+
+
+def stop_and_wait(runs: Iterable[MapRun], timeout: float) -> None:
+    """Stop these maps and wait until each has ended (its jobs cancelled), giving up
+    ``timeout`` seconds after the first such wait for that map: the Ctrl-C wait, the
+    ``with`` block's exit and the exit hook share the same few seconds."""
+    runs = list(runs)
+    now = time.monotonic()
+    for run in runs:
+        run.stop.set()
+        if timeout > 0 and run.give_up_at is None:
+            run.give_up_at = now + timeout
+    for run in runs:
+        left = (run.give_up_at or now) - time.monotonic()
+        if left > 0 and not run.ended.wait(left):
+            log.warning("the map in %s did not cancel its jobs within %.0f s (the scheduler "
+                        "does not answer?); some may still be queued", run.work_dir.path,
+                        timeout)
+
+
+def map_identity(function_blob: bytes, chunk_blobs: list[bytes], python_path: str,
+                 code_digest: str) -> str:
+    """A map's name in the work_dir, derived from what it computes: calling the same map
+    again after the client died finds its directory, results and jobs. ``code_digest``
+    covers the user's modules the jobs would import (poolparty.code_identity): results
+    of an earlier run are never taken for those of changed code."""
+    digest = hashlib.sha256(function_blob)
+    digest.update(python_path.encode())
+    digest.update(code_digest.encode())
+    for blob in chunk_blobs:
+        digest.update(len(blob).to_bytes(8, "little"))
+        digest.update(blob)
+    return "map-" + digest.hexdigest()[:24]
+
+
+def progress_bar(total: int, map_id: str):
+    """A tqdm bar for terminals and notebooks alike (tqdm.auto)."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError as error:
+        raise InvalidInputError(
+            "progress=True needs tqdm: pip install 'poolparty[progress]'"
+        ) from error
+    return tqdm(total=total, unit="task", desc=f"poolparty {map_id[:16]}")
+
+
+def client_import_paths() -> list[str]:
+    """The client's sys.path entries that are its own code, not an installation: the
+    worker adds them so functions pickled by reference import on the node."""
+    installed = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    paths = []
+    for entry in sys.path:
+        path = os.path.realpath(entry or os.getcwd())
+        if not any(path == root or path.startswith(root + os.sep) for root in installed):
+            paths.append(path)
+    return list(dict.fromkeys(paths))
+
+
+def pickle_chunk(tasks: list, chunk: range) -> bytes:
+    """``(first_task_index, tasks)`` pickled; names the first task that can't be.
+
+    cloudpickle, not pickle: a task may hold a function or an object defined in the
+    caller's script (``__main__``), which plain pickle would store by a name the job
+    can't import.
+    """
+    payload = (chunk.start, tasks[chunk.start : chunk.stop])
+    try:
+        return cloudpickle.dumps(payload)
+    except Exception as chunk_error:
+        for index in chunk:
+            try:
+                cloudpickle.dumps(tasks[index])
+            except Exception as error:
+                add_context(error, f"poolparty: task {index} ({tasks[index]!r:.100}) can't "
+                                   f"be pickled to send it to the jobs")
+                error.__suppress_context__ = True  # the chunk's failure is this one
+                raise error
+        add_context(chunk_error, f"poolparty: the tasks {chunk.start}..{chunk.stop - 1} "
+                                 f"can't be pickled together to send them to the jobs")
+        raise
+
+
+def add_context(error: BaseException, note: str) -> None:
+    """Say what poolparty was doing when ``error`` was raised, keeping its type so that
+    the caller's ``except`` clauses catch it as with multiprocessing: a note (Python >=
+    3.11), or else an :class:`UnpicklableError` carrying the note as its cause."""
+    if hasattr(error, "add_note"):
+        error.add_note(note)
+    elif error.__cause__ is None:
+        error.__cause__ = UnpicklableError(note)

@@ -44,3 +44,39 @@ def chunk_bounds(num_tasks: int, chunksize: int) -> list[range]:
     """The task positions of each chunk, in order."""
     starts = range(0, num_tasks, chunksize)
     return [range(start, min(start + chunksize, num_tasks)) for start in starts]
+
+
+
+#: what claiming a chunk costs a worker on a shared filesystem (create its claim, read
+#: the chunk, write the result), a conservative figure for NFS
+CLAIM_SECONDS = 0.01
+#: the share of a chunk's time its claim may cost
+MAX_CLAIM_OVERHEAD = 0.03
+
+
+def claim_size(remaining: int, workers: int, task_seconds: float | None,
+               divisor: int = 2) -> int:
+    """How many of the ``remaining`` tasks a worker claims next (guided self-scheduling,
+    decided at claim time from measured durations).
+
+    A worker that has measured nothing yet claims one task: a map whose first tasks are
+    long must not hand them all to one worker in a big first chunk. After that it claims
+    ``1 / (divisor * workers)`` of what is left, so the last claims are small and the
+    tail does not straggle, but never so few tasks that claiming costs more than
+    MAX_CLAIM_OVERHEAD of running them (trivial tasks are claimed in large chunks).
+    """
+    if remaining <= 0:
+        return 0
+    if task_seconds is None:
+        return 1
+    guided = math.ceil(remaining / (divisor * max(1, workers)))
+    return max(1, min(remaining, max(guided, min_chunk_size(task_seconds))))
+
+
+def min_chunk_size(task_seconds: float, claim_seconds: float = CLAIM_SECONDS,
+                   max_overhead: float = MAX_CLAIM_OVERHEAD) -> int:
+    """The fewest tasks a chunk must hold so that claiming it costs at most
+    ``max_overhead`` of running its tasks, given their measured mean duration."""
+    if task_seconds <= 0:
+        return 1 << 40
+    return max(1, math.ceil(claim_seconds / (max_overhead * task_seconds)))

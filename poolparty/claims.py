@@ -26,9 +26,15 @@ Why these rules (a shared file system such as NFS, seen from many hosts):
   does not exist yet is cached as missing by the client's kernel (up to a minute on
   NFS), and would hide the claim when it comes.
 
-The worker's side (:class:`Claimer`, :class:`Claim`) imports only the standard library
-and :mod:`poolparty.map_files` (each job pays for its imports); the client's side is
-:class:`ClaimBoard`.
+A claim ends with the chunk's result file (``results/<chunk>.pkl``); nothing is
+released. A claim made but unreadable ends the worker (nobody else would run it), and
+the client reopens it as a lost worker's. The client reads a claim by name only after a
+listing showed it, and may still find it unreadable for a while (identity None):
+claimed, owner not known yet, never lost.
+
+The worker's side (``Claimer``, ``Claim``) imports only the standard library and
+``poolparty.map_files`` (each job pays for its imports); the client's side is
+``ClaimBoard``.
 """
 
 from __future__ import annotations

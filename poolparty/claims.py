@@ -112,9 +112,10 @@ def read_identity(path: Path) -> dict[str, Any] | None:
     """The identity in a claim file; None when it can't be read (yet) or is torn."""
     try:
         with open(path, "rb") as file:
-            return json.loads(file.read())
+            identity = json.loads(file.read())
     except (OSError, ValueError):
         return None
+    return identity if isinstance(identity, dict) else None
 
 
 def _make_private_dir(path: Path) -> None:
@@ -195,7 +196,7 @@ class Claimer:
         claim = self.try_claim(chunk, attempt)
         if claim is None:  # others are ahead: learn at once what they took
             self._taken |= parse_entries(self._listing(self.claims_dir))
-            self._taken.add((chunk, attempt))
+        self._taken.add((chunk, attempt))  # ours or theirs: never tried again
         return claim
 
     def try_claim(self, chunk: int, attempt: int) -> Claim | None:

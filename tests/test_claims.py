@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from poolparty import claims
 from poolparty.claims import CLAIMS, ClaimBoard, Claimer, read_identity
 
 REQUIRED_VARIABLES = ("CI", "POOLPARTY_REQUIRE_SCHEDULERS")
@@ -156,6 +157,18 @@ def test_racing_workers_with_stale_listings_claim_each_chunk_exactly_once(tmp_pa
     new_map(tmp_path / "map", 200)
     claimed = race([tmp_path / "map"], 200, stale=True)
     assert_each_once(claimed, {(chunk, 0) for chunk in range(200)}, tmp_path / "map" / CLAIMS)
+
+
+def test_a_claim_runs_only_if_it_reads_back_as_this_workers(tmp_path, monkeypatch):
+    """The check after the create: a claim file that names another worker (a create
+    wrongly reported as made) is not run; one that can't be read back ends the worker,
+    so that the client reopens it as a lost worker's instead of nobody running it."""
+    new_map(tmp_path / "map", 2)
+    monkeypatch.setattr(claims, "read_identity", lambda path: {"worker": "another"})
+    assert Claimer(tmp_path / "map", 2).claim_next() is None
+    monkeypatch.setattr(claims, "read_identity", lambda path: None)
+    with pytest.raises(OSError, match="can't be read back"):
+        Claimer(tmp_path / "map", 3).claim_next()
 
 
 def test_a_claims_dir_writable_by_others_is_refused(tmp_path):

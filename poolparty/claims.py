@@ -110,12 +110,23 @@ def worker_identity(environ: dict[str, str] | None = None) -> dict[str, Any]:
 
 def read_identity(path: Path) -> dict[str, Any] | None:
     """The identity in a claim file; None when it can't be read (yet) or is torn."""
+    return read_claim(path)[0]
+
+
+def read_claim(path: Path) -> tuple[dict[str, Any] | None, float | None]:
+    """A claim file's identity and mtime (its heartbeat), each None when it can't be
+    read (yet) or is torn. The mtime is taken from the open file: on NFS an open
+    revalidates the attributes (close-to-open), which a stat of the path may not for
+    up to a minute (actimeo)."""
     try:
         with open(path, "rb") as file:
+            mtime: float | None = os.fstat(file.fileno()).st_mtime
             identity = json.loads(file.read())
-    except (OSError, ValueError):
-        return None
-    return identity if isinstance(identity, dict) else None
+    except OSError:
+        return None, None
+    except ValueError:
+        return None, mtime
+    return (identity if isinstance(identity, dict) else None), mtime
 
 
 def _make_private_dir(path: Path) -> None:
@@ -273,14 +284,12 @@ class ClaimBoard:
 
     def _info(self, chunk: int, attempt: int) -> ClaimInfo:
         """Read a claim that a listing showed (never a name it did not show: see the
-        module's docstring). Its age is by this host's clock against the claim's mtime,
-        as fresh as this host's attribute cache (NFS: actimeo, 3 to 60 s)."""
-        path = self.claims_dir / entry_name(chunk, attempt)
-        try:
-            age: float | None = time.time() - os.stat(path).st_mtime
-        except OSError:
-            age = None
-        return ClaimInfo(chunk, attempt, read_identity(path), age)
+        module's docstring). Its age is this host's clock against the claim's mtime: a
+        heartbeat timeout must allow for the clocks' skew, and for an attribute cache
+        that open does not revalidate (FUSE's attr_timeout; NFS revalidates)."""
+        identity, mtime = read_claim(self.claims_dir / entry_name(chunk, attempt))
+        age = None if mtime is None else time.time() - mtime
+        return ClaimInfo(chunk, attempt, identity, age)
 
     def requeues(self) -> dict[int, int]:
         """Each requeued chunk's newest reopened attempt."""

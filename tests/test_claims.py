@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import queue
 import shutil
 import subprocess
 import time
@@ -66,11 +67,24 @@ def race(map_dirs: list[Path], chunk_count: int, workers: int = 8,
         for i in range(workers)]
     for process in processes:
         process.start()
-    claimed = dict(results.get(timeout=120) for _ in processes)
+    claimed = dict(gather(results, processes) for _ in processes)
     for process in processes:
         process.join(timeout=30)
         assert process.exitcode == 0
     return claimed
+
+
+def gather(results, processes: list) -> tuple[str, list[tuple[int, int]]]:
+    """The next worker's outcome; a worker that died fails the test at once (it never
+    sends one)."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            return results.get(timeout=0.5)
+        except queue.Empty:
+            died = [p.exitcode for p in processes if p.exitcode not in (None, 0)]
+            assert not died, f"a worker died: exit codes {died}"
+    raise AssertionError("the workers did not finish in 120 s")
 
 
 def assert_each_once(claimed: dict[str, list[tuple[int, int]]], expected: set,
@@ -128,9 +142,10 @@ def test_a_stale_listing_never_causes_a_double_claim(tmp_path):
     old = snapshot_listing(board)  # before the others claimed
     workers = [fresh, Claimer(tmp_path / "map", 60, listing=no_listing),
                Claimer(tmp_path / "map", 60, listing=old), Claimer(tmp_path / "map", 60)]
-    while any(claim_in_turn(worker, claimed) for worker in workers):
+    while any([claim_in_turn(worker, claimed) for worker in workers]):  # one each, in turn
         pass
     assert_each_once(claimed, {(chunk, 0) for chunk in range(60)}, board.claims_dir)
+    assert len(claimed) == len(workers)  # the stale ones claimed too
 
     board.requeue(7, 1)
     old = snapshot_listing(board)  # shows the requeue, not who claims it

@@ -170,6 +170,19 @@ def test_the_worker_imports_nothing_more_than_it_needs():
     assert ours_or_third_party == WORKER_MODULES
 
 
+def test_the_claims_module_adds_no_import_to_the_worker():
+    """The worker will claim its chunks (poolparty.claims, issue 14): that module must
+    bring nothing the worker does not import already."""
+    done = fresh_python(
+        "import sys\n"
+        "import poolparty.worker\n"
+        "before = set(sys.modules)\n"
+        "import poolparty.claims\n"
+        "print('\\n'.join(sorted(set(sys.modules) - before)))\n")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["poolparty.claims"]
+
+
 def backend_modules() -> set[str]:
     """The registered backends' modules, and the packages they are in."""
     names = {module for module, _ in REGISTRY.values()}

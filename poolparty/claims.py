@@ -1,36 +1,47 @@
-"""Claims: workers pull a map's chunks from the work_dir, over the file system only.
+"""Claims: workers pull a map's tasks from the work_dir, over the file system only.
 
-Layout, in a map's directory (both made 0700 by the client with the map)::
+Layout, in a map's directory (all three made 0700 by the client with the map)::
 
-    claims/<chunk>.<attempt>    made by the worker that runs that attempt of the chunk
-                                (exclusive create): one JSON line naming it (worker id,
-                                host, pid, the scheduler's job variables, claim time);
-                                its mtime is the worker's heartbeat
-    requeue/<chunk>.<attempt>   made by the client when the worker of attempt-1 was lost:
-                                attempt is open for claiming (one JSON line: when, why)
+    claims/<c>                  claim number c = 0, 1, 2, ... of the chain: tasks
+                                [start, stop) with start = the stop of claim c-1 (0 for
+                                claim 0); one JSON line: start, stop, attempt 0, who
+                                claimed it (worker id, host, pid, the scheduler's job
+                                variables), claim time; its mtime is the heartbeat
+    claims/.<worker>.<c>.tmp    the temporary file a worker links as claims/<c>
+    requeue/<c>.<attempt>       made by the client when the worker of claim c's previous
+                                attempt was lost (attempt >= 1): one JSON line with the
+                                claim's range, when and why
+    retries/<c>.<attempt>       made by the worker that runs that attempt: as claims/<c>
+    results/<c>.pkl             claim c's result, as for any chunk (chunk id = c)
 
-A chunk's attempt 0 is open from the start, for chunks ``0 .. chunk_count-1``; names are
-never reused and never deleted while the map runs, so chunks can be appended later.
+The claimer of claim c decides its size (``chunking.claim_size``: from the durations it
+has measured), so the chunks are cut at claim time; a retry keeps the original range.
+Names are never reused and never deleted while the map runs.
 
 Why these rules (a shared file system such as NFS, seen from many hosts):
 
-* A claim is an exclusive create (``O_CREAT | O_EXCL``), not a rename: NFSv3 and v4 make
-  an exclusive create idempotent (the server keeps the client's verifier), whereas a
-  rename retransmitted after a lost reply reports a false failure (the first one moved
-  the file). The worker then reads the claim back by name and runs the chunk only if it
-  names this very worker.
-* Directory listings are hints only: on NFS a listing can lag by a minute. A name a
-  listing shows is a claim that exists (claims are never deleted), so skipping it is
-  safe; a name it does not show yet is still caught by the exclusive create (EEXIST).
-* Names are read by name only once a listing has shown them: a lookup of a name that
+* A claim is made whole: written to a temporary file only this worker uses, then
+  linked into place (a link fails with EEXIST when the name is taken, and never
+  replaces it). A claim is never empty, so every worker can read a stop and follow the
+  chain; an exclusive create followed by a write would leave an empty claim, and a
+  broken chain, if its worker died in between.
+* A link retransmitted after a lost reply can report EEXIST to its winner: after
+  success or EEXIST the worker reads the claim back, and the worker id in it decides.
+  A claim this worker linked but can't read back ends the worker (OSError): nobody
+  else would run it, and the client reopens it as a lost worker's.
+* Directory listings are hints only: on NFS a listing can lag by a minute. A worker
+  walks the chain by name (claim c taken: read its stop, try c+1), and a listing only
+  lets it jump ahead to the highest claim listed. Requeued claims go first: before
+  extending the chain a worker lists ``requeue/`` when the directory's mtime changed
+  (and always once the chain covers every task).
+* The client reads a name only once a listing has shown it: a lookup of a name that
   does not exist yet is cached as missing by the client's kernel (up to a minute on
-  NFS), and would hide the claim when it comes.
+  NFS) and would hide the claim when it comes. A listed claim it can't read yet has
+  identity None: claimed, owner not known yet, never lost.
 
-A claim ends with the chunk's result file (``results/<chunk>.pkl``); nothing is
-released. A claim made but unreadable ends the worker (nobody else would run it), and
-the client reopens it as a lost worker's. The client reads a claim by name only after a
-listing showed it, and may still find it unreadable for a while (identity None):
-claimed, owner not known yet, never lost.
+No fsync per claim: on NFS close() writes the data back and commits it already
+(close-to-open), and on a local disk it only guards against the machine crashing,
+which ends its workers too; it cost ~1 ms a claim here, 10x the rest.
 
 The worker's side (``Claimer``, ``Claim``) imports only the standard library and
 ``poolparty.map_files`` (each job pays for its imports); the client's side is
@@ -53,13 +64,22 @@ if TYPE_CHECKING:
 
 CLAIMS = "claims"
 REQUEUE = "requeue"
+RETRIES = "retries"
 #: the scheduler's variables that say which job (and array task) a worker is
 JOB_VARIABLES = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID",
                  "JOB_ID", "SGE_TASK_ID")
+#: what a claim file holds besides its claimer's identity
+RANGE_KEYS = ("start", "stop", "attempt")
+#: how long a worker waits for a claim that another worker linked to become readable
+#: here (a kernel that cached the name as missing shows it when that entry expires)
+TAKEN_READ_SECONDS = 120.0
+#: ``requeue/`` changed this recently may change again within the same timestamp tick
+#: (a jiffy on Linux), which its mtime would not show: a worker lists it again
+RECENT_SECONDS = 1.0
 
 #: names in a directory (a hint: it may lag behind the file system); injectable for tests
 Listing = Callable[[Path], Iterable[str]]
-#: claim or requeue names by (chunk, attempt)
+#: requeue or retry names by (claim number, attempt)
 Taken = set[tuple[int, int]]
 
 
@@ -71,16 +91,21 @@ def list_names(directory: Path) -> list[str]:
         return []
 
 
-def entry_name(chunk: int, attempt: int) -> str:
-    return f"{chunk}.{attempt}"
+def claim_numbers(names: Iterable[str]) -> set[int]:
+    """The claim numbers among names in ``claims/`` (not the temporary files)."""
+    return {int(name) for name in names if name.isdigit()}
+
+
+def entry_name(number: int, attempt: int) -> str:
+    return f"{number}.{attempt}"
 
 
 def parse_entry(name: str) -> tuple[int, int] | None:
-    """``(chunk, attempt)`` of a claim or requeue name; None for anything else (the
-    temporary files a requeue is written under)."""
-    chunk, dot, attempt = name.partition(".")
-    if dot and chunk.isdigit() and attempt.isdigit():
-        return int(chunk), int(attempt)
+    """``(claim number, attempt)`` of a requeue or retry name; None for anything else
+    (the temporary files they are written under)."""
+    number, dot, attempt = name.partition(".")
+    if dot and number.isdigit() and attempt.isdigit():
+        return int(number), int(attempt)
     return None
 
 
@@ -89,10 +114,10 @@ def parse_entries(names: Iterable[str]) -> Taken:
 
 
 def newest_attempts(names: Iterable[str]) -> dict[int, int]:
-    """Each chunk named's newest attempt."""
+    """Each claim number named's newest attempt."""
     newest: dict[int, int] = {}
-    for chunk, attempt in parse_entries(names):
-        newest[chunk] = max(attempt, newest.get(chunk, attempt))
+    for number, attempt in parse_entries(names):
+        newest[number] = max(attempt, newest.get(number, attempt))
     return newest
 
 
@@ -108,25 +133,53 @@ def worker_identity(environ: dict[str, str] | None = None) -> dict[str, Any]:
     }
 
 
-def read_identity(path: Path) -> dict[str, Any] | None:
-    """The identity in a claim file; None when it can't be read (yet) or is torn."""
+def read_record(path: Path) -> dict[str, Any] | None:
+    """The JSON object in a claim or requeue file; None when it can't be read (yet)."""
     return read_claim(path)[0]
 
 
+def read_identity(path: Path) -> dict[str, Any] | None:
+    """Who a claim file names (its record without the range); None when unreadable."""
+    record = read_record(path)
+    return None if record is None else identity_of(record)
+
+
+def identity_of(record: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in record.items() if key not in RANGE_KEYS}
+
+
 def read_claim(path: Path) -> tuple[dict[str, Any] | None, float | None]:
-    """A claim file's identity and mtime (its heartbeat), each None when it can't be
-    read (yet) or is torn. The mtime is taken from the open file: on NFS an open
-    revalidates the attributes (close-to-open), which a stat of the path may not for
-    up to a minute (actimeo)."""
+    """A claim file's record and mtime (its heartbeat), each None when it can't be
+    read (yet). The mtime is taken from the open file: on NFS an open revalidates the
+    attributes (close-to-open), which a stat of the path may not for up to a minute
+    (actimeo)."""
     try:
         with open(path, "rb") as file:
             mtime: float | None = os.fstat(file.fileno()).st_mtime
-            identity = json.loads(file.read())
+            record = json.loads(file.read())
     except OSError:
         return None, None
     except ValueError:
         return None, mtime
-    return (identity if isinstance(identity, dict) else None), mtime
+    return (record if isinstance(record, dict) else None), mtime
+
+
+def link_whole(path: Path, line: str, temporary: Path) -> bool:
+    """Make ``path`` appear with ``line`` in it, whole: written under ``temporary`` (a
+    name nobody else uses), then linked. False when ``path`` was taken. A link
+    retransmitted after a lost reply says EEXIST though it was made: the temporary
+    file's link count tells (the caller still reads ``path`` back to be sure)."""
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(line.encode() + b"\n")
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            return os.stat(temporary).st_nlink == 2
+        return True
+    finally:
+        os.unlink(temporary)
 
 
 def _make_private_dir(path: Path) -> None:
@@ -139,12 +192,16 @@ def _make_private_dir(path: Path) -> None:
 
 
 class Claim:
-    """One attempt at one chunk, held by this worker until its result is written."""
+    """One attempt at one claim's tasks, held by this worker until its result is
+    written (``results/<number>.pkl``)."""
 
-    def __init__(self, path: Path, chunk: int, attempt: int, identity: dict[str, Any]) -> None:
+    def __init__(self, path: Path, number: int, attempt: int, start: int, stop: int,
+                 identity: dict[str, Any]) -> None:
         self.path = path
-        self.chunk = chunk
+        self.number = number
         self.attempt = attempt
+        self.start = start
+        self.stop = stop
         self.identity = identity
 
     def touch(self) -> None:
@@ -153,179 +210,271 @@ class Claim:
         os.utime(self.path)
 
     def __repr__(self) -> str:
-        return f"Claim(chunk={self.chunk}, attempt={self.attempt}, path={str(self.path)!r})"
+        return (f"Claim(number={self.number}, attempt={self.attempt}, start={self.start}, "
+                f"stop={self.stop}, path={str(self.path)!r})")
 
 
 class Claimer:
-    """A worker's side: claims chunks one at a time until none is left.
+    """A worker's side: claims tasks, as many at a time as it asks for, until none is
+    left.
 
-    The worker walks chunk ids from a cursor (the one after its last claim), so without
-    contention it makes one create per claim. When a create finds the chunk taken, it
-    lists ``claims/`` once and skips the names shown there (under contention, about two
-    creates and a listing per claim). Once the cursor passed the last chunk it looks in
-    ``requeue/`` for attempts reopened by the client.
+    The worker follows the chain from the claim after the last one it knows, so
+    without contention it makes one link per claim. A claim found taken tells the stop
+    to continue from; then a listing of ``claims/`` lets it jump to the highest claim
+    listed. Reopened claims are taken before the chain is extended.
     """
 
-    def __init__(self, map_dir: str | os.PathLike, chunk_count: int,
+    def __init__(self, map_dir: str | os.PathLike, num_tasks: int,
                  environ: dict[str, str] | None = None, listing: Listing = list_names) -> None:
         self.path = Path(map_dir)
         self.claims_dir = self.path / CLAIMS
         self.requeue_dir = self.path / REQUEUE
-        self.chunk_count = chunk_count
+        self.retries_dir = self.path / RETRIES
+        self.num_tasks = num_tasks
         self.identity = worker_identity(environ)
-        self.cursor = 0
+        self.next_number = 0  # the first claim of the chain not known to be taken
+        self.next_start = 0  # its start: the stop of the claim before it
         self._listing = listing
-        self._taken: Taken = set()  # claims a listing showed: they exist
+        self._tried: Taken = set()  # retries linked by this worker, won or lost
+        self._requeue_mtime: int | None = None
         self._checked = False
 
-    def claim_next(self) -> Claim | None:
-        """The next chunk this worker runs, claimed; None when no work is open."""
+    def claim_next(self, size_for: Callable[[int], int]) -> Claim | None:
+        """The next tasks this worker runs, claimed; None when no work is open.
+        ``size_for(remaining)`` says how many of the remaining tasks to take."""
         if not self._checked:
-            check_private(self.claims_dir)
-            check_private(self.requeue_dir)
+            for directory in (self.claims_dir, self.requeue_dir, self.retries_dir):
+                check_private(directory)
             self._checked = True
-        while self.cursor < self.chunk_count:
-            chunk, self.cursor = self.cursor, self.cursor + 1
-            claim = self._claim_unless_taken(chunk, 0)
+        if self._requeue_changed():
+            retry = self._claim_requeued()
+            if retry is not None:
+                return retry
+        while self.next_start < self.num_tasks:
+            claim = self._extend_chain(size_for)
             if claim is not None:
                 return claim
         return self._claim_requeued()
 
+    def _requeue_changed(self) -> bool:
+        """Whether ``requeue/`` may hold something new since it was last looked at: a
+        stat is cheaper than a listing (a hint too; the end of the chain lists anyway)."""
+        try:
+            mtime: int | None = os.stat(self.requeue_dir).st_mtime_ns
+        except OSError:
+            mtime = None
+        changed = (mtime is None or mtime != self._requeue_mtime
+                   or time.time() - mtime / 1e9 < RECENT_SECONDS)
+        self._requeue_mtime = mtime
+        return changed
+
+    def _extend_chain(self, size_for: Callable[[int], int]) -> Claim | None:
+        """Link the next claim of the chain: this worker's, or another's found there
+        (then move past it, and past any later claim a listing shows)."""
+        number, start = self.next_number, self.next_start
+        remaining = self.num_tasks - start
+        stop = start + max(1, min(remaining, size_for(remaining)))
+        path = self.claims_dir / str(number)
+        found = self._link_claim(path, {"start": start, "stop": stop, "attempt": 0})
+        self.next_number, self.next_start = number + 1, found["stop"]
+        claim = self._claim_if_own(path, number, found)
+        if claim is None:
+            self._jump_ahead()
+        return claim
+
+    def _jump_ahead(self) -> None:
+        """Others are ahead: continue after the highest claim a listing shows (a name
+        never looked up here, so readable), not one claim at a time."""
+        highest = max(claim_numbers(self._listing(self.claims_dir)), default=-1)
+        if highest >= self.next_number:
+            record = read_record(self.claims_dir / str(highest))
+            if record is not None:
+                self.next_number, self.next_start = highest + 1, record["stop"]
+
     def _claim_requeued(self) -> Claim | None:
-        """An attempt the client reopened: the newest one per chunk in a listing of
-        ``requeue/`` (an older one was claimed before it was requeued)."""
+        """A claim the client reopened: the newest attempt per claim in a listing of
+        ``requeue/`` (an older one was claimed before it was requeued), with the
+        original range."""
         newest = newest_attempts(self._listing(self.requeue_dir))
-        for chunk, attempt in sorted(newest.items()):
-            claim = self._claim_unless_taken(chunk, attempt)
+        for number, attempt in sorted(newest.items()):
+            if (number, attempt) in self._tried:
+                continue
+            requeued = read_record(self.requeue_dir / entry_name(number, attempt))
+            if requeued is None:  # listed but not readable yet: next time
+                continue
+            self._tried.add((number, attempt))
+            path = self.retries_dir / entry_name(number, attempt)
+            found = self._link_claim(path, {"start": requeued["start"],
+                                            "stop": requeued["stop"], "attempt": attempt})
+            claim = self._claim_if_own(path, number, found)
             if claim is not None:
                 return claim
         return None
 
-    def _claim_unless_taken(self, chunk: int, attempt: int) -> Claim | None:
-        if (chunk, attempt) in self._taken:
-            return None
-        claim = self.try_claim(chunk, attempt)
-        if claim is None:  # others are ahead: learn at once what they took
-            self._taken |= parse_entries(self._listing(self.claims_dir))
-        self._taken.add((chunk, attempt))  # ours or theirs: never tried again
-        return claim
-
-    def try_claim(self, chunk: int, attempt: int) -> Claim | None:
-        """Claim this attempt of this chunk by an exclusive create; None when another
-        worker has it (or the claim read back names another worker). A claim made but
-        unreadable raises OSError: the worker ends, and the client reopens the chunk as
-        that of a lost worker."""
-        path = self.claims_dir / entry_name(chunk, attempt)
-        identity = dict(self.identity, time=time.time())
-        try:
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return None
-        # No fsync: on NFS close() writes the data back and commits it already
-        # (close-to-open), and on a local disk it only guards against the machine
-        # crashing, which ends its workers too; it cost ~1 ms a claim here, 10x the rest.
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(json.dumps(identity).encode() + b"\n")
-        found = read_identity(path)
+    def _link_claim(self, path: Path, claim_range: dict[str, int]) -> dict[str, Any]:
+        """Try to make ``path`` this worker's claim of ``claim_range``; the record it
+        holds afterwards, this worker's or the one that was there."""
+        record = dict(claim_range, **self.identity, time=time.time())
+        temporary = path.with_name(f".{self.identity['worker']}.{path.name}.tmp")
+        if not link_whole(path, json.dumps(record), temporary):
+            return self._read_taken(path)
+        found = read_record(path)
         if found is None:  # nobody would ever run it: end, the client requeues it
             raise OSError(f"the claim {path} this worker made can't be read back")
-        if found.get("worker") != identity["worker"]:
+        return found
+
+    def _claim_if_own(self, path: Path, number: int, found: dict[str, Any]) -> Claim | None:
+        if found.get("worker") != self.identity["worker"]:
             return None
-        return Claim(path, chunk, attempt, identity)
+        return Claim(path, number, found["attempt"], found["start"], found["stop"],
+                     identity_of(found))
+
+    def _read_taken(self, path: Path) -> dict[str, Any]:
+        """A claim found taken: read at once, unless this kernel still caches the name
+        as missing (FUSE before Linux 6.x dropped such an entry on EEXIST): then it
+        shows when that entry expires."""
+        deadline, delay = time.monotonic() + TAKEN_READ_SECONDS, 0.01
+        while (found := read_record(path)) is None:
+            if time.monotonic() > deadline:
+                raise OSError(f"the claim {path} exists but can't be read")
+            time.sleep(delay)
+            delay = min(1.0, 2 * delay)
+        return found
 
 
 class ClaimInfo:
-    """What the client sees of one claim: identity None when the file can't be read yet
-    (a listing showed it before the name is visible here)."""
+    """What the client sees of one claim: identity (and the range) None when the file
+    can't be read yet (a listing showed it before the name is visible here)."""
 
-    def __init__(self, chunk: int, attempt: int, identity: dict[str, Any] | None,
-                 age: float | None) -> None:
-        self.chunk = chunk
+    def __init__(self, number: int, attempt: int, start: int | None, stop: int | None,
+                 identity: dict[str, Any] | None, age: float | None) -> None:
+        self.number = number
         self.attempt = attempt
+        self.start = start
+        self.stop = stop
         self.identity = identity
         self.age = age
 
     def __repr__(self) -> str:
-        return (f"ClaimInfo(chunk={self.chunk}, attempt={self.attempt}, "
-                f"identity={self.identity!r}, age={self.age!r})")
+        return (f"ClaimInfo(number={self.number}, attempt={self.attempt}, "
+                f"start={self.start}, stop={self.stop}, identity={self.identity!r}, "
+                f"age={self.age!r})")
 
 
 class ClaimBoard:
-    """The client's side: who holds what, and reopening the chunks of lost workers.
+    """The client's side: who holds what, how far the chain covers the tasks, and
+    reopening the claims of lost workers.
 
     Everything here starts from a listing, so it is as fresh as the file system's
-    listings (a hint); it never decides who runs a chunk, the workers' exclusive
-    creates do.
+    listings (a hint); it never decides who runs a claim, the workers' links do.
     """
 
-    def __init__(self, map_dir: str | os.PathLike, chunk_count: int,
+    def __init__(self, map_dir: str | os.PathLike, num_tasks: int,
                  listing: Listing = list_names) -> None:
         self.path = Path(map_dir)
         self.claims_dir = self.path / CLAIMS
         self.requeue_dir = self.path / REQUEUE
-        self.chunk_count = chunk_count
+        self.retries_dir = self.path / RETRIES
+        self.num_tasks = num_tasks
         self._listing = listing
+        self._ranges: dict[int, tuple[int, int]] = {}  # claims read: they never change
+        self._chain_next = 0  # the chain read so far: claims 0 .. _chain_next - 1,
+        self._covered = 0  # covering tasks [0, _covered)
 
     def create(self) -> None:
-        """Make ``claims/`` and ``requeue/``, private (0700), when the map is written."""
-        _make_private_dir(self.claims_dir)
-        _make_private_dir(self.requeue_dir)
+        """Make ``claims/``, ``requeue/`` and ``retries/``, private (0700), when the map
+        is written."""
+        for directory in (self.claims_dir, self.requeue_dir, self.retries_dir):
+            _make_private_dir(directory)
 
     def claims(self) -> dict[int, ClaimInfo]:
-        """Each claimed chunk's newest claim."""
-        newest = newest_attempts(self._listing(self.claims_dir))
-        return {chunk: self._info(chunk, attempt) for chunk, attempt in sorted(newest.items())}
+        """Each claim's newest attempt claimed (a retry once one is listed)."""
+        newest = dict.fromkeys(claim_numbers(self._listing(self.claims_dir)), 0)
+        newest.update(newest_attempts(self._listing(self.retries_dir)))
+        return {number: self._info(number, attempt) for number, attempt in sorted(newest.items())}
 
-    def claims_of(self, chunk: int) -> list[ClaimInfo]:
-        """Every claim of one chunk, oldest attempt first."""
-        attempts = sorted(attempt for claimed, attempt in
-                          parse_entries(self._listing(self.claims_dir)) if claimed == chunk)
-        return [self._info(chunk, attempt) for attempt in attempts]
+    def claims_of(self, number: int) -> list[ClaimInfo]:
+        """Every attempt claimed of one claim, oldest first."""
+        attempts = [0] if number in claim_numbers(self._listing(self.claims_dir)) else []
+        attempts += sorted(attempt for claimed, attempt in
+                           parse_entries(self._listing(self.retries_dir)) if claimed == number)
+        return [self._info(number, attempt) for attempt in attempts]
 
-    def _info(self, chunk: int, attempt: int) -> ClaimInfo:
+    def _path(self, number: int, attempt: int) -> Path:
+        if attempt == 0:
+            return self.claims_dir / str(number)
+        return self.retries_dir / entry_name(number, attempt)
+
+    def _info(self, number: int, attempt: int) -> ClaimInfo:
         """Read a claim that a listing showed (never a name it did not show: see the
         module's docstring). Its age is this host's clock against the claim's mtime: a
         heartbeat timeout must allow for the clocks' skew, and for an attribute cache
         that open does not revalidate (FUSE's attr_timeout; NFS revalidates)."""
-        identity, mtime = read_claim(self.claims_dir / entry_name(chunk, attempt))
+        record, mtime = read_claim(self._path(number, attempt))
         age = None if mtime is None else time.time() - mtime
-        return ClaimInfo(chunk, attempt, identity, age)
+        if record is None:
+            return ClaimInfo(number, attempt, None, None, None, age)
+        if attempt == 0:
+            self._ranges[number] = (record["start"], record["stop"])
+        return ClaimInfo(number, attempt, record["start"], record["stop"],
+                         identity_of(record), age)
+
+    def covered(self) -> range:
+        """The task positions claimed so far: the chain from claim 0 as far as the
+        listing shows it and its claims can be read here."""
+        listed = claim_numbers(self._listing(self.claims_dir))
+        while self._covered < self.num_tasks and self._chain_next in listed:
+            claim_range = self._range(self._chain_next)
+            if claim_range is None:
+                break
+            self._covered, self._chain_next = claim_range[1], self._chain_next + 1
+        return range(0, self._covered)
+
+    def all_covered(self) -> bool:
+        """Whether every task was claimed once (no first-attempt work is left)."""
+        return self.covered().stop >= self.num_tasks
+
+    def _range(self, number: int) -> tuple[int, int] | None:
+        """Claim ``number``'s range, read once (call only for a listed claim)."""
+        if number not in self._ranges:
+            record = read_record(self.claims_dir / str(number))
+            if record is None:
+                return None
+            self._ranges[number] = (record["start"], record["stop"])
+        return self._ranges[number]
 
     def requeues(self) -> dict[int, int]:
-        """Each requeued chunk's newest reopened attempt."""
+        """Each requeued claim's newest reopened attempt."""
         return newest_attempts(self._listing(self.requeue_dir))
 
-    def attempts(self, chunk: int) -> int:
-        """How many attempts the chunk was given: 1, plus one per requeue."""
-        return self.requeues().get(chunk, 0) + 1
+    def attempts(self, number: int) -> int:
+        """How many attempts the claim was given: 1, plus one per requeue."""
+        return self.requeues().get(number, 0) + 1
 
-    def requeue(self, chunk: int, attempt: int, reason: str = "") -> None:
-        """Open ``attempt`` of ``chunk`` for the workers (its worker of ``attempt - 1``
-        was lost). Written whole under a temporary name and linked into place: a link
-        never replaces a file, so a name is never reused (FileExistsError); whether the
-        link was made is told by the temporary file's link count, not by the reply."""
+    def requeue(self, number: int, attempt: int, reason: str = "") -> None:
+        """Open ``attempt`` of claim ``number`` (with its original range) for the
+        workers: its worker of ``attempt - 1`` was lost. A name is never reused
+        (FileExistsError). The claim must have been listed and read (claims())."""
         if attempt < 1:
-            raise ValueError(f"attempt {attempt}: attempt 0 of every chunk is open already")
-        path = self.requeue_dir / entry_name(chunk, attempt)
+            raise ValueError(f"attempt {attempt}: attempt 0 is the claim itself")
+        if number not in self._ranges and self._range_if_listed(number) is None:
+            raise OSError(f"claim {number} is not listed or can't be read yet")
+        start, stop = self._ranges[number]
+        path = self.requeue_dir / entry_name(number, attempt)
+        line = json.dumps({"claim": number, "attempt": attempt, "start": start, "stop": stop,
+                           "time": time.time(), "reason": reason})
         temporary = self.requeue_dir / f".{path.name}.{os.urandom(4).hex()}.tmp"
-        line = json.dumps({"chunk": chunk, "attempt": attempt, "time": time.time(),
-                           "reason": reason})
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(descriptor, "wb") as file:
-                file.write(line.encode() + b"\n")
-            try:
-                os.link(temporary, path)
-            except FileExistsError:  # NFS: a link retransmitted after a lost reply
-                if os.stat(temporary).st_nlink != 2:  # says EEXIST though it was made
-                    raise
-        finally:
-            os.unlink(temporary)
+        if not link_whole(path, line, temporary):
+            raise FileExistsError(f"{path} exists: a requeue name is never reused")
 
-    def unclaimed(self, done: Container[int] = ()) -> list[int]:
-        """Chunks whose open attempt nobody claimed yet (as far as the listings show:
-        a chunk may be claimed meanwhile), leaving out those in ``done``."""
-        claimed = parse_entries(self._listing(self.claims_dir))
-        requeued = self.requeues()
-        return [chunk for chunk in range(self.chunk_count) if chunk not in done
-                and (chunk, requeued.get(chunk, 0)) not in claimed]
+    def _range_if_listed(self, number: int) -> tuple[int, int] | None:
+        if number not in claim_numbers(self._listing(self.claims_dir)):
+            return None
+        return self._range(number)
+
+    def unclaimed_requeues(self, done: Container[int] = ()) -> list[int]:
+        """Reopened claims whose newest attempt nobody claimed yet (as far as the
+        listings show: one may be claimed meanwhile), leaving out those in ``done``."""
+        claimed = parse_entries(self._listing(self.retries_dir))
+        return [number for number, attempt in sorted(self.requeues().items())
+                if number not in done and (number, attempt) not in claimed]

@@ -276,20 +276,42 @@ class Claimer:
         stop = start + max(1, min(remaining, size_for(remaining)))
         path = self.claims_dir / str(number)
         found = self._link_claim(path, {"start": start, "stop": stop, "attempt": 0})
+        if found is None:
+            found = self._wait_for(path)
+            if found is None:  # jumped past it
+                return None
         self.next_number, self.next_start = number + 1, found["stop"]
         claim = self._claim_if_own(path, number, found)
         if claim is None:
             self._jump_ahead()
         return claim
 
-    def _jump_ahead(self) -> None:
+    def _jump_ahead(self) -> bool:
         """Others are ahead: continue after the highest claim a listing shows (a name
-        never looked up here, so readable), not one claim at a time."""
+        never looked up here, so readable), not one claim at a time. Whether it did."""
         highest = max(claim_numbers(self._listing(self.claims_dir)), default=-1)
-        if highest >= self.next_number:
-            record = read_record(self.claims_dir / str(highest))
-            if record is not None:
-                self.next_number, self.next_start = highest + 1, record["stop"]
+        if highest < self.next_number:
+            return False
+        record = read_record(self.claims_dir / str(highest))
+        if record is None:
+            return False
+        self.next_number, self.next_start = highest + 1, record["stop"]
+        return True
+
+    def _wait_for(self, path: Path) -> dict[str, Any] | None:
+        """A claim another worker linked that can't be read here: this kernel still
+        caches its name as missing (FUSE before Linux 6.x dropped such an entry on
+        EEXIST), and shows it when that entry expires. Until then, a later claim that a
+        listing shows lets the worker jump past it (None)."""
+        deadline, delay = time.monotonic() + TAKEN_READ_SECONDS, 0.01
+        while (found := read_record(path)) is None:
+            if self._jump_ahead():
+                return None
+            if time.monotonic() > deadline:
+                raise OSError(f"the claim {path} exists but can't be read")
+            time.sleep(delay)
+            delay = min(1.0, 2 * delay)
+        return found
 
     def _claim_requeued(self) -> Claim | None:
         """A claim the client reopened: the newest attempt per claim in a listing of
@@ -306,18 +328,19 @@ class Claimer:
             path = self.retries_dir / entry_name(number, attempt)
             found = self._link_claim(path, {"start": requeued["start"],
                                             "stop": requeued["stop"], "attempt": attempt})
-            claim = self._claim_if_own(path, number, found)
+            claim = None if found is None else self._claim_if_own(path, number, found)
             if claim is not None:
                 return claim
         return None
 
-    def _link_claim(self, path: Path, claim_range: dict[str, int]) -> dict[str, Any]:
+    def _link_claim(self, path: Path, claim_range: dict[str, int]) -> dict[str, Any] | None:
         """Try to make ``path`` this worker's claim of ``claim_range``; the record it
-        holds afterwards, this worker's or the one that was there."""
+        holds afterwards, this worker's or the one that was there (None: another's,
+        not readable here yet)."""
         record = dict(claim_range, **self.identity, time=time.time())
         temporary = path.with_name(f".{self.identity['worker']}.{path.name}.tmp")
         if not link_whole(path, json.dumps(record), temporary):
-            return self._read_taken(path)
+            return read_record(path)
         found = read_record(path)
         if found is None:  # nobody would ever run it: end, the client requeues it
             raise OSError(f"the claim {path} this worker made can't be read back")
@@ -328,18 +351,6 @@ class Claimer:
             return None
         return Claim(path, number, found["attempt"], found["start"], found["stop"],
                      identity_of(found))
-
-    def _read_taken(self, path: Path) -> dict[str, Any]:
-        """A claim found taken: read at once, unless this kernel still caches the name
-        as missing (FUSE before Linux 6.x dropped such an entry on EEXIST): then it
-        shows when that entry expires."""
-        deadline, delay = time.monotonic() + TAKEN_READ_SECONDS, 0.01
-        while (found := read_record(path)) is None:
-            if time.monotonic() > deadline:
-                raise OSError(f"the claim {path} exists but can't be read")
-            time.sleep(delay)
-            delay = min(1.0, 2 * delay)
-        return found
 
 
 class ClaimInfo:

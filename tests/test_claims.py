@@ -243,7 +243,6 @@ def test_a_stale_listing_never_causes_a_double_claim(tmp_path):
     assert_tiled(claimed, 120, tmp_path / "map")
     assert len(claimed) == len(workers)  # the stale ones claimed too
 
-    board.claims()
     board.requeue(7, 1)
     old = snapshot_listing(board)  # shows the requeue, not who claims it
     late = [Claimer(tmp_path / "map", 120, listing=old) for _ in range(3)]
@@ -317,17 +316,33 @@ def test_a_claim_found_taken_is_read_until_it_shows(tmp_path, monkeypatch):
     only when that entry expires: the worker waits for it rather than guess its stop."""
     new_map(tmp_path / "map", 6)
     Claimer(tmp_path / "map", 6).claim_next(sizes(2))
-    reads, waits, real = [], [], claims.read_record
-
-    def read_third_time(path: Path):
-        reads.append(path.name)
-        return real(path) if len(reads) > 2 else None
-
-    monkeypatch.setattr(claims, "read_record", read_third_time)
+    waits = []
+    unreadable_for(monkeypatch, {"0"}, reads=3)
     monkeypatch.setattr(claims.time, "sleep", waits.append)
     claim = Claimer(tmp_path / "map", 6).claim_next(sizes(3))
     assert (claim.number, claim.start, claim.stop) == (1, 2, 5)
-    assert reads[:3] == ["0", "0", "0"] and waits == [0.01, 0.02]
+    assert waits == [0.01]  # the listing's highest claim was 0 too: no jump
+
+
+def test_a_claim_not_readable_yet_is_jumped_over_by_a_later_listed_one(tmp_path, monkeypatch):
+    new_map(tmp_path / "map", 20)
+    claim_some(Claimer(tmp_path / "map", 20), 3, sizes(2))
+    unreadable_for(monkeypatch, {"0"}, reads=1000)
+    monkeypatch.setattr(claims.time, "sleep", pytest.fail)
+    claim = Claimer(tmp_path / "map", 20).claim_next(sizes(3))
+    assert (claim.number, claim.start, claim.stop) == (3, 6, 9)
+
+
+def unreadable_for(monkeypatch, names: set[str], reads: int) -> None:
+    """Claims of these names can't be read for that many reads: as a name this kernel
+    cached as missing."""
+    real, count = claims.read_record, Counter()
+
+    def read_late(path: Path):
+        count[path.name] += 1
+        return real(path) if path.name not in names or count[path.name] > reads else None
+
+    monkeypatch.setattr(claims, "read_record", read_late)
 
 
 def test_a_claims_dir_writable_by_others_is_refused(tmp_path):

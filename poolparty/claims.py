@@ -74,7 +74,8 @@ RANGE_KEYS = ("start", "stop", "attempt")
 #: here (a kernel that cached the name as missing shows it when that entry expires)
 TAKEN_READ_SECONDS = 120.0
 #: ``requeue/`` changed this recently may change again within the same timestamp tick
-#: (a jiffy on Linux), which its mtime would not show: a worker lists it again
+#: (a jiffy on Linux), which its mtime would not show: a worker lists it again (a file
+#: server's clock ahead of the worker's makes it list every time: a listing, not a risk)
 RECENT_SECONDS = 1.0
 
 #: names in a directory (a hint: it may lag behind the file system); injectable for tests
@@ -246,7 +247,7 @@ class Claimer:
             for directory in (self.claims_dir, self.requeue_dir, self.retries_dir):
                 check_private(directory)
             self._checked = True
-        if self._requeue_changed():
+        if self.next_start < self.num_tasks and self._requeue_changed():
             retry = self._claim_requeued()
             if retry is not None:
                 return retry

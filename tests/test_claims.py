@@ -25,7 +25,15 @@ from pathlib import Path
 import pytest
 
 from poolparty import claims
-from poolparty.claims import CLAIMS, RETRIES, ClaimBoard, Claimer, read_identity, read_record
+from poolparty.claims import (
+    CLAIMS,
+    REQUEUE,
+    RETRIES,
+    ClaimBoard,
+    Claimer,
+    read_identity,
+    read_record,
+)
 
 REQUIRED_VARIABLES = ("CI", "POOLPARTY_REQUIRE_SCHEDULERS")
 HOW_TO_ENABLE = "install bindfs and fuse3 and run as root to test claims across two caching views"
@@ -216,6 +224,25 @@ def test_a_requeued_claim_goes_first_to_exactly_one_worker_with_its_range(tmp_pa
     with pytest.raises(FileExistsError):  # a name is never reused
         board.requeue(2, 2)
     assert sorted(os.listdir(board.requeue_dir)) == ["2.1", "2.2", "4.1"]
+
+
+def test_a_worker_lists_requeue_only_when_its_mtime_changed(tmp_path):
+    """Checking for reopened claims before each claim costs a stat, not a listing."""
+    board = new_map(tmp_path / "map", 100)
+    listed = Counter()
+
+    def counting(directory: Path) -> list[str]:
+        listed[directory.name] += 1
+        return os.listdir(directory)
+
+    long_ago = time.time() - 100
+    os.utime(board.requeue_dir, (long_ago, long_ago))
+    worker = Claimer(tmp_path / "map", 100, listing=counting)
+    claim_some(worker, 5, one_task)
+    assert listed[REQUEUE] == 1  # once, at its first claim
+    board.requeue(2, 1)
+    assert claim_some(worker, 2, one_task) == [(2, 1, 2, 3), (5, 0, 5, 6)]
+    assert listed[REQUEUE] > 1
 
 
 def claim_some(claimer: Claimer, count: int, size_for) -> list[Got]:

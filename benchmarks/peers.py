@@ -172,13 +172,19 @@ def jobs_queued(scheduler: str) -> int:
     return len(lines) if scheduler == "slurm" else max(0, len(lines) - 2)
 
 
-def cancel_leftovers(scheduler: str, directory: Path, tag: str) -> None:
-    """Cancel, by name, any job a run left behind: its poolparty maps and its peers' jobs."""
+def cancel_leftovers(scheduler: str, directory: Path, tag: str, queued_before: int) -> None:
+    """Cancel, by name, any job a run left behind (its poolparty maps, its peers' jobs), and
+    wait until the queue is back to what it held before the run: the next run must not share
+    the slots with this one's ending jobs (a map returns when its results are back, its jobs
+    may still be listed)."""
     names = [f"peers-dask-{tag}", f"peers-submitit-{tag}"]
     names += [f"poolparty-{path.name}" for path in (directory / ".poolparty").glob("*")]
     for name in names:
         command = ["scancel", f"--name={name}"] if scheduler == "slurm" else ["qdel", name]
         subprocess.run(command, capture_output=True, timeout=60)
+    deadline = time.monotonic() + 60
+    while jobs_queued(scheduler) > queued_before and time.monotonic() < deadline:
+        time.sleep(0.5)
 
 
 def run_once(python: str, tool: str, workload: str, scheduler: str, timeout: float) -> dict:
@@ -195,7 +201,7 @@ def run_once(python: str, tool: str, workload: str, scheduler: str, timeout: flo
         except subprocess.TimeoutExpired:
             stdout, stderr = interrupt(process)
             stderr = f"timed out after {timeout:.0f} s\n{stderr}"
-        cancel_leftovers(scheduler, directory, tag)
+        cancel_leftovers(scheduler, directory, tag, busy)
     record = {"tool": tool, "workload": workload, "busy": busy}
     lines = [line for line in stdout.splitlines() if line.startswith("{")]
     if process.returncode == 0 and lines:
@@ -229,7 +235,8 @@ def fmt(value: float | None, digits: int = 1) -> str:
 def table(records: list[dict], workloads: list[str], tools: list[str]) -> str:
     """One row per workload and tool: medians of the successful runs, ratios of medians."""
     header = (f"{'workload':11} {'tool':14} {'ok':>5} {'wall s':>7} {'min-max':>11} "
-              f"{'first s':>7} {'startup':>7} {'ideal':>6} {'vs ideal':>8} {'vs pp':>6} {'busy':>4}")
+              f"{'first s':>7}"
+              f" {'startup':>7} {'ideal':>6} {'vs ideal':>8} {'vs pp':>6} {'busy':>4}")
     rows = [header, "-" * len(header)]
     for workload in workloads:
         ideal = sum(WORKLOADS[workload]()) / SLOTS
@@ -243,7 +250,8 @@ def table(records: list[dict], workloads: list[str], tools: list[str]) -> str:
             wall = median(walls[tool])
             spread = f"{min(walls[tool]):.1f}-{max(walls[tool]):.1f}" if ok else "-"
             rows.append(
-                f"{workload:11} {tool:14} {len(ok):>2}/{len(mine):<2} {fmt(wall, 2):>7} {spread:>11} "
+                f"{workload:11} {tool:14} {len(ok):>2}/{len(mine):<2} {fmt(wall, 2):>7} "
+                f"{spread:>11} "
                 f"{fmt(median([r['first'] for r in ok]), 2):>7} "
                 f"{fmt(median([r['startup'] for r in ok if r['startup'] is not None]), 2):>7} "
                 f"{fmt(ideal, 2):>6} "

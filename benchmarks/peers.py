@@ -200,7 +200,7 @@ def run_once(python: str, tool: str, workload: str, scheduler: str, timeout: flo
             stdout, stderr = process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             stdout, stderr = interrupt(process)
-            stderr = f"timed out after {timeout:.0f} s\n{stderr}"
+            stderr = f"{stderr}\ntimed out after {timeout:.0f} s"
         cancel_leftovers(scheduler, directory, tag, busy)
     record = {"tool": tool, "workload": workload, "busy": busy}
     lines = [line for line in stdout.splitlines() if line.startswith("{")]

@@ -192,27 +192,38 @@ def _make_private_dir(path: Path) -> None:
     os.chmod(path, 0o700)
 
 
-class Claim:
-    """One attempt at one claim's tasks, held by this worker until its result is
-    written (``results/<number>.pkl``)."""
+class ClaimRecord:
+    """The fields every view of a claim has; a plain class, since the worker imports
+    this module and ``dataclasses`` would add to every job's start."""
 
-    def __init__(self, path: Path, number: int, attempt: int, start: int, stop: int,
-                 identity: dict[str, Any]) -> None:
-        self.path = path
+    def __init__(self, number: int, attempt: int, start: int | None, stop: int | None,
+                 **more: Any) -> None:
         self.number = number
         self.attempt = attempt
         self.start = start
         self.stop = stop
-        self.identity = identity
+        vars(self).update(more)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={value!r}" for name, value in vars(self).items())
+        return f"{type(self).__name__}({fields})"
+
+
+class Claim(ClaimRecord):
+    """One attempt at one claim's tasks, held by this worker until its result is
+    written (``results/<number>.pkl``)."""
+
+    path: Path
+    identity: dict[str, Any]
+
+    def __init__(self, path: Path, number: int, attempt: int, start: int, stop: int,
+                 identity: dict[str, Any]) -> None:
+        super().__init__(number, attempt, start, stop, identity=identity, path=path)
 
     def touch(self) -> None:
         """The heartbeat: set the claim's mtime to now (the file server's clock on NFS),
         which the client reads as the claim's age."""
         os.utime(self.path)
-
-    def __repr__(self) -> str:
-        return (f"Claim(number={self.number}, attempt={self.attempt}, start={self.start}, "
-                f"stop={self.stop}, path={str(self.path)!r})")
 
 
 class Claimer:
@@ -354,23 +365,16 @@ class Claimer:
                      identity_of(found))
 
 
-class ClaimInfo:
+class ClaimInfo(ClaimRecord):
     """What the client sees of one claim: identity (and the range) None when the file
     can't be read yet (a listing showed it before the name is visible here)."""
 
+    identity: dict[str, Any] | None
+    age: float | None
+
     def __init__(self, number: int, attempt: int, start: int | None, stop: int | None,
                  identity: dict[str, Any] | None, age: float | None) -> None:
-        self.number = number
-        self.attempt = attempt
-        self.start = start
-        self.stop = stop
-        self.identity = identity
-        self.age = age
-
-    def __repr__(self) -> str:
-        return (f"ClaimInfo(number={self.number}, attempt={self.attempt}, "
-                f"start={self.start}, stop={self.stop}, identity={self.identity!r}, "
-                f"age={self.age!r})")
+        super().__init__(number, attempt, start, stop, identity=identity, age=age)
 
 
 class ClaimBoard:

@@ -9,11 +9,11 @@ then a missing scheduler is a failure, never a silent skip.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import subprocess
 import time
+import zipfile
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -340,7 +340,28 @@ def dummy_slurm(tmp_path: Path, monkeypatch):
         yield queue
 
 
-def submissions_per_chunk(map_dir: Path) -> Counter:
-    """How often each chunk was submitted, from jobs.jsonl (one line per submission)."""
-    lines = (map_dir / "jobs.jsonl").read_text().splitlines()
-    return Counter(int(chunk) for line in lines for chunk in json.loads(line)["chunks"])
+def claim_files(map_dir: Path) -> dict[str, bytes]:
+    """The claim files of a map (``claims/<c>``, ``retries/<c>.<a>``, ``requeue/<c>.<a>``
+    by those names; poolparty.claims), from its directories, or from logs.zip once a map
+    that succeeded archived them there."""
+    names = ("claims", "retries", "requeue")
+    if not (map_dir / "claims").is_dir():
+        with zipfile.ZipFile(map_dir / "logs.zip") as logs:
+            return {name: logs.read(name) for name in logs.namelist()
+                    if name.partition("/")[0] in names}
+    return {f"{d}/{entry}": (map_dir / d / entry).read_bytes() for d in names
+            for entry in os.listdir(map_dir / d) if not entry.startswith(".")}
+
+
+def attempts_per_claim(map_dir: Path) -> Counter:
+    """How often each claim (chunk) was attempted: claims/<c> is the first attempt,
+    each retries/<c>.<attempt> one more."""
+    counts: Counter = Counter()
+    for name in claim_files(map_dir):
+        directory, _, entry = name.partition("/")
+        number, dot, attempt = entry.partition(".")
+        if directory == "claims" and entry.isdigit():
+            counts[int(entry)] += 1
+        elif directory == "retries" and dot and number.isdigit() and attempt.isdigit():
+            counts[int(number)] += 1
+    return counts

@@ -45,6 +45,14 @@ def backend(request, work_root, tmp_path):
 
 
 def test_a_killed_client_resumes_without_rerunning_finished_tasks(backend, tmp_path):
+    kill_and_resume(backend, tmp_path)
+
+
+def kill_and_resume(backend, tmp_path: Path) -> None:
+    """Run the map in a client, SIGKILL it once three tasks finished, run it again: every
+    result, nothing that finished ran again (on a cluster, nothing at all ran twice: its
+    workers went on pulling tasks without the client). tests/test_real_pull.py runs
+    this on every real backend."""
     script = tmp_path / "client.py"
     script.write_text(CLIENT)
     ran = tmp_path / "ran"

@@ -40,13 +40,16 @@ directory, under a timeout (``--timeout``): a hung peer is interrupted, its jobs
 by name, and the run counted as failed. Runs are interleaved (every tool once per round,
 the order rotated each round), ``--repeat`` rounds; the table shows medians. *first* is
 when the first task started (each task reports its start time); *ideal* is total work / 8
-slots; *vs ideal* and *vs poolparty* are ratios of median walls. *busy* is the most jobs of
-others found queued when a run started (other users' jobs slow a run down).
+slots; *order* the soonest a scheduler that starts the tasks in their order without knowing
+their durations can end (``in_order_bound``); *vs ideal* and *vs poolparty* are ratios of
+median walls. *busy* is the most jobs of others found queued when a run started (other
+users' jobs slow a run down). *cpu us/task* is the client process's CPU time per task.
 """
 
 from __future__ import annotations
 
 import argparse
+import heapq
 import json
 import os
 import random
@@ -299,6 +302,17 @@ def interrupt(process: subprocess.Popen) -> tuple[str, str]:
     return "", ""
 
 
+def in_order_bound(durations: list[float], slots: int = SLOTS) -> float:
+    """The soonest any scheduler that starts the tasks in their order, without knowing
+    their durations, can finish: each task starts on the first slot to fall free (one task
+    per claim, no overhead). A long task late in the order ends no sooner than its start
+    plus its duration, however the work is balanced before it."""
+    free = [0.0] * slots
+    for seconds in durations:
+        heapq.heapreplace(free, free[0] + seconds)
+    return max(free)
+
+
 def median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
@@ -311,11 +325,13 @@ def table(records: list[dict], workloads: list[str], tools: list[str]) -> str:
     """One row per workload and tool: medians of the successful runs, ratios of medians."""
     header = (f"{'workload':11} {'tool':14} {'ok':>5} {'wall s':>7} {'min-max':>11} "
               f"{'first s':>7}"
-              f" {'startup':>7} {'ideal':>6} {'vs ideal':>8} {'vs pp':>6} {'busy':>4}"
+              f" {'startup':>7} {'ideal':>6} {'order':>6} {'vs ideal':>8} {'vs pp':>6}"
+              f" {'busy':>4}"
               f" {'cpu us/task':>11}")
     rows = [header, "-" * len(header)]
     for workload in workloads:
         ideal = sum(WORKLOADS[workload]()) / SLOTS
+        bound = in_order_bound(WORKLOADS[workload]())
         walls = {tool: [r["wall"] for r in records
                         if r["tool"] == tool and r["workload"] == workload and "wall" in r]
                  for tool in tools}
@@ -330,7 +346,7 @@ def table(records: list[dict], workloads: list[str], tools: list[str]) -> str:
                 f"{spread:>11} "
                 f"{fmt(median([r['first'] for r in ok]), 2):>7} "
                 f"{fmt(median([r['startup'] for r in ok if r['startup'] is not None]), 2):>7} "
-                f"{fmt(ideal, 2):>6} "
+                f"{fmt(ideal, 2):>6} {fmt(bound, 2):>6} "
                 f"{fmt(wall / ideal if wall and ideal else None, 2):>8} "
                 f"{fmt(wall / reference if wall and reference else None, 2):>6} "
                 f"{max([r['busy'] for r in mine], default=0):>4} "
@@ -343,8 +359,11 @@ def describe_workloads(workloads: list[str]) -> None:
     for workload in workloads:
         durations = WORKLOADS[workload]()
         total = sum(durations)
+        longest = max(durations)
         print(f"{workload}: {len(durations)} tasks, total work {total:.1f} s, "
-              f"total / {SLOTS} slots = {total / SLOTS:.2f} s, longest task {max(durations):.2f} s")
+              f"total / {SLOTS} slots = {total / SLOTS:.2f} s, longest task {longest:.2f} s "
+              f"(task {durations.index(longest)}), in-order bound "
+              f"{in_order_bound(durations):.2f} s")
 
 
 def main() -> None:

@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from .claims import ClaimBoard
+from .claims import CLAIMS, RETRIES, ClaimBoard, parse_entry
 from .errors import InvalidInputError
 from .events import (
     ABANDONED,
@@ -152,6 +152,8 @@ class ClaimFiles:
 
     @classmethod
     def read(cls, work_dir: WorkDir, num_tasks: int) -> ClaimFiles:
+        if not (work_dir.path / CLAIMS).is_dir():  # a map that succeeded archived them
+            return cls.from_archive(work_dir.archived_claims())
         board, files = ClaimBoard(work_dir.path, num_tasks), cls()
         for number, info in board.claims().items():
             files.holders[number] = worker_number(info.identity)
@@ -167,6 +169,29 @@ class ClaimFiles:
                 w for info in earlier if info.attempt < attempt
                 and (w := worker_number(info.identity)) is not None)
         files.results = set(result_ids(work_dir))
+        return files
+
+    @classmethod
+    def from_archive(cls, members: dict[str, bytes]) -> ClaimFiles:
+        """The claims of a map that succeeded, from their copies in logs.zip: each
+        claim's range and the worker of its newest attempt (whose result counted)."""
+        files, newest = cls(), {}
+        for name, blob in members.items():
+            directory, _, entry = name.partition("/")
+            found = ((int(entry), 0) if directory == CLAIMS and entry.isdigit()
+                     else parse_entry(entry) if directory == RETRIES else None)
+            try:
+                record = json.loads(blob)
+            except ValueError:
+                continue
+            if found is None or not isinstance(record, dict):
+                continue
+            number, attempt = found
+            if isinstance(record.get("start"), int) and isinstance(record.get("stop"), int):
+                files.ranges.setdefault(number, range(record["start"], record["stop"]))
+            if attempt >= newest.get(number, -1):
+                newest[number] = attempt
+                files.holders[number] = worker_number(record)
         return files
 
     def claim_of(self, task: int) -> int | None:

@@ -573,6 +573,16 @@ class WorkDir(MapFiles):
         for name in (CLAIMS, REQUEUE, RETRIES):
             shutil.rmtree(self.path / name, ignore_errors=True)
 
+    def archived_claims(self) -> dict[str, bytes]:
+        """The claim files archive_claims put into logs.zip, by their names
+        (``claims/<c>``, ``retries/<c>.<a>``, ``requeue/<c>.<a>``); empty if none."""
+        try:
+            with zipfile.ZipFile(self.path / "logs.zip") as archive:
+                return {info.filename: archive.read(info) for info in archive.infolist()
+                        if info.filename.partition("/")[0] in (CLAIMS, REQUEUE, RETRIES)}
+        except (OSError, zipfile.BadZipFile):
+            return {}
+
     def archive_log(self, member: str, blob: bytes) -> None:
         """Add a file of the map's own (its events journal) to logs.zip."""
         self._append_to_zip("logs.zip", {member: blob})

@@ -175,3 +175,32 @@ def test_a_held_worker_does_not_block_the_map_and_is_cancelled(real, work_root, 
 
 def test_a_killed_client_resumes_without_rerunning_anything(real, tmp_path):
     kill_and_resume(real, tmp_path)
+
+
+@pytest.mark.timeout(200)
+@pytest.mark.parametrize("limited", [
+    pytest.param(("real-slurm-array", {"time": "1"}, 12.0), marks=pytest.mark.real_slurm),
+    pytest.param(("real-sge", {"resources": {"h_rt": "0:0:30"}}, 6.0),
+                 marks=pytest.mark.real_sge),
+], ids=["real-slurm-array", "real-sge"])
+def test_a_worker_near_its_time_limit_stops_claiming_and_another_finishes(
+        limited, work_root, ran, tmp_path):
+    """One worker at a time, a time limit of 60 s (SLURM's least) or 30 s (SGE ``h_rt``),
+    five tasks of a fifth of it: the first worker runs what fits before its limit (95 %
+    of it, less 5 s) and stops claiming; the pool submits another for the rest. No job
+    reaches its limit: no claim is run twice, none is reopened."""
+    param, options, seconds = limited
+    tasks = range(5)
+    with made_backend(param, work_root, tmp_path) as backend:
+        pool = backend.make_pool(processes=1, keep_work_dir=True, **options)
+        with pool:
+            assert pool.map(functools.partial(faulty, ran=str(ran), seconds=seconds),
+                            tasks) == [x * 10 for x in tasks]
+        map_dir = the_map_dir(work_root)
+        runs = claim_attempts(map_dir)
+        assert all(len(attempts_of_claim) == 1 for attempts_of_claim in runs.values()), runs
+        assert reopened_claims(map_dir) == {}
+        assert all(attempts(ran, x) == 1 for x in tasks)
+        workers = [job_of_claim(runs[number][0]) for number in sorted(runs)]
+        assert len(set(workers)) == 2 and workers[0] != workers[-1], workers
+        nothing_left(backend)

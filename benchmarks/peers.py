@@ -16,7 +16,13 @@ not the two cores. Workloads:
   51.6 s, 6.45 s on 8 slots): a few long tasks first among many short ones;
 * ``pareto``: 400 tasks with heavy-tailed random durations (Pareto, alpha 1.5, seed 14),
   scaled to a total of 50 s;
-* ``trivial``: 1000 tasks that return at once; ``trivial100``: 100 of them.
+* ``trivial``: 1000 tasks that return at once; ``trivial100``: 100 of them; ``million``:
+  1,000,000 of them (*cpu* shows the client's CPU per task);
+* ``mib50``: 50 tasks that return at once, each a result of 1 MiB;
+* ``sec40``: 40 tasks of 1 s; ``sec40-scancel``, ``sec40-requeue``, ``sec40-hold``: the same,
+  and once one of the run's jobs has run for 2 s, that job is cancelled (``scancel`` /
+  ``qdel``), requeued (``scontrol requeue``) or requeued and held (``scontrol requeuehold``;
+  it stays pending) from outside, as a cluster's bad day does (requeue and hold: SLURM only).
 
 Tools, each with its default settings except what the cluster needs:
 
@@ -34,13 +40,16 @@ directory, under a timeout (``--timeout``): a hung peer is interrupted, its jobs
 by name, and the run counted as failed. Runs are interleaved (every tool once per round,
 the order rotated each round), ``--repeat`` rounds; the table shows medians. *first* is
 when the first task started (each task reports its start time); *ideal* is total work / 8
-slots; *vs ideal* and *vs poolparty* are ratios of median walls. *busy* is the most jobs of
-others found queued when a run started (other users' jobs slow a run down).
+slots; *order* the soonest a scheduler that starts the tasks in their order without knowing
+their durations can end (``in_order_bound``); *vs ideal* and *vs poolparty* are ratios of
+median walls. *busy* is the most jobs of others found queued when a run started (other
+users' jobs slow a run down). *cpu us/task* is the client process's CPU time per task.
 """
 
 from __future__ import annotations
 
 import argparse
+import heapq
 import json
 import os
 import random
@@ -49,13 +58,17 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 import uuid
 from pathlib import Path
 from typing import Callable
+from xml.etree import ElementTree
 
 SLOTS = 8
+#: a runner's results and its start-up time (dask-jobqueue's), or None
+Outcome = tuple[list, float | None]
 TOOLS = ("poolparty", "dask-jobqueue", "submitit", "mp.Pool")
 
 
@@ -76,7 +89,19 @@ WORKLOADS: dict[str, Callable[[], list[float]]] = {
     "pareto": pareto,
     "trivial": lambda: [0.0] * 1000,
     "trivial100": lambda: [0.0] * 100,
+    "million": lambda: [0.0] * 1_000_000,
+    "mib50": lambda: [0.0] * 50,
+    "sec40": lambda: [1.0] * 40,
 }
+#: the faults a sec40 run can have, by the suffix of its name: how each scheduler makes it
+FAULTS = {
+    "scancel": {"slurm": ["scancel"], "sge": ["qdel"]},
+    "requeue": {"slurm": ["scontrol", "requeue"]},
+    "hold": {"slurm": ["scontrol", "requeuehold"]},
+}
+WORKLOADS.update({f"sec40-{fault}": WORKLOADS["sec40"] for fault in FAULTS})
+#: the workloads whose tasks return 1 MiB each
+BIG_RESULTS = {"mib50"}
 
 
 def work(seconds: float) -> tuple[float, float, int]:
@@ -87,17 +112,22 @@ def work(seconds: float) -> tuple[float, float, int]:
     return seconds, started, os.getpid()
 
 
+def work_big(seconds: float) -> tuple[float, float, int, bytes]:
+    """``work``, and a result of 1 MiB."""
+    return (*work(seconds), os.urandom(1 << 20))
+
+
 # ---------------------------------------------------------------- one run, in the child
 
 
-def run_poolparty(durations: list[float], scheduler: str, tag: str) -> tuple[list, float | None]:
+def run_poolparty(task: Callable, durations: list[float], scheduler: str, tag: str) -> Outcome:
     import poolparty
 
     pool = poolparty.Pool(backend="slurm-array" if scheduler == "slurm" else "sge")
-    return pool.map(work, durations), None
+    return pool.map(task, durations), None
 
 
-def run_dask(durations: list[float], scheduler: str, tag: str) -> tuple[list, float | None]:
+def run_dask(task: Callable, durations: list[float], scheduler: str, tag: str) -> Outcome:
     from dask.distributed import Client
     from dask_jobqueue import SGECluster, SLURMCluster
 
@@ -113,7 +143,7 @@ def run_dask(durations: list[float], scheduler: str, tag: str) -> tuple[list, fl
     startup = time.monotonic() - start
     cluster.scale(SLOTS)
     try:
-        return client.gather(client.map(work, durations, pure=False)), startup
+        return client.gather(client.map(task, durations, pure=False)), startup
     finally:
         # Closing cancels the worker jobs; the wall time stops before (the results are back).
         ended = time.monotonic()
@@ -122,7 +152,7 @@ def run_dask(durations: list[float], scheduler: str, tag: str) -> tuple[list, fl
         print(json.dumps({"teardown": time.monotonic() - ended}), file=sys.stderr)
 
 
-def run_submitit(durations: list[float], scheduler: str, tag: str) -> tuple[list, float | None]:
+def run_submitit(task: Callable, durations: list[float], scheduler: str, tag: str) -> Outcome:
     import submitit
 
     if scheduler != "slurm":
@@ -130,15 +160,15 @@ def run_submitit(durations: list[float], scheduler: str, tag: str) -> tuple[list
     executor = submitit.AutoExecutor(folder="submitit", cluster="slurm")
     executor.update_parameters(slurm_partition="debug", timeout_min=30, cpus_per_task=1,
                                name=f"peers-submitit-{tag}")
-    jobs = executor.map_array(work, durations)
+    jobs = executor.map_array(task, durations)
     return [job.result() for job in jobs], None
 
 
-def run_mp_pool(durations: list[float], scheduler: str, tag: str) -> tuple[list, float | None]:
+def run_mp_pool(task: Callable, durations: list[float], scheduler: str, tag: str) -> Outcome:
     import multiprocessing
 
     with multiprocessing.Pool(SLOTS) as pool:
-        return pool.map(work, durations), None
+        return pool.map(task, durations), None
 
 
 RUNNERS = {"poolparty": run_poolparty, "dask-jobqueue": run_dask, "submitit": run_submitit,
@@ -148,14 +178,16 @@ RUNNERS = {"poolparty": run_poolparty, "dask-jobqueue": run_dask, "submitit": ru
 def child(tool: str, workload: str, scheduler: str, tag: str) -> None:
     """Time one map and print one JSON line: wall, startup, first task start."""
     durations = WORKLOADS[workload]()
-    wall_clock_start, start = time.time(), time.monotonic()
-    results, startup = RUNNERS[tool](durations, scheduler, tag)
-    wall = time.monotonic() - start
-    if [seconds for seconds, _, _ in results] != durations:
+    task = work_big if workload in BIG_RESULTS else work
+    wall_clock_start, start, cpu_start = time.time(), time.monotonic(), time.process_time()
+    results, startup = RUNNERS[tool](task, durations, scheduler, tag)
+    wall, cpu = time.monotonic() - start, time.process_time() - cpu_start
+    if [result[0] for result in results] != durations or (
+            task is work_big and {len(result[3]) for result in results} != {1 << 20}):
         raise RuntimeError(f"{tool} returned wrong results for {workload}")
-    first = min(started for _, started, _ in results) - wall_clock_start
-    print(json.dumps({"wall": wall, "startup": startup, "first": first,
-                      "processes": len({pid for _, _, pid in results})}))
+    first = min(result[1] for result in results) - wall_clock_start
+    print(json.dumps({"wall": wall, "startup": startup, "first": first, "cpu": cpu,
+                      "processes": len({result[2] for result in results})}))
 
 
 # ---------------------------------------------------------------- the parent
@@ -187,22 +219,68 @@ def cancel_leftovers(scheduler: str, directory: Path, tag: str, queued_before: i
         time.sleep(0.5)
 
 
+def running_jobs(scheduler: str, names: set[str]) -> list[str]:
+    """The jobs (array elements apart) named one of ``names`` that are running now."""
+    if scheduler == "slurm":
+        command = ["squeue", "-h", "-r", "-t", "RUNNING", "-o", "%i|%j"]
+        lines = subprocess.run(command, capture_output=True, text=True, timeout=30).stdout
+        return [job for job, _, name in (line.partition("|") for line in lines.splitlines())
+                if name in names]
+    xml = subprocess.run(["qstat", "-u", "*", "-s", "r", "-xml"], capture_output=True,
+                         text=True, timeout=30).stdout
+    found = []
+    for job in ElementTree.fromstring(xml).iter("job_list"):
+        if job.findtext("JB_name") in names:
+            task = job.findtext("tasks")
+            found.append(f"{job.findtext('JB_job_number')}" + (f".{task}" if task else ""))
+    return found
+
+
+def inject_fault(fault: str, scheduler: str, directory: Path, tag: str, done: threading.Event,
+                 record: dict) -> None:
+    """Once one of this run's jobs has been seen running for 2 s, make ``fault`` happen to
+    it; what was done, and when, goes into ``record``."""
+    started, seen = time.monotonic(), {}
+    while not done.wait(0.2):
+        names = {f"peers-dask-{tag}", f"peers-submitit-{tag}"}
+        names |= {f"poolparty-{path.name}" for path in (directory / ".poolparty").glob("*")}
+        now = time.monotonic()
+        for job in running_jobs(scheduler, names):
+            seen.setdefault(job, now)
+        ripe = [job for job, since in seen.items() if now - since >= 2.0]
+        if ripe:
+            command = [*FAULTS[fault][scheduler], ripe[0]]
+            done_fault = subprocess.run(command, capture_output=True, text=True, timeout=60)
+            record["fault"] = {"command": " ".join(command), "at": round(now - started, 2),
+                               "rc": done_fault.returncode}
+            return
+
+
 def run_once(python: str, tool: str, workload: str, scheduler: str, timeout: float) -> dict:
     """One map of one tool in its own subprocess and directory; a failure is recorded."""
     tag = uuid.uuid4().hex[:8]
     busy = jobs_queued(scheduler)
+    record: dict = {"tool": tool, "workload": workload, "busy": busy}
+    fault = workload.partition("-")[2]
     with tempfile.TemporaryDirectory(prefix=f"peers-{tool}-") as name:
         directory = Path(name)
         command = [python, str(Path(__file__).resolve()), "--child", tool, workload, scheduler, tag]
         process = subprocess.Popen(command, cwd=directory, stdout=subprocess.PIPE,
                                    stderr=subprocess.PIPE, text=True, start_new_session=True)
+        done = threading.Event()
+        injector = threading.Thread(target=inject_fault, daemon=True,
+                                    args=(fault, scheduler, directory, tag, done, record))
+        if fault:
+            injector.start()
         try:
             stdout, stderr = process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             stdout, stderr = interrupt(process)
             stderr = f"{stderr}\ntimed out after {timeout:.0f} s"
+        done.set()
+        if fault:
+            injector.join()
         cancel_leftovers(scheduler, directory, tag, busy)
-    record = {"tool": tool, "workload": workload, "busy": busy}
     lines = [line for line in stdout.splitlines() if line.startswith("{")]
     if process.returncode == 0 and lines:
         return {**record, **json.loads(lines[-1])}
@@ -224,6 +302,17 @@ def interrupt(process: subprocess.Popen) -> tuple[str, str]:
     return "", ""
 
 
+def in_order_bound(durations: list[float], slots: int = SLOTS) -> float:
+    """The soonest any scheduler that starts the tasks in their order, without knowing
+    their durations, can finish: each task starts on the first slot to fall free (one task
+    per claim, no overhead). A long task late in the order ends no sooner than its start
+    plus its duration, however the work is balanced before it."""
+    free = [0.0] * slots
+    for seconds in durations:
+        heapq.heapreplace(free, free[0] + seconds)
+    return max(free)
+
+
 def median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
@@ -236,10 +325,13 @@ def table(records: list[dict], workloads: list[str], tools: list[str]) -> str:
     """One row per workload and tool: medians of the successful runs, ratios of medians."""
     header = (f"{'workload':11} {'tool':14} {'ok':>5} {'wall s':>7} {'min-max':>11} "
               f"{'first s':>7}"
-              f" {'startup':>7} {'ideal':>6} {'vs ideal':>8} {'vs pp':>6} {'busy':>4}")
+              f" {'startup':>7} {'ideal':>6} {'order':>6} {'vs ideal':>8} {'vs pp':>6}"
+              f" {'busy':>4}"
+              f" {'cpu us/task':>11}")
     rows = [header, "-" * len(header)]
     for workload in workloads:
         ideal = sum(WORKLOADS[workload]()) / SLOTS
+        bound = in_order_bound(WORKLOADS[workload]())
         walls = {tool: [r["wall"] for r in records
                         if r["tool"] == tool and r["workload"] == workload and "wall" in r]
                  for tool in tools}
@@ -254,10 +346,11 @@ def table(records: list[dict], workloads: list[str], tools: list[str]) -> str:
                 f"{spread:>11} "
                 f"{fmt(median([r['first'] for r in ok]), 2):>7} "
                 f"{fmt(median([r['startup'] for r in ok if r['startup'] is not None]), 2):>7} "
-                f"{fmt(ideal, 2):>6} "
+                f"{fmt(ideal, 2):>6} {fmt(bound, 2):>6} "
                 f"{fmt(wall / ideal if wall and ideal else None, 2):>8} "
                 f"{fmt(wall / reference if wall and reference else None, 2):>6} "
-                f"{max([r['busy'] for r in mine], default=0):>4}"
+                f"{max([r['busy'] for r in mine], default=0):>4} "
+                f"{fmt(median([1e6 * r['cpu'] / len(WORKLOADS[workload]()) for r in ok]), 1):>11}"
             )
     return "\n".join(rows)
 
@@ -266,8 +359,11 @@ def describe_workloads(workloads: list[str]) -> None:
     for workload in workloads:
         durations = WORKLOADS[workload]()
         total = sum(durations)
+        longest = max(durations)
         print(f"{workload}: {len(durations)} tasks, total work {total:.1f} s, "
-              f"total / {SLOTS} slots = {total / SLOTS:.2f} s, longest task {max(durations):.2f} s")
+              f"total / {SLOTS} slots = {total / SLOTS:.2f} s, longest task {longest:.2f} s "
+              f"(task {durations.index(longest)}), in-order bound "
+              f"{in_order_bound(durations):.2f} s")
 
 
 def main() -> None:

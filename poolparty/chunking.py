@@ -1,9 +1,11 @@
-"""Splitting tasks into chunks: one chunk is one job (or one array element).
+"""How a map's tasks are cut: stored in blocks, claimed by workers in chunks.
 
-On a batch scheduler a job costs seconds of scheduling and interpreter start-up, so
-one job per trivial task is the slowest possible map. By default the tasks are cut
-into about two chunks per job slot: every slot gets work in the first wave, a slow
-chunk has a second wave to hide behind, and a lost job costs little to redo.
+Workers pull chunks of tasks (poolparty.worker, poolparty.claims), and a chunk's size is
+decided when it is claimed, from the durations the worker measured (``claim_size``):
+one task first, then guided self-scheduling, never so small that claiming costs more
+than a few percent. The tasks are stored in blocks (``block_size``), so a worker reads
+a chunk with one seek and the client pickles at most MAX_BLOCKS pieces; a chunk is
+whole blocks. A ``chunksize`` the caller gives is both the block and every claim.
 """
 
 from __future__ import annotations
@@ -13,6 +15,17 @@ import math
 from .errors import InvalidInputError
 
 CHUNKS_PER_SLOT = 2
+#: at most this many blocks per map: each is one pickle to write and one index entry
+MAX_BLOCKS = 1024
+
+
+def block_size(num_tasks: int, claim_unit: int | None) -> int:
+    """How many tasks one stored block holds: the caller's chunksize, or as few as
+    keep the map within MAX_BLOCKS blocks (1 for most maps: the first claims can then
+    be single tasks)."""
+    if claim_unit is not None:
+        return claim_unit
+    return max(1, math.ceil(num_tasks / MAX_BLOCKS))
 
 
 def default_chunksize(num_tasks: int, max_running: int) -> int:

@@ -409,6 +409,15 @@ class ClaimBoard:
         newest.update(newest_attempts(self._listing(self.retries_dir)))
         return {number: self._info(number, attempt) for number, attempt in sorted(newest.items())}
 
+    def listed(self) -> set[tuple[int, int]]:
+        """Every ``(claim number, attempt)`` claimed, as far as the listings show."""
+        entries = {(number, 0) for number in claim_numbers(self._listing(self.claims_dir))}
+        return entries | parse_entries(self._listing(self.retries_dir))
+
+    def read(self, number: int, attempt: int) -> ClaimInfo:
+        """One claimed attempt that ``listed`` showed (never a name it did not show)."""
+        return self._info(number, attempt)
+
     def claims_of(self, number: int) -> list[ClaimInfo]:
         """Every attempt claimed of one claim, oldest first."""
         attempts = [0] if number in claim_numbers(self._listing(self.claims_dir)) else []

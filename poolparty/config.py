@@ -83,8 +83,8 @@ BACKEND = Kind(f"{', '.join(backends.BACKENDS[:-1])} or {backends.BACKENDS[-1]}"
 SETTINGS: dict[str, Setting] = {setting.name: setting for setting in [
     Setting("backend", BACKEND, "auto", "where jobs run; auto: SLURM arrays if sbatch is on "
             "PATH, else SGE if its qsub is, else local processes"),
-    Setting("processes", POSITIVE_INT, None, "chunks of a map running at once (unset: local "
-            "uses every core, a cluster's scheduler decides)"),
+    Setting("processes", POSITIVE_INT, None, "the most workers (jobs) of a map at once (unset: "
+            "local uses every core, 8 on a cluster)"),
     Setting("work_dir", PATH, None, "where maps keep their files (unset: ./.poolparty); on "
             "a cluster a disk the compute nodes share"),
     Setting("keep_work_dir", BOOL, False, "keep a map's directory after it succeeded"),
@@ -93,8 +93,8 @@ SETTINGS: dict[str, Setting] = {setting.name: setting for setting in [
     Setting("python_path", PROGRAM, None, "the python the jobs run (unset: the caller's)"),
     Setting("polling_interval", SECONDS, 5.0, "seconds between two questions to the "
             "scheduler"),
-    Setting("max_num_resubmissions", COUNT, 3, "how often a chunk whose job died without a "
-            "result is resubmitted"),
+    Setting("max_num_resubmissions", COUNT, 3, "how often a chunk whose worker died without "
+            "its result is reopened for the other workers"),
     Setting("verbose", BOOL, False, "print what the pool does"),
     Setting("progress", BOOL, False, "show a tqdm progress bar"),
     Setting("relay_output", BOOL, True, "print what tasks print (stdout and stderr) on "

@@ -1,37 +1,52 @@
-"""The one engine loop: write -> submit -> poll -> resubmit -> gather.
+"""The one engine loop: write -> submit workers -> poll -> reopen lost claims -> gather.
 
-Every backend runs through :class:`MapRun`; only the :class:`Scheduler` differs.
-Policy lives here and nowhere else:
+Every backend runs through :class:`MapRun`; only the :class:`Scheduler` differs. Jobs
+are workers (poolparty.worker): each pulls chunks of the map's tasks from the work_dir
+(poolparty.claims) until none is left, so no task is bound to a job when the map starts,
+and uneven tasks spread over every worker. Policy lives here and nowhere else:
 
-- Looking for result files is cheap and done often; asking the scheduler is expensive
-  and done at most once per ``polling_interval``, with one call for all jobs.
-- A job in an ERROR state is cancelled and resubmitted. A chunk missing from the queue
-  without a result on two polls in a row is lost and resubmitted (a job just submitted
-  may not show yet; a result on NFS may show late). Each chunk is submitted at most
-  ``1 + max_num_resubmissions`` times; past that, and LATE_RESULT_SECONDS more without
-  its result, :class:`ChunksLostError`.
-- A job whose log records that a task ended the worker's process (poolparty.crashes)
-  crashed, it was not lost: decided at once, rerun once; the same task crashing again,
-  or a crash with no resubmission left, is :class:`TaskCrashedError` at once.
-- A result that reached the work_dir is used, even from a job thought lost.
+- How many workers: as many as there is work for, up to the pool's capacity, in one
+  submission per round. More are submitted only when work waits (tasks never claimed,
+  a claim reopened) and fewer workers are queued than that work and the capacity allow:
+  a lost worker is replaced, one that ran out of work is not. Workers still waiting in
+  the queue when every task is claimed are cancelled (fair share).
+- Looking for result files is cheap and done often; the scheduler is asked at most once
+  per ``polling_interval``, one call for all the map's workers.
+- A worker shown running, then pending again, was requeued: its claims are reopened at
+  once (its job restarts later as a fresh worker). A worker in an ERROR state is
+  cancelled. One missing from the queue on two polls in a row has ended (a job just
+  submitted may not show yet; a result on NFS may show late).
+  A claim whose worker ended without writing its result is reopened at once for the
+  other workers, and counts against that claim, not the worker: a claim is attempted at
+  most ``1 + max_num_resubmissions`` times; past that, and LATE_RESULT_SECONDS more
+  without its result, :class:`ChunksLostError` naming it and each ending.
+- A worker whose log records that a task ended its process (poolparty.crashes) crashed:
+  the claim is reopened once; the same task crashing again, or a crash with no attempt
+  left, is :class:`TaskCrashedError` at once.
+- Workers that keep dying before they claim anything (a node that can't run python)
+  end the map once ``(1 + max_num_resubmissions)`` rounds of them died so: the error
+  names the tasks never claimed.
+- A result that reached the work_dir is used, even from a worker thought lost; a second
+  result of the same claim is deleted.
 - A failing scheduler query is logged and tried again at the next poll: one bad poll
   never kills a map.
-- On any way out but success (a task raised, chunks lost, Ctrl-C) every job of the
+- On any way out but success (a task raised, chunks lost, Ctrl-C) every worker of the
   map still queued is cancelled and the work_dir is kept.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import pickle
 import sys
 import threading
 import time
 import warnings
-from collections import deque
-from collections.abc import Iterator
+from collections.abc import Container, Iterable, Iterator
 from dataclasses import dataclass, field
 
+from .claims import ClaimBoard
 from .code_identity import installed_versions
 from .crashes import Crash, crash_of
 from .errors import (
@@ -42,235 +57,235 @@ from .errors import (
     SchedulerCommandError,
     TaskCrashedError,
 )
-from .events import ClientEvents, output_of_attempts
+from .events import FINISHED, ClientEvents, output_of_tasks
 from .scheduler import Scheduler, State
 from .work_dir import WorkDir
 
 #: between looks for result files: short after results came, growing to MAX_NAP while
-#: none come. A result waits at most MAX_NAP to be gathered, and until then it and its
-#: job's log are two more files in the work_dir; a look is one directory listing.
+#: none come. A result waits at most MAX_NAP to be gathered; a look is one listing.
 MIN_NAP = 0.02
 MAX_NAP = 0.1
 MISSING_POLLS_BEFORE_LOST = 2
-#: a job the scheduler has shown running this long, with no worker started for it, was
-#: lost on its way to the node (SGE can lose a task so when sge_execd stops during the
-#: hand-over, and keeps listing it as running): it is cancelled and resubmitted
+#: a worker the scheduler has shown running this long that never started was lost on
+#: its way to the node (SGE can lose a task so when sge_execd stops during the
+#: hand-over, and keeps listing it as running): it is cancelled and replaced
 STUCK_AFTER_SECONDS = 600.0
-#: a chunk lost once more than max_num_resubmissions allows is given this long for a
+#: a claim lost once more than max_num_resubmissions allows is given this long for a
 #: result still on its way before the map fails: NFS clients cache directory listings
 #: for up to 60 s (acdirmax), longer than short jobs take to be lost four times over
 LATE_RESULT_SECONDS = 60.0
+#: Outcomes of a map's tasks, as the engine hands them out: the tasks' positions, then
+#: one outcome per task (see poolparty.worker)
+Arrival = tuple[range, list]
+
+
+@dataclass
+class WorkerStatus:
+    """One worker (one job) as the engine knows it: what the scheduler showed of it,
+    and how it ended. Its methods are the transitions the poll loop applies."""
+
+    missing_polls: int = 0
+    #: the state the scheduler last showed
+    last_seen: State | None = None
+    #: when the scheduler first showed it running (monotonic)
+    running_since: float | None = None
+    #: how it ended, for the error the user sees; None while it may still be queued
+    ending: str | None = None
+    #: pending again since the scheduler requeued it: its log shows an earlier start
+    requeued: bool = False
+
+    @property
+    def live(self) -> bool:
+        """Not known to have ended: the scheduler may still have it."""
+        return self.ending is None
+
+    def seen(self, state: State, now: float | None = None) -> bool:
+        """The scheduler lists it (PENDING or RUNNING) at this poll. True when it was
+        shown running and is pending again: its job was requeued (killed and put back in
+        the queue, to start later as a fresh worker), so what it held is lost now."""
+        requeued = state is State.PENDING and self.last_seen is State.RUNNING
+        self.missing_polls = 0
+        self.last_seen = state
+        if requeued:
+            self.running_since = None
+            self.requeued = True
+        elif state is State.RUNNING:
+            self.requeued = False
+        if state is State.RUNNING and self.running_since is None:
+            self.running_since = time.monotonic() if now is None else now
+        return requeued
+
+    def missed(self) -> bool:
+        """It is not in the queue at this poll. True once that happened
+        MISSING_POLLS_BEFORE_LOST polls in a row: a job just submitted may not show yet,
+        and a result on NFS may show late, so one miss is not an ending."""
+        self.missing_polls += 1
+        return self.missing_polls >= MISSING_POLLS_BEFORE_LOST
+
+    def shown_running_longer_than(self, seconds: float, now: float | None = None) -> bool:
+        """Whether the scheduler has shown it running for over ``seconds``."""
+        now = time.monotonic() if now is None else now
+        return self.running_since is not None and now - self.running_since > seconds
+
+    def left_queue(self) -> str:
+        """How a worker that left the queue without finishing ended, in the user's words."""
+        return "its job left the queue without a result " + (
+            "while running" if self.last_seen is State.RUNNING else "before it was seen running")
 
 
 @dataclass
 class ChunkStatus:
-    """One chunk as the engine knows it: its submissions, what the scheduler showed of
-    the current one, and how earlier ones ended. Its methods are the transitions the
-    poll loop applies; the loop itself decides what to do about them."""
+    """One claim (a chunk of tasks cut when a worker claimed it) as the engine knows
+    it: its attempts, who holds the newest, and how earlier ones ended."""
 
     tasks: range
-    submissions: int = 0
-    missing_polls: int = 0
-    #: the state the scheduler last showed for the current submission
-    last_seen: State | None = None
-    #: when the scheduler first showed the current submission running (monotonic)
-    running_since: float | None = None
-    #: how each earlier submission ended, for the error the user sees
+    #: the newest attempt opened: 0 is the claim itself, each reopening adds one
+    attempt: int = 0
+    #: the worker holding the newest attempt; None while a reopened attempt waits
+    worker: int | None = None
+    #: how each earlier attempt ended, for the error the user sees
     endings: list[str] = field(default_factory=list)
-    #: the submissions that ended in a task killing its worker's process
+    #: the attempts that ended in a task killing its worker's process
     crashes: list[Crash] = field(default_factory=list)
+    #: the worker of the last attempt that ended without a result, and its log's end
+    last_worker: int | None = None
+    last_log: str = ""
     done: bool = False
 
     @property
-    def outstanding(self) -> bool:
-        """Submitted and without its result yet: the scheduler should have its job."""
-        return self.submissions > 0 and not self.done
+    def held(self) -> bool:
+        """A worker holds its newest attempt and no result came yet."""
+        return self.worker is not None and not self.done
 
-    @property
-    def resubmitted(self) -> bool:
-        """Submitted more than once: an older job of it may still be queued."""
-        return self.submissions > 1
+    def out_of_attempts(self, max_num_resubmissions: int) -> bool:
+        """Attempted as often as the limit allows: another loss fails the map."""
+        return self.attempt >= max_num_resubmissions
 
-    def out_of_resubmissions(self, max_num_resubmissions: int) -> bool:
-        """Submitted as often as the limit allows: another loss fails the map."""
-        return self.submissions > max_num_resubmissions
+    def lost(self, ending: str, log_tail: str = "") -> None:
+        """Its worker ended without its result."""
+        self.endings.append(ending)
+        self.last_worker, self.last_log = self.worker, log_tail
+        self.worker = None
 
-    def submitted(self) -> None:
-        """A new job runs it: what was seen of the previous one no longer counts."""
-        self.submissions += 1
-        self.missing_polls = 0
-        self.last_seen = None
-        self.running_since = None
-
-    def adopted(self) -> None:
-        """Its job, queued by an earlier client of the work_dir, still runs (resume):
-        it counts as submitted once, and is not submitted again."""
-        self.submissions = 1
-
-    def seen(self, state: State, now: float | None = None) -> None:
-        """The scheduler lists its job (PENDING or RUNNING) at this poll."""
-        self.missing_polls = 0
-        self.last_seen = state
-        if state is State.RUNNING and self.running_since is None:
-            self.running_since = time.monotonic() if now is None else now
-
-    def missed(self) -> bool:
-        """Its job is not in the queue at this poll, and no result came. True once that
-        happened MISSING_POLLS_BEFORE_LOST polls in a row: a job just submitted may not
-        show yet, and a result on NFS may show late, so one miss is not a loss."""
-        self.missing_polls += 1
-        return self.missing_polls >= MISSING_POLLS_BEFORE_LOST
-
-    def lost(self) -> None:
-        """Its job left the queue without a result."""
-        self.end_submission("its job left the queue without a result " + (
-            "while running" if self.last_seen is State.RUNNING else "before it was seen running"))
-
-    def in_error(self) -> None:
-        """The scheduler holds its job in an error state: it will never run by itself."""
-        self.end_submission("the scheduler put its job in an error state")
-
-    def shown_running_longer_than(self, seconds: float, now: float | None = None) -> bool:
-        """Whether the scheduler has shown its current job running for over ``seconds``."""
-        now = time.monotonic() if now is None else now
-        return self.running_since is not None and now - self.running_since > seconds
-
-    def stuck(self) -> None:
-        """Shown running for STUCK_AFTER_SECONDS with no worker started: lost on its way
-        to a node, though the scheduler still lists it."""
-        self.end_submission(
-            f"the scheduler showed its job running for over {STUCK_AFTER_SECONDS:.0f} s, "
-            f"but no worker ever started on a node")
-
-    def crashed(self, crash: Crash) -> bool:
-        """A task ended its worker's process (the job's log says so). True when the same
-        task did so before: running it again would crash again."""
-        if self.end_submission(crash.ending):
-            self.crashes.append(crash)
+    def crashed(self, crash: Crash, log_tail: str = "") -> bool:
+        """A task ended its worker's process. True when the same task did so before:
+        running it again would crash again."""
+        self.lost(crash.ending, log_tail)
+        self.crashes.append(crash)
         return sum(1 for earlier in self.crashes if earlier.task == crash.task) > 1
 
-    def end_submission(self, ending: str) -> bool:
-        """Note how the current submission ended, once: a chunk whose resubmission
-        failed is seen gone again at the next polls, and the list the user sees must
-        name only submissions that happened. True if noted now."""
-        if len(self.endings) >= self.submissions:
-            return False
-        self.endings.append(ending)
-        return True
+    def reopened(self) -> None:
+        self.attempt += 1
+        self.worker = None
 
 
 @dataclass(eq=False)  # identity, not value: runs are kept in sets
 class MapRun:
-    """Drives one map's chunks through the scheduler until each has a result."""
+    """Drives one map's tasks through workers until each task has an outcome."""
 
     scheduler: Scheduler
     work_dir: WorkDir
-    chunks: list[range]
+    num_tasks: int
     polling_interval: float
     max_num_resubmissions: int
     log: logging.Logger
+    #: how many workers may run at once (the pool's processes, or the backend's default)
+    capacity: int = 8
+    #: tasks are stored, and claimed, in whole blocks of this many
+    block: int = 1
     stop: threading.Event = field(default_factory=threading.Event)
-    #: print what each chunk's tasks printed when it is gathered (Pool's relay_output)
+    #: print what the tasks printed as each worker's log is gathered (relay_output)
     relay_output: bool = False
-    #: set once the map is over and, unless it succeeded, its jobs were cancelled: a
+    #: set once the map is over and, unless it succeeded, its workers were cancelled: a
     #: caller interrupted while waiting (Ctrl-C) waits for this before exiting
     ended: threading.Event = field(default_factory=threading.Event)
     #: when callers stop waiting for ``ended`` (monotonic): set by the first wait, shared
     #: by later ones, so a hung cancel delays an interrupted client once, not per wait
     give_up_at: float | None = None
-    status: dict[int, ChunkStatus] = field(init=False)
+    chunks: dict[int, ChunkStatus] = field(init=False, default_factory=dict)
+    workers: dict[int, WorkerStatus] = field(init=False, default_factory=dict)
     _last_query: float = field(init=False, default=0.0)
 
     def __post_init__(self) -> None:
-        self.status = {i: ChunkStatus(tasks) for i, tasks in enumerate(self.chunks)}
-        self._abandon_requests: set[int] = set()
+        self.board = ClaimBoard(self.work_dir.path, self.num_tasks)
+        self._done = bytearray(self.num_tasks)  # 1 per task with its outcome
+        self._done_count = 0
+        self._abandoned: set[int] = set()
         self._abandon_lock = threading.Lock()
-        self._backlog: deque[int] = deque()
+        self._claims_read: set[tuple[int, int]] = set()
         self._started = False
-        #: chunks past the resubmission limit, and when to give up on a late result
+        #: claims past the attempt limit, and when to give up on a late result
         self._last_chance: dict[int, float] = {}
-        self._statuses = list(self.status.values())  # in order, for all_done's cursor
-        self._cursor = 0
+        #: workers that died before claiming anything since a result last came
+        self._barren: list[int] = []
+        self._barren_logs: dict[int, str] = {}
+        #: workers whose process died before they claimed a task
+        self._early_crashes = 0
+        #: when to give up on workers that all die before claiming (see _check_barren)
+        self._barren_deadline: float | None = None
+        self._logs_gathered: set[int] = set()
         self.events = ClientEvents(self.work_dir)  # what poolparty status reads
 
+    # ------------------------------------------------------------------ progress
     def all_done(self) -> bool:
-        """Whether every chunk has its result (or was abandoned). Cheap enough to ask
-        after each chunk: a chunk once done stays done, so a cursor skips past them."""
-        statuses = self._statuses
-        while self._cursor < len(statuses) and statuses[self._cursor].done:
-            self._cursor += 1
-        return self._cursor == len(statuses)
+        """Whether every task has its outcome (or nobody needs it any more)."""
+        return self._done_count + len(self._abandoned) >= self.num_tasks
 
-    def _top_up(self) -> None:
-        """Submit waiting chunks: all of them, or, for a backend that can't throttle
-        itself, as many as keep max_running chunks in the queue."""
-        limit = None if self.scheduler.throttles_itself else self.scheduler.max_running
-        outstanding = sum(1 for s in self.status.values() if s.outstanding)
-        room = len(self._backlog) if limit is None else max(0, limit - outstanding)
-        batch = []
-        while self._backlog and len(batch) < room:
-            chunk_id = self._backlog.popleft()
-            if not self.status[chunk_id].done:
-                batch.append(chunk_id)
-        if not batch:
-            return
-        if not self._started:  # the first submission: a refusal or an outage is raised
-            self._submit(batch)
-        elif not self._submit_while_running(batch):
-            self._backlog.extendleft(reversed(batch))
-
-    def abandon(self, chunk_ids: list[int]) -> None:
-        """Nobody needs these chunks any more (their futures were cancelled): cancel
-        their jobs at the next turn of the loop and stop waiting for them. Thread-safe."""
+    def abandon(self, task_indices: Iterable[int]) -> None:
+        """Nobody needs these tasks any more (their futures were cancelled): once no
+        task is left that someone needs, the map ends and its workers are cancelled.
+        A worker may still run them meanwhile. Thread-safe."""
         with self._abandon_lock:
-            self._abandon_requests.update(chunk_ids)
+            self._abandoned.update(i for i in task_indices if not self._done[i])
 
-    def _handle_abandoned(self) -> None:
+    def _mark_done(self, tasks: range) -> None:
         with self._abandon_lock:
-            requests, self._abandon_requests = self._abandon_requests, set()
-        chunk_ids = [c for c in requests if not self.status[c].done]
-        if chunk_ids:
-            self.scheduler.cancel(self.work_dir, chunk_ids)
-            for chunk_id in chunk_ids:
-                self.status[chunk_id].done = True
-            self.events.abandoned(chunk_ids)
-            self.log.info("abandoned chunk(s) %s: nothing needs them any more", chunk_ids)
+            for index in tasks:
+                if not self._done[index]:
+                    self._done[index] = 1
+                    self._done_count += 1
+                    self._abandoned.discard(index)
+
+    def submitted_nothing(self) -> bool:
+        """Whether this map never had a worker (its first submission was refused, or it
+        was stopped before): then its fresh work_dir holds nothing worth keeping."""
+        return not self.work_dir.resumed and not self.work_dir.recorded_chunks()
 
     # ------------------------------------------------------------------ the loop
-    def outcomes(self) -> Iterator[tuple[int, list]]:
-        """Yield ``(chunk_id, outcomes)`` as results arrive, until every chunk has one.
+    def outcomes(self) -> Iterator[Arrival]:
+        """Yield ``(task positions, outcomes)`` as results arrive, until every task has
+        one.
 
         Any way out but exhaustion (a task error raised by the caller, Ctrl-C, a
-        terminated pool) cancels the map's remaining jobs, so nothing stays queued.
+        terminated pool) cancels the map's workers, so nothing stays queued.
         """
         finished = False
-        self.events.map_started(self.scheduler, self.chunks, self.work_dir.resumed)
+        self.events.map_started(self.scheduler, self.num_tasks, self.block,
+                                self.work_dir.resumed)
         try:
             yield from self._gather_archived()
             yield from self._gather()  # results an earlier client had not gathered yet
             self._say_what_is_reused()
             self._check_stop()  # stopped before it started: submit nothing
-            self._backlog.extend(self._chunks_to_start())
-            self._top_up()
+            if not self.all_done():
+                self._attach()
+                self._top_up(first=True)
             self._started = True
             nap = MIN_NAP
-            while not all(s.done for s in self.status.values()):
+            while not self.all_done():
                 self._check_stop()
-                self._handle_abandoned()
                 arrived = self._gather()
-                if arrived:
-                    self._top_up()
                 yield from arrived
                 if time.monotonic() - self._last_query >= self.polling_interval:
                     yield from self._poll()
                 nap = MIN_NAP if arrived else min(nap * 1.5, MAX_NAP, self.polling_interval)
-                if not arrived:
+                if not arrived and not self.all_done():
                     self.stop.wait(nap)
             finished = True
         finally:
             try:
-                if not finished:
-                    self._cancel_unfinished()
+                self._end_workers(finished)
+                self._gather_logs(list(self.workers))
                 self.events.map_ended(finished, sys.exc_info()[1])
             finally:
                 self.ended.set()
@@ -279,36 +294,60 @@ class MapRun:
         if self.stop.is_set():
             raise PoolTerminated("the pool was terminated while this map ran")
 
-    def submitted_nothing(self) -> bool:
-        """Whether this map never had a job (its first submission was refused, or it
-        was stopped before): then its fresh work_dir holds nothing worth keeping."""
-        return not self.work_dir.resumed and not any(
-            self.work_dir.jobs_of_chunk(chunk_id) for chunk_id in self.status)
-
-    def _gather_archived(self) -> Iterator[tuple[int, list]]:
-        """Results an earlier client of this work_dir gathered (resume). Chunks whose
+    # ------------------------------------------------------------------ results
+    def _gather_archived(self) -> Iterator[Arrival]:
+        """Results an earlier client of this work_dir gathered (resume). Claims whose
         tasks raised are run again: the cause may have been fixed since."""
         recovered = []
-        for chunk_id, blob in sorted(self.work_dir.archived_results().items()):
-            outcomes = pickle.loads(blob)
-            if chunk_id in self.status and all(outcome[0] for outcome in outcomes):
-                self.status[chunk_id].done = True
-                recovered.append((chunk_id, outcomes))
-        self.events.gathered(recovered, self.chunks, recovered=True)
-        yield from recovered
+        for number, blob in sorted(self.work_dir.archived_results().items()):
+            start, outcomes = pickle.loads(blob)
+            tasks = range(start, start + len(outcomes))
+            chunk = self.chunks.setdefault(number, ChunkStatus(tasks))
+            if all(outcome[0] for outcome in outcomes):
+                chunk.done = True
+                self._mark_done(tasks)
+                recovered.append((number, tasks, outcomes))
+        self.events.gathered(recovered, recovered=True)
+        yield from ((tasks, outcomes) for _, tasks, outcomes in recovered)
+
+    def _gather(self) -> list[Arrival]:
+        """Read new result files, archive them, and return their outcomes."""
+        blobs: dict[int, bytes] = {}
+        for number in self.work_dir.new_result_ids():
+            chunk = self.chunks.get(number)
+            if chunk is not None and chunk.done:  # a second result of a reopened claim
+                self.work_dir.result_path(number).unlink(missing_ok=True)
+                continue
+            blobs[number] = self.work_dir.read_result(number)
+        arrived = []
+        for number, blob in sorted(blobs.items()):
+            start, outcomes = pickle.loads(blob)
+            tasks = range(start, start + len(outcomes))
+            chunk = self.chunks.setdefault(number, ChunkStatus(tasks))
+            chunk.done = True
+            self._mark_done(tasks)
+            arrived.append((number, tasks, outcomes))
+        if arrived:
+            self.work_dir.archive(blobs, {})
+            self._barren.clear()
+            self._barren_deadline = None
+            self._last_chance = {c: t for c, t in self._last_chance.items()
+                                 if not self.chunks[c].done}
+            # before the first submission: results left by an earlier client
+            self.events.gathered(arrived, recovered=not self._started)
+        return [(tasks, outcomes) for _, tasks, outcomes in arrived]
 
     def _say_what_is_reused(self) -> None:
         """Results of an earlier run, used instead of computing them: the user must know
         (a ResultsReusedWarning, shown every time), and how to get a fresh run."""
-        reused = [s.tasks for s in self.status.values() if s.done]
-        if not reused:
+        if not self._done_count:
             return
         message = (
-            f"poolparty: reusing the results of {sum(map(len, reused))} of "
-            f"{sum(len(s.tasks) for s in self.status.values())} task(s) computed by an "
-            f"earlier run of this map (same function, same code of yours, same tasks), kept "
-            f"in {self.work_dir.path}. To compute them again: Pool(reuse_results=False), "
-            f"POOLPARTY_REUSE_RESULTS=no, or poolparty run/exec --fresh"
+            f"poolparty: reusing the results of {self._done_count} of {self.num_tasks} "
+            f"task(s) computed by an earlier run of this map (same function, same code of "
+            f"yours, same tasks), kept in {self.work_dir.path}. To compute them again: "
+            f"Pool(reuse_results=False), POOLPARTY_REUSE_RESULTS=no, or poolparty "
+            f"run/exec --fresh"
         )
         changed = changed_versions(self.work_dir)
         if changed:
@@ -318,84 +357,128 @@ class MapRun:
         warnings.warn_explicit(message, ResultsReusedWarning, __file__, 0, module="poolparty",
                                registry={})
 
-    def _chunks_to_start(self) -> list[int]:
-        """Every chunk without a result, except, when re-attaching to the work_dir of a
-        client that died, those whose jobs are still queued: they are left alone."""
-        waiting = [c for c, s in self.status.items() if not s.done]
+    # ------------------------------------------------------------------ claims
+    def _read_claims(self) -> None:
+        """Learn the claims (and reopened attempts) workers made since the last look:
+        only entries a listing shows and not read before (a claim never changes)."""
+        for number, attempt in sorted(self.board.listed() - self._claims_read):
+            info = self.board.read(number, attempt)
+            if info.identity is None:  # listed, not readable here yet: next poll
+                continue
+            self._claims_read.add((number, attempt))
+            chunk = self.chunks.setdefault(number, ChunkStatus(range(info.start, info.stop)))
+            if attempt >= chunk.attempt:  # done or not: whose output to relay
+                chunk.attempt = attempt
+                chunk.worker = info.identity.get("worker_number")
+
+    def _work_waiting(self) -> int:
+        """Blocks never claimed, plus reopened claims nobody took yet."""
+        unclaimed = max(0, self.num_tasks - self.board.covered().stop)
+        reopened = sum(1 for number, c in self.chunks.items()
+                       if not c.done and c.worker is None and c.attempt > 0
+                       and number not in self._last_chance)
+        return math.ceil(unclaimed / self.block) + reopened
+
+    def _reopen(self, number: int, reason: str) -> None:
+        """Open the claim's next attempt for the other workers, or, past the limit,
+        give it LATE_RESULT_SECONDS for a result still on its way."""
+        chunk = self.chunks[number]
+        if chunk.out_of_attempts(self.max_num_resubmissions):
+            self._last_chance[number] = time.monotonic() + self._grace
+            if self._grace > 0:
+                self.log.warning(
+                    "chunk %d (tasks %d..%d) died without a result %d time(s), more than "
+                    "max_num_resubmissions=%d allows: waiting %.0f s for a result that may "
+                    "still be on its way (NFS) before giving up", number, chunk.tasks.start,
+                    chunk.tasks.stop - 1, chunk.attempt + 1, self.max_num_resubmissions,
+                    self._grace)
+            return
+        chunk.reopened()
+        try:
+            self.board.requeue(number, chunk.attempt, reason)
+        except FileExistsError:  # an earlier client of this work_dir reopened it
+            pass
+        self.events.reopened(number, chunk.attempt, reason, chunk.last_worker)
+        self.log.warning("chunk %d (tasks %d..%d): %s; reopened for the other workers "
+                         "(attempt %d)", number, chunk.tasks.start, chunk.tasks.stop - 1,
+                         reason, chunk.attempt + 1)
+
+    @property
+    def _grace(self) -> float:
+        """How long a claim past the attempt limit waits for a late result: not at all
+        when the workers write on this host."""
+        return LATE_RESULT_SECONDS if self.scheduler.runs_elsewhere else 0.0
+
+    def _give_up_on_late_results(self) -> None:
+        """Fail the map for claims past the attempt limit whose last chance for a late
+        result is over; a result that came meanwhile was gathered as any other."""
+        now = time.monotonic()
+        expired = [c for c, deadline in self._last_chance.items()
+                   if not self.chunks[c].done and now >= deadline]
+        if not expired:
+            return
+        self.events.lost(expired)
+        raise ChunksLostError(
+            {c: (self.chunks[c].tasks, self.chunks[c].last_log) for c in expired},
+            self.work_dir.path,
+            {c: self.chunks[c].endings for c in expired},
+            self._grace,
+        )
+
+    # ------------------------------------------------------------------ workers
+    def _attach(self) -> None:
+        """Re-attach to the work_dir of a client that died: its workers still queued
+        go on (adopted), the claims of those gone without a result are reopened."""
+        self._read_claims()
         if not self.work_dir.resumed:
-            return waiting
+            return
         try:
             queued = self.scheduler.query(self.work_dir)
         except SchedulerCommandError as error:
-            self.log.warning("could not ask the scheduler which jobs still run: %s", error)
+            self.log.warning("could not ask the scheduler which workers still run: %s", error)
             queued = {}
-        for chunk_id in waiting:
-            if queued.get(chunk_id) in (State.PENDING, State.RUNNING):
-                self.status[chunk_id].adopted()
-        adopted = sum(1 for c in waiting if self.status[c].submissions)
-        self.log.info("re-attached to %s: %d chunk(s) done, %d still queued, %d to submit",
-                      self.work_dir.path, len(self.status) - len(waiting), adopted,
-                      len(waiting) - adopted)
-        return [c for c in waiting if not self.status[c].submissions]
+        for worker_id in self.work_dir.recorded_chunks():
+            status = self.workers[worker_id] = WorkerStatus()
+            state = queued.get(worker_id)
+            if state in (State.PENDING, State.RUNNING):
+                status.seen(state)
+            else:
+                status.ending = "it ended while no client watched the map"
+        for number, chunk in sorted(self.chunks.items()):
+            holder = self.workers.get(chunk.worker) if chunk.worker is not None else None
+            if chunk.held and (holder is None or not holder.live):
+                chunk.lost("its worker ended while no client watched the map")
+                self._reopen(number, "its worker ended while no client watched the map")
+        live = sum(1 for w in self.workers.values() if w.live)
+        self.log.info("re-attached to %s: %d of %d task(s) done, %d worker(s) still queued",
+                      self.work_dir.path, self._done_count, self.num_tasks, live)
 
-    def _gather(self) -> list[tuple[int, list]]:
-        """Read new result files, archive them, and return their outcomes."""
-        blobs: dict[int, bytes] = {}
-        for chunk_id in self.work_dir.new_result_ids():
-            chunk = self.status.get(chunk_id)
-            if chunk is None or chunk.done:  # a duplicate from a resubmitted job
-                self.work_dir.result_path(chunk_id).unlink(missing_ok=True)
-                continue
-            blobs[chunk_id] = self.work_dir.read_result(chunk_id)
-        arrived = [(chunk_id, pickle.loads(blob)) for chunk_id, blob in sorted(blobs.items())]
-        logs = self.work_dir.logs_of(sorted(blobs))  # read once: relayed, folded, archived
-        if self.relay_output:
-            self._relay_output(logs)
-        self.events.fold_logs(logs.values())  # before archive() deletes the logs
-        self.work_dir.archive(blobs, logs)
-        for chunk_id, _ in arrived:
-            self.status[chunk_id].done = True
-        # before the first submission: results left by an earlier client of this work_dir
-        self.events.gathered(arrived, self.chunks, recovered=not self._started)
-        self._cancel_duplicates([chunk_id for chunk_id, _ in arrived])
-        return arrived
-
-    def _relay_output(self, logs: dict[str, bytes]) -> None:
-        """Print what the gathered chunks' tasks printed (``logs`` as ``logs_of`` gives
-        them): to ``sys.stdout`` as it is now (a notebook's, a test's capture), as
-        multiprocessing's workers print to the caller's terminal. Never fails the map."""
-        attempts: dict[str, list[bytes]] = {}
-        for name, log in logs.items():
-            attempts.setdefault(name.split("/", 1)[0], []).append(log)
-        try:
-            for chunk_logs in attempts.values():
-                output = output_of_attempts(chunk_logs)
-                if output:
-                    sys.stdout.write(output.decode("utf-8", errors="replace"))
-            sys.stdout.flush()
-        except Exception as error:  # noqa: BLE001 - a closed stdout must not lose results
-            self.log.warning("could not print the tasks' output: %s", error)
-
-    def _cancel_duplicates(self, chunk_ids: list[int]) -> None:
-        """A chunk submitted more than once (thought lost, or in an error state) may
-        still have a job queued after one of its jobs delivered: nothing needs it."""
-        duplicated = [c for c in chunk_ids if self.status[c].resubmitted]
-        if duplicated:
-            self.scheduler.cancel(self.work_dir, duplicated)
-
-    # ------------------------------------------------------------------ scheduler calls
-    def _submit(self, chunk_ids: list[int]) -> None:
-        if not chunk_ids:
+    def _top_up(self, first: bool = False) -> None:
+        """Submit workers for the work waiting, up to the capacity, in one submission.
+        The first submission of a map raises when refused or when the scheduler is
+        away; later ones are tried again at the next poll."""
+        live = sum(1 for w in self.workers.values() if w.live)
+        wanted = min(self.capacity, live + self._work_waiting()) - live
+        if wanted <= 0 or self._barren_deadline is not None:
             return
-        self.scheduler.submit(self.work_dir, chunk_ids)
-        for chunk_id in chunk_ids:
-            self.status[chunk_id].submitted()
+        start = max([*self.workers, *self.work_dir.recorded_chunks(), -1]) + 1
+        worker_ids = list(range(start, start + wanted))
+        try:
+            self.scheduler.submit(self.work_dir, worker_ids)
+        except SchedulerCommandError as error:
+            if first or not self.scheduler.is_transient(error):
+                raise  # refused for good (an unknown partition): retrying can't help
+            self.log.warning("could not submit workers now, trying again later: %s", error)
+            return
+        for worker_id in worker_ids:
+            self.workers[worker_id] = WorkerStatus()
         self._last_query = time.monotonic()
-        self.events.submitted(chunk_ids)
-        self.log.info("submitted %d chunk(s) to %s", len(chunk_ids), self.scheduler.name)
+        self.events.submitted(worker_ids)
+        self.log.info("submitted %d worker(s) to %s", len(worker_ids), self.scheduler.name)
 
-    def _poll(self) -> Iterator[tuple[int, list]]:
-        """Ask the scheduler once; resubmit chunks in ERROR or lost from the queue."""
+    def _poll(self) -> Iterator[Arrival]:
+        """Ask the scheduler once; note the workers that ended, reopen their claims,
+        replace them if work waits."""
         self._last_query = time.monotonic()
         try:
             states = self.scheduler.query(self.work_dir)
@@ -403,151 +486,247 @@ class MapRun:
             self.log.warning("could not ask the scheduler, trying again next poll: %s", error)
             self._give_up_on_late_results()
             return
-        # Results may have landed while the scheduler answered: a job that just left
+        # Results may have landed while the scheduler answered: a worker that just left
         # the queue must not be taken for lost.
         yield from self._gather()
-        in_error, lost = [], []
+        self._read_claims()
         now = time.monotonic()
-        for chunk_id, chunk in self.status.items():
-            if not chunk.outstanding or chunk_id in self._last_chance:
+        in_error, ended = [], []
+        crashes: dict[int, Crash] = {}
+        for worker_id, worker in self.workers.items():
+            if not worker.live:
                 continue
-            state = states.get(chunk_id)
+            state = states.get(worker_id)
             if state is State.ERROR:
-                in_error.append(chunk_id)
-                if not self._crashed(chunk_id):
-                    chunk.in_error()
+                worker.ending = "the scheduler put its job in an error state"
+                in_error.append(worker_id)
             elif state is None:
-                missing_too_long = chunk.missed()
-                if self._crashed(chunk_id):
-                    lost.append(chunk_id)
-                elif missing_too_long:
-                    lost.append(chunk_id)
-                    chunk.lost()
-            else:
-                chunk.seen(state, now)
-        in_error += self._stuck_chunks({*in_error, *self._last_chance})
+                crash = crash_of(self.work_dir, worker_id)
+                if crash is not None:  # a positive signal: no need to wait for more polls
+                    worker.ending = crash.ending
+                    crashes[worker_id] = crash
+                    ended.append(worker_id)
+                elif worker.missed():
+                    worker.ending = worker.left_queue()
+                    ended.append(worker_id)
+            elif worker.seen(state, now):
+                self._worker_requeued(worker_id)
+        in_error += self._stuck_workers(now)
         if in_error:
-            self.log.warning("chunk(s) %s in an error state: cancelling them", in_error)
+            self.log.warning("worker(s) %s in an error state or stuck: cancelling them",
+                             in_error)
             self.scheduler.cancel(self.work_dir, in_error)
-        if lost:
-            self.log.warning("chunk(s) %s left the queue without a result", lost)
-        self.events.resubmit(in_error, lost)
-        self._resubmit(in_error + lost)
+        for worker_id in in_error + ended:
+            self._worker_ended(worker_id, crashes.get(worker_id))
+        self._gather_logs(in_error + ended)
         self._give_up_on_late_results()
-        self._top_up()  # chunks held back, or whose submission failed earlier
+        self._check_barren()
+        self._reopen_orphans()
+        self._top_up()
+        self._cancel_idle(pending_only=True)
 
-    def _stuck_chunks(self, already: set[int]) -> list[int]:
-        """Chunks shown running for STUCK_AFTER_SECONDS whose worker never started
-        (it would have written its first event into the job's log first thing)."""
-        now = time.monotonic()
-        suspects = [
-            chunk_id for chunk_id, chunk in self.status.items()
-            if not chunk.done and chunk_id not in already
-            and chunk.shown_running_longer_than(STUCK_AFTER_SECONDS, now)
-        ]
-        stuck = [chunk_id for chunk_id in suspects if not self.events.worker_started(chunk_id)]
-        for chunk_id in stuck:
-            self.status[chunk_id].stuck()
-        if stuck:
-            self.log.warning("chunk(s) %s shown running but no worker started: lost on the way "
-                             "to a node", stuck)
+    def _reopen_orphans(self) -> None:
+        """Claims without a result whose worker is not known (its claim file names no
+        worker of this map), once no worker of the map is queued: nobody else would
+        ever run them, and the map would wait for ever."""
+        if any(w.live for w in self.workers.values()):
+            return
+        for number, chunk in sorted(self.chunks.items()):
+            if not chunk.done and chunk.worker is None and chunk.attempt == 0 and (
+                    number not in self._last_chance):
+                chunk.lost("it was claimed by a worker this map does not know")
+                self._reopen(number, "it was claimed by a worker this map does not know, "
+                                     "and none of the map's workers runs")
+
+    def _stuck_workers(self, now: float) -> list[int]:
+        """Workers shown running for STUCK_AFTER_SECONDS that never started (a worker
+        writes its first event into the job's log first thing)."""
+        stuck = [worker_id for worker_id, worker in self.workers.items()
+                 if worker.live and worker.shown_running_longer_than(STUCK_AFTER_SECONDS, now)
+                 and not self.events.worker_started(worker_id)]
+        for worker_id in stuck:
+            self.workers[worker_id].ending = (
+                f"the scheduler showed its job running for over {STUCK_AFTER_SECONDS:.0f} s, "
+                f"but no worker ever started on a node")
         return stuck
 
-    def _crashed(self, chunk_id: int) -> bool:
-        """Whether the chunk's job ended in a task killing its worker's process (its log
-        says so): then it is resubmitted once; raises :class:`TaskCrashedError` when the
-        same task did it before, or when no resubmission is left to tell."""
-        crash = crash_of(self.work_dir, chunk_id)
-        if crash is None:
-            return False
-        chunk = self.status[chunk_id]
-        again = chunk.crashed(crash)
-        if again or chunk.out_of_resubmissions(self.max_num_resubmissions):
-            self._raise_crash(chunk_id, crash, again)
-        self.log.warning("chunk %d: %s; running it once more", chunk_id, crash.ending)
-        return True
+    def _worker_ended(self, worker_id: int, crash: Crash | None = None) -> None:
+        """Reopen the claim the worker held (raising when a task crashed it once too
+        often); note a worker that died before claiming anything."""
+        ending = self.workers[worker_id].ending or ""
+        held = [n for n, c in self.chunks.items() if c.held and c.worker == worker_id]
+        if not held:
+            if crash is not None or (not self._finished_cleanly(worker_id)
+                                     and self._work_waiting()):
+                self._barren.append(worker_id)
+                self._barren_logs[worker_id] = self.work_dir.log_tail(worker_id)
+            if crash is not None:
+                self._early_crashes += 1
+                if self._early_crashes > 1:  # every worker would die so
+                    self._raise_crash(None, crash, True, worker_id)
+            return
+        tail = self.work_dir.log_tail(worker_id)
+        for number in held:
+            chunk = self.chunks[number]
+            if crash is not None and crash.task in chunk.tasks:
+                again = chunk.crashed(crash, tail)
+                if again or chunk.out_of_attempts(self.max_num_resubmissions):
+                    self._raise_crash(number, crash, again, worker_id)
+            else:
+                chunk.lost(ending, tail)
+            self._reopen(number, ending)
 
-    def _raise_crash(self, chunk_id: int, crash: Crash, again: bool) -> None:
-        chunk = self.status[chunk_id]
-        if crash.task is None:
-            task = chunk.tasks.start
+    def _worker_requeued(self, worker_id: int) -> None:
+        """Reopen the claims of a worker whose job the scheduler requeued: it was killed,
+        and its job starts again only later (SLURM: ~2 minutes), as a fresh worker that
+        claims anew; the other workers must not wait for that."""
+        ending = "its job was requeued by the scheduler (killed, to start again later)"
+        held = [n for n, c in self.chunks.items() if c.held and c.worker == worker_id]
+        tail = self.work_dir.log_tail(worker_id) if held else ""
+        for number in held:
+            self.chunks[number].lost(ending, tail)
+            self._reopen(number, ending)
+
+    def _finished_cleanly(self, worker_id: int) -> bool:
+        """Whether the worker's log says it ran out of work and exited (then it claimed
+        nothing because nothing was left, which is no failure)."""
+        refs = self.work_dir.jobs_of_chunk(worker_id)
+        if not refs:
+            return False
+        try:
+            return FINISHED in (self.work_dir.logs_dir / refs[-1].log_name).read_bytes()
+        except OSError:
+            return False
+
+    def _raise_crash(self, number: int | None, crash: Crash, again: bool,
+                     worker_id: int) -> None:
+        """:class:`TaskCrashedError` for the task that ended a worker's process (or, for
+        ``number`` None, for the first task no worker got to run)."""
+        if crash.task is None or number is None:
+            task = min(self.board.covered().stop, self.num_tasks - 1)
             how = (f"never ran: its worker's process died before its first task (unpickling "
                    f"the function, or the initializer): it {crash.how}")
+            endings = [self.workers[w].ending or "" for w in self._barren]
         else:
             task, how = crash.task, f"ended its worker's process: it {crash.how}"
+            endings = self.chunks[number].endings
         if not again:
             how += (f" (not rerun to see whether it does so again: max_num_resubmissions="
-                    f"{self.max_num_resubmissions} allows no more submissions)")
-        self.events.lost([chunk_id])
+                    f"{self.max_num_resubmissions} allows no more attempts)")
+        if number is not None:
+            self.events.lost([number])
         raise TaskCrashedError(task, how, crash.signal, crash.status,
-                               self.work_dir.log_tail(chunk_id), str(self.work_dir.path),
-                               chunk.endings)
+                               self.work_dir.log_tail(worker_id), str(self.work_dir.path),
+                               endings)
 
-    def _resubmit(self, chunk_ids: list[int]) -> None:
-        """Submit these chunks again, except those past the resubmission limit: they
-        wait LATE_RESULT_SECONDS for a result still on its way (see _give_up_on_late_results)."""
-        limit = self.max_num_resubmissions
-        over_limit = [c for c in chunk_ids if self.status[c].out_of_resubmissions(limit)]
-        if over_limit:
-            self._last_chance.update(dict.fromkeys(over_limit, time.monotonic() + self._grace))
+    def _check_barren(self) -> None:
+        """Fail the map when (1 + max_num_resubmissions) rounds of workers died before
+        claiming anything since the last result: they will not get any further. First
+        LATE_RESULT_SECONDS pass with nothing submitted: their claims and results may
+        still be on their way (NFS); one that comes lets the map go on."""
+        limit = (1 + self.max_num_resubmissions) * max(1, min(self.capacity, self.num_tasks))
+        if len(self._barren) < limit or not self._work_waiting():
+            return
+        now = time.monotonic()
+        if self._barren_deadline is None:
+            self._barren_deadline = now + self._grace
             if self._grace > 0:
                 self.log.warning(
-                    "chunk(s) %s died without a result %d time(s), more than "
+                    "%d worker(s) in a row ended before claiming any task, more than "
                     "max_num_resubmissions=%d allows: waiting %.0f s for a result that may "
-                    "still be on its way (NFS) before giving up", over_limit, limit + 1,
-                    limit, self._grace)
-        chunk_ids = [c for c in chunk_ids if c not in self._last_chance]
-        for chunk_id in chunk_ids:
-            self.work_dir.archive_logs_of(chunk_id)
-        # if the controller is away, these chunks are still missing at the next poll
-        # and are resubmitted then
-        self._submit_while_running(chunk_ids, "resubmit")
-
-    @property
-    def _grace(self) -> float:
-        """How long a chunk past the resubmission limit waits for a late result: not at
-        all when the jobs write on this host."""
-        return LATE_RESULT_SECONDS if self.scheduler.runs_elsewhere else 0.0
-
-    def _give_up_on_late_results(self) -> None:
-        """Fail the map for chunks past the resubmission limit whose last chance for a
-        late result is over; a result that came meanwhile was gathered as any other."""
-        now = time.monotonic()
-        expired = [c for c, deadline in self._last_chance.items()
-                   if not self.status[c].done and now >= deadline]
-        if not expired:
+                    "still be on its way (NFS) before giving up", len(self._barren),
+                    self.max_num_resubmissions, self._grace)
+        if now < self._barren_deadline:
             return
-        self.events.lost(expired)
-        raise ChunksLostError(
-            {c: (self.status[c].tasks, self.work_dir.log_tail(c)) for c in expired},
-            self.work_dir.path,
-            {c: self.status[c].endings for c in expired},
-            self._grace,
-        )
+        first = self.board.covered().stop
+        tail = self._barren_logs.get(self._barren[-1], "")
+        endings = [self.workers[w].ending or "" for w in self._barren]
+        lost = {len(self.chunks): (range(first, self.num_tasks), tail)}
+        lost.update({n: (c.tasks, "") for n, c in self.chunks.items()
+                     if not c.done and c.worker is None and c.attempt > 0})
+        self.events.lost(sorted(lost))
+        raise ChunksLostError(lost, self.work_dir.path, dict.fromkeys(lost, endings),
+                              self._grace)
 
-    def _submit_while_running(self, chunk_ids: list[int], verb: str = "submit") -> bool:
-        """Submit during a running map. A scheduler that can't be reached now is
-        tried again later (as a failing query is); one refusing the job raises."""
-        try:
-            self._submit(chunk_ids)
-            return True
-        except SchedulerCommandError as error:
-            if not self.scheduler.is_transient(error):
-                raise  # the scheduler refuses the job itself: retrying can't help
-            self.log.warning("could not %s %s now, trying again later: %s",
-                             verb, chunk_ids, error)
-            return False
-
-    def _cancel_unfinished(self) -> None:
-        """Best effort: a failure here must not hide the exception being raised."""
-        unfinished = [c for c, s in self.status.items() if not s.done]
-        if not unfinished:
+    def _cancel_idle(self, pending_only: bool, useless: Container[int] = ()) -> None:
+        """Cancel workers with nothing to do: once every task is claimed and no claim
+        waits to be reopened, those that did not start yet or were requeued (they would
+        start again for nothing), or, when the map is over, every one still queued.
+        Workers in ``useless`` are cancelled even if they started."""
+        if pending_only and (self._work_waiting() or self._last_chance):
             return
+        holders = {c.worker for c in self.chunks.values() if c.held}
+        idle = [w for w, status in self.workers.items()
+                if status.live and w not in holders
+                and (w in useless or status.requeued
+                     or not (pending_only and self.events.worker_started(w)))]
+        if not idle:
+            return
+        self.scheduler.cancel(self.work_dir, idle)
+        for worker_id in idle:
+            self.workers[worker_id].ending = "cancelled by the pool: no work left for it"
+        self.log.info("cancelled %d idle worker(s): no work left for them", len(idle))
+
+    def _duplicate_runners(self) -> set[int]:
+        """Workers that last claimed a retry of a claim whose result is in: once the map
+        is over they can only be running it again for nothing (the worker of an earlier
+        attempt, taken for lost, delivered after all), and must not stay queued."""
+        if not any(c.attempt > 0 for c in self.chunks.values()):
+            return set()  # nothing was reopened: no listing needed
+        self._read_claims()  # retries taken since the last poll
+        return {c.worker for c in self.chunks.values()
+                if c.done and c.attempt > 0 and c.worker is not None}
+
+    def _end_workers(self, finished: bool) -> None:
+        """The map is over: on success cancel the workers that never started (a pending
+        job would start for nothing); on any other end, or when the tasks left were
+        abandoned, every one still queued. Best effort: a failure here must not hide the
+        exception being raised."""
         try:
-            self.scheduler.cancel(self.work_dir, unfinished)
-            self.log.warning("cancelled the %d unfinished chunk(s) of this map", len(unfinished))
+            if finished and not self._abandoned:
+                self._cancel_idle(pending_only=True, useless=self._duplicate_runners())
+            else:
+                live = [w for w, status in self.workers.items() if status.live]
+                if live:
+                    self.scheduler.cancel(self.work_dir, live)
+                    self.log.warning("cancelled the %d worker(s) of this map", len(live))
         except Exception as error:  # noqa: BLE001
-            self.log.error("could not cancel jobs of this map: %s", error)
+            self.log.error("could not cancel workers of this map: %s", error)
+
+    # ------------------------------------------------------------------ logs
+    def _gather_logs(self, worker_ids: list[int]) -> None:
+        """Fold these workers' events into the map's journal, print what their tasks
+        printed (relay_output), and move their logs into logs.zip. Never fails the map."""
+        worker_ids = [w for w in worker_ids if w not in self._logs_gathered]
+        if not worker_ids:
+            return
+        try:
+            logs = self.work_dir.logs_of(worker_ids)
+            if self.relay_output:
+                self._read_claims()  # who ran what: a short map may not have polled yet
+                self._relay_output(logs)
+            self.events.fold_logs(logs.values())
+            self.work_dir.archive_logs(logs)
+            self._logs_gathered.update(worker_ids)
+        except Exception as error:  # noqa: BLE001 - the results matter more than the logs
+            self.log.warning("could not archive the workers' logs: %s", error)
+
+    def _relay_output(self, logs: dict[str, bytes]) -> None:
+        """Print what the workers' tasks printed (``logs`` as ``logs_of`` gives them,
+        ``<worker>/<log>``), only for tasks whose result came from that worker: to
+        ``sys.stdout`` as it is now (a notebook's, a test's capture), as
+        multiprocessing's workers print to the caller's terminal. Never fails the map."""
+        try:
+            for name, log in logs.items():
+                worker_id = int(name.split("/", 1)[0])
+                delivered = {index for chunk in self.chunks.values()
+                             if chunk.done and chunk.worker == worker_id for index in chunk.tasks}
+                output = output_of_tasks(log, delivered)
+                if output:
+                    sys.stdout.write(output.decode("utf-8", errors="replace"))
+            sys.stdout.flush()
+        except Exception as error:  # noqa: BLE001 - a closed stdout must not lose results
+            self.log.warning("could not print the tasks' output: %s", error)
 
 
 def changed_versions(work_dir: WorkDir) -> str:

@@ -43,7 +43,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from pathlib import Path
 
 from .ranges import compress_ranges
@@ -66,8 +66,8 @@ TASK_MARK = b"poolparty-task: "
 # The kinds of events (their "event" field): the writers below and the readers
 # (poolparty.map_status, poolparty.crashes) name them by these constants only.
 MAP_STARTED = "map_started"  #: the client began (or resumed) the map
-SUBMITTED = "submitted"  #: the client submitted chunks
-RESUBMIT = "resubmit"  #: the client decided to resubmit chunks, and why
+SUBMITTED = "submitted"  #: the client submitted workers
+RESUBMIT = "resubmit"  #: the client reopened a lost worker's claim, and why
 LOST = "lost"  #: chunks resubmitted too often: given up
 ABANDONED = "abandoned"  #: chunks nobody needs any more (their futures were cancelled)
 GATHERED = "gathered"  #: chunks whose results the client has
@@ -174,12 +174,12 @@ def job_of_environment(environ: dict[str, str]) -> dict[str, str]:
 
 
 class WorkerEvents(EventWriter):
-    """The events of one attempt at one chunk, marked lines in its job's log (the
-    worker's standard error; see the module doc)."""
+    """The events of one worker (one job), marked lines in its job's log (the worker's
+    standard error; see the module doc)."""
 
-    def __init__(self, chunk_id: int, descriptor: int = 2) -> None:
+    def __init__(self, worker_id: int, descriptor: int = 2) -> None:
         super().__init__()
-        self.chunk_id = chunk_id
+        self.worker_id = worker_id
         self.descriptor = descriptor
         self.host = os.uname().nodename
         self._start = time.monotonic()
@@ -195,7 +195,7 @@ class WorkerEvents(EventWriter):
 
     def started(self, environ: dict[str, str]) -> None:
         self._start = time.monotonic()
-        self.emit(CHUNK_STARTED, chunk=self.chunk_id, host=self.host, pid=os.getpid(),
+        self.emit(CHUNK_STARTED, worker=self.worker_id, host=self.host, pid=os.getpid(),
                   **job_of_environment(environ))
 
     def task_starting(self, task_index: int) -> None:
@@ -214,13 +214,13 @@ class WorkerEvents(EventWriter):
         if self._failures > MAX_WORKER_FAILURES:
             return
         kind, message = describe_error(error)
-        self.emit(TASK_FAILED, chunk=self.chunk_id, task=task_index, type=kind,
+        self.emit(TASK_FAILED, worker=self.worker_id, task=task_index, type=kind,
                   message=message)
 
     def finished(self, ok: int, failed: int) -> None:
         """``seconds`` is a difference on this node's clock: skew between nodes can't
         distort it."""
-        self.emit(CHUNK_FINISHED, chunk=self.chunk_id, ok=ok, failed=failed,
+        self.emit(CHUNK_FINISHED, worker=self.worker_id, ok=ok, failed=failed,
                   seconds=round(time.monotonic() - self._start, 3))
 
 
@@ -235,30 +235,26 @@ class ClientEvents(EventWriter):
     def _write(self, line: bytes) -> None:
         append_line_bytes(self.path, line)
 
-    def map_started(self, scheduler: Scheduler, chunks: Sequence[range], resumed: bool) -> None:
+    def map_started(self, scheduler: Scheduler, num_tasks: int, block: int,
+                    resumed: bool) -> None:
         commands = getattr(scheduler, "commands", None) or {}
         self.emit(
-            MAP_STARTED, map_id=self.work_dir.map_id, tasks=sum(len(c) for c in chunks),
-            chunks=len(chunks), chunksize=len(chunks[0]) if chunks else 0,
+            MAP_STARTED, map_id=self.work_dir.map_id, tasks=num_tasks, block=block,
             backend=scheduler.name, host=os.uname().nodename, pid=os.getpid(),
             resumed=resumed,
             commands={name: [str(part) for part in commands[name]]
                       for name in [scheduler.query_command] if name in commands},
         )
 
-    def submitted(self, chunk_ids: Sequence[int]) -> None:
+    def submitted(self, worker_ids: Sequence[int]) -> None:
         """Job ids are those known now (a local job gets its id when it starts)."""
-        jobs = {ref.job_id for c in chunk_ids for ref in self.work_dir.jobs_of_chunk(c)[-1:]}
-        self.emit(SUBMITTED, chunks=compress_ranges(chunk_ids), jobs=sorted(jobs))
+        jobs = {ref.job_id for w in worker_ids for ref in self.work_dir.jobs_of_chunk(w)[-1:]}
+        self.emit(SUBMITTED, workers=compress_ranges(worker_ids), jobs=sorted(jobs))
 
-    def resubmit(self, in_error: Sequence[int], missing: Sequence[int]) -> None:
-        """The engine's decision and its reason; the resubmission itself is ``submitted``.
-        The chunks' worker events are folded first: their attempts are over, and their
-        logs go into logs.zip next."""
-        if in_error or missing:
-            self.fold([*in_error, *missing])
-            self.emit(RESUBMIT, error=compress_ranges(in_error),
-                      missing=compress_ranges(missing))
+    def reopened(self, number: int, attempt: int, reason: str, worker: int | None) -> None:
+        """The engine reopened a claim whose worker ended without its result (that
+        worker is lost), and why."""
+        self.emit(RESUBMIT, chunk=number, attempt=attempt, reason=reason, worker=worker)
 
     def lost(self, chunk_ids: Sequence[int]) -> None:
         self.emit(LOST, chunks=compress_ranges(chunk_ids))
@@ -266,10 +262,11 @@ class ClientEvents(EventWriter):
     def abandoned(self, chunk_ids: Sequence[int]) -> None:
         self.emit(ABANDONED, chunks=compress_ranges(chunk_ids))
 
-    def gathered(self, arrived: Sequence[tuple[int, list]], chunks: Sequence[range],
+    def gathered(self, arrived: Sequence[tuple[int, range, list]],
                  recovered: bool = False) -> None:
-        """Chunks whose results the client has, with the tasks that raised (their
-        workers' events were folded before their logs were archived).
+        """Claims whose results the client has (``(claim, tasks, outcomes)``): their
+        numbers, their tasks (``spans``: the claim files are archived when the map
+        succeeds) and the tasks that raised.
 
         ``recovered``: results of an earlier client of this work_dir, which must not
         count in this client's throughput.
@@ -277,12 +274,13 @@ class ClientEvents(EventWriter):
         if not arrived:
             return
         errors = []
-        for chunk_id, outcomes in arrived:
+        for _, tasks, outcomes in arrived:
             for offset, outcome in enumerate(outcomes):
                 if not outcome[0]:
-                    errors.append([chunks[chunk_id].start + offset, *describe_error(outcome[1])])
-        self.emit(GATHERED, chunks=compress_ranges([c for c, _ in arrived]),
-                  tasks=sum(len(outcomes) for _, outcomes in arrived), errors=errors,
+                    errors.append([tasks.start + offset, *describe_error(outcome[1])])
+        self.emit(GATHERED, chunks=compress_ranges([c for c, _, _ in arrived]),
+                  spans=[[c, tasks.start, tasks.stop] for c, tasks, _ in arrived],
+                  tasks=sum(len(outcomes) for _, _, outcomes in arrived), errors=errors,
                   recovered=recovered)
 
     def map_ended(self, finished: bool, error: BaseException | None) -> None:
@@ -393,6 +391,23 @@ def task_output(log: bytes) -> bytes:
         elif not line.startswith(OWN_LINE_PREFIXES):
             kept.append(line)
     return b"".join(kept)
+
+
+def output_of_tasks(log: bytes, keep: Container[int]) -> bytes:
+    """What a worker's tasks in ``keep`` printed (each task's output runs from its
+    ``poolparty-task`` line to the next), and what the worker printed before its first
+    task (an initializer's output): a worker that died mid-claim leaves out the output
+    of tasks another worker ran again."""
+    kept, current = [], None
+    for line in log.splitlines(keepends=True):
+        if TASK_MARK in line:
+            before = line[:line.index(TASK_MARK)]
+            if before and (current is None or current in keep):
+                kept.append(before + b"\n")
+            current = int(line[line.index(TASK_MARK) + len(TASK_MARK):].strip() or -1)
+        elif current is None or current in keep:
+            kept.append(line)
+    return task_output(b"".join(kept))
 
 
 def output_of_attempts(logs: Sequence[bytes]) -> bytes:

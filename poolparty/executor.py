@@ -2,12 +2,14 @@
 
 Code written for ``concurrent.futures`` submits one call at a time, often from a loop.
 One job per call would flood the scheduler, so calls submitted close together are
-gathered into one batch, and a batch is one map of the engine (one array submission,
-chunked as any map). Each call's Future resolves as soon as its chunk's result file
-arrives, so ``concurrent.futures.wait`` and ``as_completed`` work as usual.
+gathered into one batch, and a batch is one map of the engine (its workers pull the
+calls as any map's tasks). Each call's Future resolves as soon as the result file of
+the chunk holding it arrives, so ``concurrent.futures.wait`` and ``as_completed`` work
+as usual.
 
-Futures stay cancellable while their job is queued or running: when every call of a
-chunk has been cancelled, that chunk's job is cancelled (nothing else needs it).
+Futures stay cancellable while their call is queued or running: once every call of a
+batch still without a result has been cancelled, the batch's workers are cancelled
+(nothing else needs them).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import threading
 import time
 from concurrent.futures import Executor as _Executor
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from .engine import attach_remote_traceback
@@ -36,7 +38,6 @@ class _Call:
 class _Batch:
     calls: list[_Call]
     prepared: PreparedMap | None = None
-    cancelled: set[int] = field(default_factory=set)
 
 
 class Executor(_Executor):
@@ -160,11 +161,8 @@ class Executor(_Executor):
                 [(c.function, c.args, c.kwargs) for c in batch.calls]
             )
             assert batch.prepared is not None
-            for chunk_id, tasks in enumerate(batch.prepared.bounds):
-                for index in tasks:
-                    batch.calls[index].future.add_done_callback(
-                        lambda _, chunk_id=chunk_id: self._maybe_abandon(batch, chunk_id)
-                    )
+            for call in batch.calls:
+                call.future.add_done_callback(lambda _: self._maybe_abandon(batch))
             for index, outcome in self._pool.maps.outcomes(batch.prepared):
                 _resolve(batch.calls[index].future, outcome)
         except BaseException as error:  # noqa: BLE001 - the futures carry it to the caller
@@ -172,15 +170,15 @@ class Executor(_Executor):
                 if not call.future.done() and call.future.set_running_or_notify_cancel():
                     call.future.set_exception(error)
 
-    def _maybe_abandon(self, batch: _Batch, chunk_id: int) -> None:
-        """A future of this chunk was cancelled: if all were, its job is not needed."""
+    def _maybe_abandon(self, batch: _Batch) -> None:
+        """A future of this batch was cancelled: its task is not needed any more; once no
+        task of the batch is needed, its map ends and its workers are cancelled."""
         prepared = batch.prepared
-        if prepared is None or chunk_id in batch.cancelled:
+        if prepared is None:
             return
-        calls = [batch.calls[i] for i in prepared.bounds[chunk_id]]
-        if all(call.future.cancelled() for call in calls):
-            batch.cancelled.add(chunk_id)
-            prepared.run.abandon([chunk_id])
+        cancelled = [i for i, call in enumerate(batch.calls) if call.future.cancelled()]
+        if cancelled:
+            prepared.run.abandon(cancelled)
 
 
 def _resolve(future: Future, outcome: tuple) -> None:

@@ -56,16 +56,24 @@ class MapFiles:
         return self._read_private(self.path / "function.pkl")
 
     def read_chunk(self, chunk_id: int) -> bytes:
-        """One chunk's pickled tasks, read by seeking: the worker never loads them all."""
+        """One block's pickled ``(first task, tasks)``."""
+        return self.read_blocks(chunk_id, chunk_id + 1)[0]
+
+    def read_blocks(self, first: int, stop: int) -> list[bytes]:
+        """Blocks ``[first, stop)`` of pickled tasks, read with one seek and one read
+        each from the index and the tasks: the worker never loads the whole map."""
         check_private(self.path)
         with open(self.path / "tasks.idx", "rb") as index:
-            index.seek(chunk_id * OFFSET.size)
-            start, stop = struct.unpack("<QQ", index.read(2 * OFFSET.size))
+            index.seek(first * OFFSET.size)
+            count = stop - first + 1
+            offsets = struct.unpack(f"<{count}Q", index.read(count * OFFSET.size))
         tasks_path = self.path / "tasks.pkl"
         check_private(tasks_path)
         with open(tasks_path, "rb") as tasks_file:
-            tasks_file.seek(start)
-            return tasks_file.read(stop - start)
+            tasks_file.seek(offsets[0])
+            data = tasks_file.read(offsets[-1] - offsets[0])
+        base = offsets[0]
+        return [data[a - base:b - base] for a, b in zip(offsets, offsets[1:])]
 
     def _read_private(self, path: Path) -> bytes:
         check_private(self.path)

@@ -51,8 +51,11 @@ class MapSettings:
     max_num_resubmissions: int
     progress: bool
     relay_output: bool
-    #: the chunksize of a map given none, from its number of tasks (a pool decides)
-    default_chunksize: Callable[[int], int]
+    #: the chunksize of a map given none, from its number of tasks (a pool decides);
+    #: None: claims sized by the workers
+    default_chunksize: Callable[[int], int | None]
+    #: how many workers may run at once
+    capacity: int = 8
     initializer: Callable | None = None
     initargs: tuple = ()
 
@@ -62,7 +65,6 @@ class PreparedMap:
     """A map whose work_dir is written, ready to be driven by the engine."""
 
     work_dir: WorkDir
-    bounds: list[range]
     num_tasks: int
     run: MapRun
     log: logging.Logger
@@ -100,9 +102,10 @@ class Maps:
             return None
         if chunksize is None:
             chunksize = self.settings.default_chunksize(len(tasks))
-        bounds = chunking.chunk_bounds(len(tasks), chunksize)
+        block = chunking.block_size(len(tasks), chunksize)
         function_blob = self._pickle_function(func, star)
-        chunk_blobs = [pickle_chunk(tasks, chunk) for chunk in bounds]
+        chunk_blobs = [pickle_chunk(tasks, chunk)
+                       for chunk in chunking.chunk_bounds(len(tasks), block)]
         identity = map_identity(function_blob, chunk_blobs, self.settings.python_path,
                                 user_code_digest())
         self.settings.scheduler.check_work_dir(resolve_root(self.settings.work_root))  # cwd
@@ -110,12 +113,12 @@ class Maps:
         if not work_dir.has_inputs():
             try:
                 work_dir.write_inputs(function_blob, chunk_blobs,
-                                      self._metadata(len(tasks), chunksize))
+                                      self._metadata(len(tasks), block, chunksize))
             except InvalidInputError:  # no room: nothing worth keeping was written
                 work_dir.remove()
                 raise
         work_dir.write_job_script(self.settings.python_path, self.settings.core_dumps)
-        return self._prepared(work_dir, bounds, len(tasks))
+        return self._prepared(work_dir, len(tasks), block)
 
     def prepare_calls(self, calls: Iterable[tuple[Callable, tuple, dict]],
                       chunksize: int | None = None) -> PreparedMap | None:
@@ -124,12 +127,17 @@ class Maps:
         checked = [(function, tuple(args), dict(kwargs or {})) for function, args, kwargs in calls]
         return self.prepare(apply_call, checked, chunksize, star=True)
 
-    def _prepared(self, work_dir: WorkDir, bounds: list[range], num_tasks: int) -> PreparedMap:
+    def _prepared(self, work_dir: WorkDir, num_tasks: int, block: int) -> PreparedMap:
         map_log = map_logger(work_dir.path / "client.log.jsonl", work_dir.map_id)
-        run = MapRun(self.settings.scheduler, work_dir, bounds, self.settings.polling_interval,
-                     self.settings.max_num_resubmissions, map_log,
+        run = MapRun(self.settings.scheduler, work_dir, num_tasks,
+                     self.settings.polling_interval, self.settings.max_num_resubmissions,
+                     map_log, capacity=self._workers(num_tasks, block), block=block,
                      relay_output=self.settings.relay_output)
-        return PreparedMap(work_dir, bounds, num_tasks, run, map_log)
+        return PreparedMap(work_dir, num_tasks, run, map_log)
+
+    def _workers(self, num_tasks: int, block: int) -> int:
+        """How many workers a map gets at most: the capacity, or one per block."""
+        return max(1, min(self.settings.capacity, -(-num_tasks // block)))
 
     def _claim_work_dir(self, identity: str) -> WorkDir:
         """The map's directory. With reuse_results=False, one an earlier run of the same
@@ -152,10 +160,14 @@ class Maps:
                                f"level or avoid capturing open files, locks or connections.")
             raise
 
-    def _metadata(self, num_tasks: int, chunksize: int) -> dict:
+    def _metadata(self, num_tasks: int, block: int, claim_unit: int | None) -> dict:
         return {
             "num_tasks": num_tasks,
-            "chunksize": chunksize,
+            # what the workers need to size their claims (poolparty.worker.Pace)
+            "block": block,
+            "claim_unit": claim_unit,
+            "workers": self._workers(num_tasks, block),
+            "time_limit_seconds": self.settings.scheduler.time_limit_seconds,
             "python_path": self.settings.python_path,
             "backend": self.settings.scheduler.name,
             "client_pid": os.getpid(),
@@ -169,13 +181,12 @@ class Maps:
     def outcomes(self, prepared: PreparedMap) -> Iterator[tuple[int, Outcome]]:
         """Run the map: ``(task index, outcome)`` for each task as its chunk's result
         arrives, a chunk's tasks in a row. Cleans up after it (see ``chunk_outcomes``)."""
-        for chunk_id, outcomes in self.chunk_outcomes(prepared):
-            first = prepared.bounds[chunk_id].start
-            for offset, outcome in enumerate(outcomes):
-                yield first + offset, outcome
+        for tasks, outcomes in self.chunk_outcomes(prepared):
+            yield from zip(tasks, outcomes)
 
-    def chunk_outcomes(self, prepared: PreparedMap) -> Iterator[tuple[int, list[Outcome]]]:
-        """Drive one map, ``(chunk id, its tasks' outcomes)`` as each arrives; clean up
+    def chunk_outcomes(self, prepared: PreparedMap) -> Iterator[tuple[range, list[Outcome]]]:
+        """Drive one map, ``(a chunk's task positions, their outcomes)`` as each chunk
+        arrives; clean up
         after it: the work_dir goes on success (unless keep_work_dir) and stays, with a
         log line saying where, on any other end (a task that raised is one: its map can
         be run again, see resume.rst).
@@ -191,16 +202,16 @@ class Maps:
             self._running.add(prepared.run)
         bar = (progress_bar(prepared.num_tasks, prepared.work_dir.map_id)
                if self.settings.progress else None)
-        prepared.log.info("map of %d task(s) in %d chunk(s) in %s", prepared.num_tasks,
-                          len(prepared.bounds), prepared.work_dir.path)
-        held: list[tuple[int, list]] = []  # the last chunks of a map that will be removed
+        prepared.log.info("map of %d task(s) in %s", prepared.num_tasks,
+                          prepared.work_dir.path)
+        held: list[tuple[range, list]] = []  # the last chunks of a map that will be removed
         all_tasks_ok = True
         try:
-            for chunk_id, outcomes in prepared.run.outcomes():
+            for tasks, outcomes in prepared.run.outcomes():
                 if bar is not None:
                     bar.update(len(outcomes))
                 all_tasks_ok = all_tasks_ok and all(outcome[0] for outcome in outcomes)
-                held.append((chunk_id, outcomes))
+                held.append((tasks, outcomes))
                 if not (all_tasks_ok and prepared.run.all_done()):
                     yield from held  # a map with a task that raised is kept: no need to wait
                     held.clear()
@@ -225,8 +236,10 @@ class Maps:
         close_map_logger(prepared.log)
         if discard:
             prepared.work_dir.remove()
-        else:
-            prepared.work_dir.release()
+            return
+        if succeeded:  # kept (keep_work_dir): a handful of files, as a finished map
+            prepared.work_dir.archive_claims()
+        prepared.work_dir.release()
 
     def collect(self, prepared: PreparedMap | None) -> list:
         """All results in input order; the first task error is raised at once."""
@@ -252,7 +265,7 @@ class Maps:
             return None
         try:
             plan = self.settings.scheduler.plan(prepared.work_dir,
-                                                list(range(len(prepared.bounds))))
+                                                list(range(prepared.run.capacity)))
         finally:
             close_map_logger(prepared.log)
             prepared.work_dir.release()

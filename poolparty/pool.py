@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from functools import partial
 from typing import Any, Callable
 
-from . import chunking, config
+from . import config
 from .backends import detect_backend, make_scheduler
 from .engine import MapRun, raise_task_error
 from .errors import InvalidInputError
@@ -87,11 +87,14 @@ class Pool:
 
     ``Pool()`` uses SLURM job arrays when ``sbatch`` is on PATH, Sun Grid Engine when
     its ``qsub`` is, and local processes otherwise; ``backend=`` forces one
-    (``"local"``, ``"slurm-array"``, ``"slurm"``, ``"sge"``). ``processes`` caps the
-    jobs running at once. ``initializer(*initargs)`` runs once in each job before its
-    tasks. Remaining keyword arguments go to the backend (e.g. ``partition=``,
-    ``time=``, ``memory=`` for SLURM). An unknown option, or a value of the wrong type,
-    is an ``InvalidOptionError`` (also a TypeError) naming it and the fix.
+    (``"local"``, ``"slurm-array"``, ``"slurm"``, ``"sge"``). Each job is a worker that
+    claims chunks of tasks from the work_dir until none is left; ``processes`` is the
+    most workers of a map at once. ``chunksize`` given is exactly what a worker claims
+    at a time; by default the workers size their claims from the durations they measure.
+    ``initializer(*initargs)`` runs once in each job before its first task. Remaining
+    keyword arguments go to the backend (e.g. ``partition=``, ``time=``, ``memory=`` for
+    SLURM). An unknown option, or a value of the wrong type, is an
+    ``InvalidOptionError`` (also a TypeError) naming it and the fix.
 
     What the tasks print goes to their job's log; the pool prints it on ``sys.stdout``
     as each chunk's results arrive (``relay_output=False``: not), as multiprocessing's
@@ -158,6 +161,7 @@ class Pool:
             progress=values["progress"],
             relay_output=values["relay_output"],
             default_chunksize=chunksize_rule(self),
+            capacity=self._max_running,
             initializer=initializer,
             initargs=tuple(initargs),
         ))
@@ -316,9 +320,10 @@ class Pool:
                 thread.join()
 
     # ------------------------------------------------------------------ the one path
-    def _default_chunksize(self, num_tasks: int) -> int:
-        """The chunksize of a map called without one."""
-        return chunking.default_chunksize(num_tasks, self._max_running)
+    def _default_chunksize(self, num_tasks: int) -> int | None:
+        """The chunksize of a map called without one: None, the workers size their
+        claims from the durations they measure (poolparty.chunking)."""
+        return None
 
     def dry_run_map(self, func: Callable, iterable: Iterable,
                     chunksize: int | None = None) -> MapPreview | None:
@@ -330,7 +335,7 @@ class Pool:
         return self.maps.dry_run(func, iterable, chunksize)
 
 
-def chunksize_rule(pool: Pool) -> Callable[[int], int]:
+def chunksize_rule(pool: Pool) -> Callable[[int], int | None]:
     """The pool's ``_default_chunksize`` for its maps, without keeping the pool alive: a
     pool dropped while running warns and stops its maps as soon as it is dropped, as
     multiprocessing's does, not at the next garbage collection."""
@@ -489,12 +494,11 @@ class IMapIterator:
         if self._prepared is None:
             return
         try:
-            for chunk_id, outcomes in self._maps.chunk_outcomes(self._prepared):
-                first = self._prepared.bounds[chunk_id].start
+            for tasks, outcomes in self._maps.chunk_outcomes(self._prepared):
                 with self._condition:
-                    for offset, outcome in enumerate(outcomes):
-                        self._arrived[first + offset] = outcome
-                        self._arrival_order.append(first + offset)
+                    for index, outcome in zip(tasks, outcomes):
+                        self._arrived[index] = outcome
+                        self._arrival_order.append(index)
                     self._condition.notify_all()
         except BaseException as error:  # noqa: BLE001 - raised to the iterating caller
             with self._condition:

@@ -23,8 +23,9 @@ from .sun_grid_engine import SunGridEngine
 class PredecessorPool(Pool):
     """The constructor of pypoolparty's pools, so its users change one import.
 
-    ``num_simultaneously_running_tasks`` caps the running jobs; ``num_chunks`` spreads
-    a map's tasks over at most that many chunks (jobs) when it is given no chunksize;
+    ``num_simultaneously_running_tasks`` is the most workers (jobs) at once;
+    ``num_chunks`` cuts a map given no chunksize into at most that many chunks, which
+    the workers claim;
     ``sbatch_path=``, ``qsub_path=``, ... name the scheduler's commands; pypoolparty's
     names of backend options are taken as :attr:`renamed_options` says. Differences on
     purpose: a task that raises raises in the caller instead of returning None, and
@@ -76,7 +77,7 @@ class PredecessorPool(Pool):
             verbose=verbose, max_num_resubmissions=max_num_resubmissions,
         )
 
-    def _default_chunksize(self, num_tasks: int) -> int:
+    def _default_chunksize(self, num_tasks: int) -> int | None:
         """pypoolparty's num_chunks, when given; else the Pool's default."""
         if self._num_chunks is None:
             return super()._default_chunksize(num_tasks)

@@ -58,10 +58,6 @@ class Scheduler(abc.ABC):
     #: The user's limit on chunks running at once (None: no limit).
     max_running: int | None = None
 
-    #: False for backends that can't hold jobs back themselves (no array throttle):
-    #: the engine then keeps at most max_running chunks in the queue.
-    throttles_itself: bool = True
-
     #: Whether jobs run on other hosts, whose files the client may see late (NFS): a
     #: chunk past the resubmission limit then gets a last chance for its result.
     runs_elsewhere: bool = True
@@ -111,6 +107,10 @@ class Scheduler(abc.ABC):
         """Raise :class:`InvalidInputError` when jobs could not write their logs under
         ``root``: the scheduler would read some of its characters as its own filename
         patterns, and every job would fail after it ran, its output lost."""
+
+    #: the run time each job was given, in seconds (None: no limit asked for): a worker
+    #: claims no tasks it could not finish before it
+    time_limit_seconds: float | None = None
 
     def is_transient(self, error: SchedulerCommandError) -> bool:
         """Whether a failed command may work if tried again later (a busy or absent
@@ -367,3 +367,30 @@ def _run_once(argv: Sequence[str], timeout: float) -> str | SchedulerCommandErro
     if done.returncode != 0:
         return SchedulerCommandError(argv, done.returncode, stdout, stderr)
     return stdout
+
+
+def duration_seconds(text: str) -> float | None:
+    """SLURM's time formats in seconds: ``minutes``, ``minutes:seconds``,
+    ``hours:minutes:seconds``, ``days-hours[:minutes[:seconds]]``; None when unreadable
+    (then no deadline is kept: SLURM refuses such a time at submission anyway)."""
+    text = str(text).strip()
+    days = 0
+    if "-" in text:
+        head, _, text = text.partition("-")
+        if not head.isdigit():
+            return None
+        days = int(head)
+    parts = text.split(":")
+    if not all(part.isdigit() for part in parts) or len(parts) > 3:
+        return None
+    numbers = [int(part) for part in parts]
+    if days:
+        numbers += [0] * (3 - len(numbers))  # days-hours[:minutes[:seconds]]
+        hours, minutes, seconds = numbers
+    elif len(numbers) == 1:
+        hours, minutes, seconds = 0, numbers[0], 0
+    elif len(numbers) == 2:
+        hours, (minutes, seconds) = 0, numbers
+    else:
+        hours, minutes, seconds = numbers
+    return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)

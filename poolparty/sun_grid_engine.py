@@ -20,7 +20,14 @@ from typing import TYPE_CHECKING, Any
 from . import scheduler
 from .errors import InvalidInputError, SchedulerCommandError
 from .ranges import expand_ranges
-from .scheduler import CommandLineScheduler, QueuedJob, State, refuse_characters, states_of_chunks
+from .scheduler import (
+    CommandLineScheduler,
+    QueuedJob,
+    State,
+    duration_seconds,
+    refuse_characters,
+    states_of_chunks,
+)
 from .settings import PARALLEL_ENVIRONMENT, STRING, STRING_LIST, TABLE, Setting
 from .work_dir import WorkDir
 
@@ -171,6 +178,7 @@ class SunGridEngine(CommandLineScheduler):
         self.resource_args = ["-q", queue] if queue else []
         for key, value in (resources or {}).items():
             self.resource_args += ["-l", f"{key}={value}"]
+        self.time_limit_seconds = sge_time_limit(resources or {})
         if parallel_environment is not None:
             pe_name, slots = parallel_environment
             self.resource_args += ["-pe", str(pe_name), str(slots)]
@@ -266,3 +274,15 @@ def __getattr__(name: str) -> Any:
     """``Pool``: pypoolparty's ``sun_grid_engine.Pool`` constructor, change the import
     only (:class:`poolparty.predecessor.SunGridEnginePool`)."""
     return scheduler.predecessor_attribute(__name__, name)
+
+
+def sge_time_limit(resources: dict[str, Any]) -> float | None:
+    """The run time SGE gives each job, from ``h_rt`` (or ``s_rt``): ``hh:mm:ss`` or a
+    number of seconds (SGE reads a bare number as seconds, unlike SLURM)."""
+    for key in ("h_rt", "s_rt"):
+        value = str(resources.get(key, "")).strip()
+        if value.isdigit():
+            return float(value)
+        if value.count(":") == 2:
+            return duration_seconds(value)
+    return None

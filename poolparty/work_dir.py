@@ -2,21 +2,26 @@
 
 Layout of ``<root>/<map_id>/`` (mode 0700, every file private to the user)::
 
-    map.json             what the map is: number of tasks, chunksize, python, backend
+    map.json             what the map is: number of tasks, block, claim unit, workers,
+                         time limit, python, backend
     function.pkl         cloudpickle of (function, star, initializer, initargs)
-    tasks.pkl            the pickled chunks, one after the other
-    tasks.idx            offsets into tasks.pkl: 8 bytes per chunk + 1 (the worker seeks)
-    job.sh               the job script the scheduler runs
-    jobs.jsonl           one line per submission: job id, and for each chunk its index/log
-    results/<chunk>.pkl  written by workers (temporary name, then renamed: atomic)
-    logs/                stdout+stderr of running jobs, named by the backend; the worker's
-                         events are lines in them marked poolparty-event: (poolparty.events)
-    events.jsonl         the client's events and those of the chunks it gathered
+    tasks.pkl            the tasks pickled in blocks, one after the other
+    tasks.idx            offsets into tasks.pkl: 8 bytes per block + 1 (the worker seeks)
+    job.sh               the job script the scheduler runs: one worker per job
+    jobs.jsonl           one line per submission: job id, and for each worker its index/log
+    claims/ requeue/ retries/   who runs which tasks (poolparty.claims; JSON, no pickles)
+    results/<claim>.pkl  written by workers, (first task, outcomes) (temporary name, then
+                         renamed: atomic)
+    logs/                stdout+stderr of running workers, named by the backend; the
+                         worker's events are lines in them marked poolparty-event:
+    events.jsonl         the client's events and those of the workers that ended
     results.zip          results gathered by the client; the small files are then deleted
-    logs.zip             logs of finished jobs; events.jsonl once the map ended
+    logs.zip             logs of ended workers; events.jsonl once the map ended; the claim
+                         files once the map succeeded
     client.log.jsonl     the client's log, one JSON object per line
 
-So a running map holds O(running chunks) files and a finished one about ten.
+So a running map holds a file per claim and a few per running worker, and a finished
+one about ten.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .claims import CLAIMS, REQUEUE, RETRIES, ClaimBoard
 from .errors import InvalidInputError
 from .events import MARK, TASK_MARK, output_of_attempts
 from .map_files import OFFSET, MapFiles, check_private
@@ -212,6 +218,7 @@ class WorkDir(MapFiles):
         _make_private_dir(staging)
         _make_private_dir(staging / self.results_dir.name)
         _make_private_dir(staging / self.logs_dir.name)
+        ClaimBoard(staging, 0).create()  # claims/, requeue/, retries/ (poolparty.claims)
         descriptor = os.open(staging / "client.lock", os.O_WRONLY | os.O_CREAT, 0o600)
         fcntl.lockf(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)  # nobody else knows it
         with _CLAIMED_LOCK:  # no thread of ours takes it between the rename and this
@@ -406,7 +413,7 @@ class WorkDir(MapFiles):
         if not results:
             return
         self._append_to_zip("results.zip", {f"{c}.pkl": blob for c, blob in results.items()})
-        self._archive_logs(self.logs_of(results) if logs is None else logs)
+        self.archive_logs(self.logs_of(results) if logs is None else logs)
         for chunk_id in results:
             self.result_path(chunk_id).unlink(missing_ok=True)
 
@@ -423,7 +430,7 @@ class WorkDir(MapFiles):
                     pass
         return logs
 
-    def _archive_logs(self, logs: dict[str, bytes]) -> None:
+    def archive_logs(self, logs: dict[str, bytes]) -> None:
         """Append logs (named as logs_of names them) to logs.zip, then delete them."""
         self._append_to_zip("logs.zip", logs)
         for name in logs:
@@ -532,6 +539,13 @@ class WorkDir(MapFiles):
     def task_outputs(self) -> dict[int, bytes]:
         """What each chunk's tasks printed, archived in logs.zip or not (a running map,
         a client that died), by chunk id; chunks that printed nothing are left out."""
+        logs = self.worker_logs()
+        outputs = {chunk_id: output_of_attempts(blobs) for chunk_id, blobs in logs.items()}
+        return {chunk_id: outputs[chunk_id] for chunk_id in sorted(outputs) if outputs[chunk_id]}
+
+    def worker_logs(self) -> dict[int, list[bytes]]:
+        """Each worker's logs, archived in logs.zip or not, oldest first, by worker id
+        (the ids of ``record_jobs``)."""
         logs: dict[int, list[bytes]] = {}
         for name, blob in _read_zip(self.path / "logs.zip"):
             chunk, slash, _ = name.partition("/")
@@ -539,12 +553,35 @@ class WorkDir(MapFiles):
                 logs.setdefault(int(chunk), []).append(blob)
         for chunk_id in self._jobs_of_chunk:
             logs.setdefault(chunk_id, []).extend(self.logs_of([chunk_id]).values())
-        outputs = {chunk_id: output_of_attempts(blobs) for chunk_id, blobs in logs.items()}
-        return {chunk_id: outputs[chunk_id] for chunk_id in sorted(outputs) if outputs[chunk_id]}
+        return logs
 
     def archive_logs_of(self, chunk_id: int) -> None:
         """Keep the logs of a job that died (for the user) in logs.zip, then delete them."""
-        self._archive_logs(self.logs_of([chunk_id]))
+        self.archive_logs(self.logs_of([chunk_id]))
+
+    def archive_claims(self) -> None:
+        """The map succeeded: its claim files (one per chunk) go into logs.zip, as
+        ``claims/<name>``, and their directories are removed, so a kept work_dir stays
+        a handful of files. Only then: a map that may be resumed needs its claims."""
+        members = {}
+        for name in (CLAIMS, REQUEUE, RETRIES):
+            directory = self.path / name
+            for entry in sorted(os.listdir(directory)) if directory.is_dir() else []:
+                if not entry.startswith("."):
+                    members[f"{name}/{entry}"] = (directory / entry).read_bytes()
+        self._append_to_zip("logs.zip", members)
+        for name in (CLAIMS, REQUEUE, RETRIES):
+            shutil.rmtree(self.path / name, ignore_errors=True)
+
+    def archived_claims(self) -> dict[str, bytes]:
+        """The claim files archive_claims put into logs.zip, by their names
+        (``claims/<c>``, ``retries/<c>.<a>``, ``requeue/<c>.<a>``); empty if none."""
+        try:
+            with zipfile.ZipFile(self.path / "logs.zip") as archive:
+                return {info.filename: archive.read(info) for info in archive.infolist()
+                        if info.filename.partition("/")[0] in (CLAIMS, REQUEUE, RETRIES)}
+        except (OSError, zipfile.BadZipFile):
+            return {}
 
     def archive_log(self, member: str, blob: bytes) -> None:
         """Add a file of the map's own (its events journal) to logs.zip."""

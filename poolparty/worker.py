@@ -1,15 +1,21 @@
-"""Runs one chunk of tasks on a compute node.
+"""A worker on a compute node: it pulls a map's tasks from the work_dir until none is left.
 
-    python -m poolparty.worker WORK_DIR CHUNK_ID
+    python -m poolparty.worker WORK_DIR WORKER
     python -m poolparty.worker WORK_DIR --array BASE ENV_VAR
 
-The second form is for job arrays: the chunk is BASE plus the array index the
-scheduler puts in ENV_VAR (SLURM_ARRAY_TASK_ID, SGE_TASK_ID).
+The second form is for job arrays: the worker's number is BASE plus the array index
+the scheduler puts in ENV_VAR (SLURM_ARRAY_TASK_ID, SGE_TASK_ID).
+
+Each job is a worker: it claims a chunk of tasks (poolparty.claims: atomic on a shared
+file system, no connection to the client needed), runs it, writes its result, and
+claims the next, sized from the durations it measured (chunking.claim_size), so uneven
+tasks spread over every worker and the tail does not straggle. A worker whose job has a
+time limit claims no more than it can finish in time.
 
 A fixed module rather than generated source: what runs on the node is the same
 reviewed code for every map. Each task's outcome is stored as ``(True, value)`` or
-``(False, exception, traceback_text)``; the chunk's outcomes are written to
-``results/<chunk>.pkl`` under a temporary name and renamed, so a worker killed
+``(False, exception, traceback_text)``; a claim's ``(first task, outcomes)`` are written
+to ``results/<claim>.pkl`` under a temporary name and renamed, so a worker killed
 mid-write never leaves something that looks like a result. An exception in the user's
 function is a result (it is re-raised in the caller), not a crash of the job; so is a
 call to ``sys.exit`` (a :class:`TaskCrashedError` in the caller, which must not exit).
@@ -20,11 +26,15 @@ the worker writes each task's index before running it (poolparty.crashes reads i
 from __future__ import annotations
 
 import faulthandler
+import math
 import os
 import pickle
 import sys
+import time
 from collections.abc import Callable, Sequence
 
+from .chunking import claim_size
+from .claims import Claimer
 from .errors import RemoteError, TaskCrashedError
 from .events import WorkerEvents
 from .map_files import MapFiles
@@ -42,8 +52,8 @@ Outcome = tuple  # (True, value) | (False, exception, traceback_text)
 # pickle can't take) are imported when needed. benchmarks/job_start.py measures it.
 
 
-def parse_chunk_id(argv: Sequence[str], environ: dict[str, str]) -> int:
-    """The chunk this job runs, from ``CHUNK_ID`` or ``--array BASE ENV_VAR``."""
+def parse_worker_id(argv: Sequence[str], environ: dict[str, str]) -> int:
+    """This worker's number, from ``WORKER`` or ``--array BASE ENV_VAR``."""
     if argv[0] == "--array":
         base, variable = int(argv[1]), argv[2]
         return base + int(environ[variable])
@@ -76,20 +86,21 @@ def failure(error: BaseException, task_index: int, verb: str) -> Outcome:
 
 
 def encode_outcomes(outcomes: list[Outcome], first_task: int) -> bytes:
-    """Pickle the chunk's outcomes; an unpicklable value or exception becomes an error
-    naming its task, instead of losing the whole chunk.
+    """Pickle ``(first_task, outcomes)``: a result says which tasks it holds. An
+    unpicklable value or exception becomes an error naming its task, instead of losing
+    the whole chunk.
 
     Plain pickle first: it refuses (rather than mis-pickles) what only cloudpickle can
     carry, such as a class defined in the client's ``__main__``.
     """
     try:
-        return pickle.dumps(outcomes, protocol=pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps((first_task, outcomes), protocol=pickle.HIGHEST_PROTOCOL)
     except Exception:
         pass
     import cloudpickle
 
     try:
-        return cloudpickle.dumps(outcomes)
+        return cloudpickle.dumps((first_task, outcomes))
     except Exception:
         pass
     safe: list[Outcome] = []
@@ -105,7 +116,7 @@ def encode_outcomes(outcomes: list[Outcome], first_task: int) -> bytes:
             )
             text = outcome[2] if not outcome[0] else ""
             safe.append((False, RemoteError(message), text))
-    return cloudpickle.dumps(safe)
+    return cloudpickle.dumps((first_task, safe))
 
 
 def add_client_import_paths(paths: Sequence[str]) -> None:
@@ -114,13 +125,21 @@ def add_client_import_paths(paths: Sequence[str]) -> None:
     sys.path[:0] = [p for p in paths if p not in sys.path and os.path.isdir(p)]
 
 
-def load_chunk(work_dir: MapFiles, chunk_id: int) -> tuple[Callable, bool, list, int]:
-    """Unpickle what a chunk needs; returns (function, star, tasks, first task index)."""
+def load_function(work_dir: MapFiles) -> tuple[Callable, bool]:
+    """Unpickle the map's function and run the initializer, once per worker."""
     function, star, initializer, initargs = pickle.loads(work_dir.read_function())
-    first_task, tasks = pickle.loads(work_dir.read_chunk(chunk_id))
     if initializer is not None:
         initializer(*initargs)
-    return function, star, tasks, first_task
+    return function, star
+
+
+def load_tasks(work_dir: MapFiles, start: int, stop: int, block: int) -> list:
+    """Tasks ``[start, stop)``: whole blocks of the stored tasks (claims are cut at
+    block boundaries, except at the end of the map)."""
+    tasks: list = []
+    for blob in work_dir.read_blocks(start // block, math.ceil(stop / block)):
+        tasks.extend(pickle.loads(blob)[1])
+    return tasks
 
 
 def run_tasks(function: Callable, tasks: list, star: bool, first_task: int,
@@ -137,39 +156,102 @@ def run_tasks(function: Callable, tasks: list, star: bool, first_task: int,
     return outcomes
 
 
-def run_chunk(work_dir: MapFiles, chunk_id: int) -> None:
-    """Run every task of one chunk and write their outcomes as one result file.
+class Pace:
+    """How much this worker claims next: from what it measured, the map's shape
+    (``metadata``: num_tasks, block, claim_unit, workers) and its job's time limit."""
+
+    def __init__(self, metadata: dict, clock: Callable[[], float] = time.monotonic) -> None:
+        self.block = metadata.get("block", 1)
+        #: a chunksize the caller gave: every claim is exactly that many tasks
+        self.unit = metadata.get("claim_unit")
+        self.workers = metadata.get("workers", 1)
+        limit = metadata.get("time_limit_seconds")
+        self.clock = clock
+        #: when to stop claiming: the job's time limit, less a margin for the result
+        self.deadline = None if limit is None else clock() + limit * 0.95 - 5.0
+        self.tasks_run = 0
+        self.seconds = 0.0
+
+    @property
+    def task_seconds(self) -> float | None:
+        return self.seconds / self.tasks_run if self.tasks_run else None
+
+    def ran(self, count: int, seconds: float) -> None:
+        self.tasks_run += count
+        self.seconds += seconds
+
+    def size_for(self, remaining: int) -> int:
+        """How many of the ``remaining`` tasks to claim: whole blocks, the caller's
+        chunksize if given, and no more than the time left allows (0: stop)."""
+        if self.unit is not None:
+            size = self.unit
+        else:
+            size = claim_size(remaining, self.workers, self.task_seconds)
+            size = max(1, math.ceil(size / self.block)) * self.block
+        if self.deadline is not None and self.task_seconds:
+            fits = int((self.deadline - self.clock()) / self.task_seconds)
+            if fits < size:
+                size = (fits // self.block) * self.block
+        return size
+
+    def time_left(self) -> bool:
+        """Whether a claim may still start: the deadline is not reached, and the tasks
+        measured so far say at least one more block fits before it."""
+        if self.deadline is None:
+            return True
+        needed = (self.task_seconds or 0.0) * self.block
+        return self.clock() + needed < self.deadline
+
+
+def run_worker(work_dir: MapFiles, worker_id: int, environ: dict[str, str] | None = None) -> int:
+    """Claim and run chunks until no work is open (or the time limit is near); returns
+    how many claims this worker ran.
 
     A failure to set up (a module missing on this node, an initializer raising) is
-    reported as the outcome of every task of the chunk: the caller sees the real
-    exception at once, instead of the job being resubmitted to fail again.
+    reported as the outcome of every task of the first claim, and the worker stops: the
+    caller sees the real exception at once, instead of jobs failing again and again.
 
     Events (started, each task that raised, finished) go to the job's log, as marked
-    lines on standard error; "finished" is written before the result, so a gathered
-    chunk has it.
+    lines on standard error; a claim's result is written after its tasks' output.
     """
+    environ = dict(os.environ) if environ is None else environ
     faulthandler.enable()  # a segfault's Python traceback goes into the job's log
-    events = WorkerEvents(chunk_id)
-    events.started(dict(os.environ))
+    events = WorkerEvents(worker_id)
+    events.started(environ)
     metadata = work_dir.metadata()
     add_client_import_paths(metadata.get("import_paths", []))
+    claimer = Claimer(work_dir.path, metadata["num_tasks"], environ)
+    claimer.identity["worker_number"] = worker_id  # the id the client submitted it as
+    pace = Pace(metadata)
     try:
-        function, star, tasks, first_task = load_chunk(work_dir, chunk_id)
+        function, star = load_function(work_dir)
+        broken = None
     except (Exception, SystemExit) as error:  # noqa: BLE001
-        first_task = chunk_id * metadata["chunksize"]
-        count = min(metadata["chunksize"], metadata["num_tasks"] - first_task)
-        outcome = failure(error, first_task, "never ran: setting up its chunk (the initializer?)"
-                          " called")
-        outcomes = [outcome] * count
-        for task_index in range(first_task, first_task + count):
-            events.task_failed(task_index, outcome[1])
-    else:
-        outcomes = run_tasks(function, tasks, star, first_task, events)
-    failed = sum(1 for outcome in outcomes if not outcome[0])
-    events.finished(ok=len(outcomes) - failed, failed=failed)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    work_dir.write_result(chunk_id, encode_outcomes(outcomes, first_task))
+        broken = failure(error, 0, "never ran: setting up its worker (the initializer?) called")
+    ok = failed = claims = 0
+    while pace.time_left():
+        claim = claimer.claim_next(pace.size_for)
+        if claim is None:
+            break
+        claims += 1
+        if broken is not None:
+            outcomes = [broken] * (claim.stop - claim.start)
+            for task_index in range(claim.start, claim.stop):
+                events.task_failed(task_index, broken[1])
+        else:
+            began = time.monotonic()
+            tasks = load_tasks(work_dir, claim.start, claim.stop, pace.block)
+            outcomes = run_tasks(function, tasks, star, claim.start, events)
+            pace.ran(len(tasks), time.monotonic() - began)
+        bad = sum(1 for outcome in outcomes if not outcome[0])
+        ok, failed = ok + len(outcomes) - bad, failed + bad
+        sys.stdout.flush()
+        sys.stderr.flush()
+        work_dir.write_result(claim.number, encode_outcomes(outcomes, claim.start))
+        if broken is not None:
+            break
+    events.finished(ok=ok, failed=failed)
+    return claims
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -178,11 +260,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     work_dir = MapFiles(arguments[0])
-    chunk_id = parse_chunk_id(arguments[1:], dict(os.environ))
+    worker_id = parse_worker_id(arguments[1:], dict(os.environ))
     # events.OWN_LINE_PREFIXES: the output relayed to the caller leaves this line out
-    print(f"poolparty worker: map {work_dir.map_id} chunk {chunk_id} on {os.uname().nodename}",
+    print(f"poolparty worker: map {work_dir.map_id} worker {worker_id} on {os.uname().nodename}",
           file=sys.stderr, flush=True)
-    run_chunk(work_dir, chunk_id)
+    run_worker(work_dir, worker_id)
     return 0
 
 

@@ -9,11 +9,11 @@ then a missing scheduler is a failure, never a silent skip.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import subprocess
 import time
+import zipfile
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -340,7 +340,82 @@ def dummy_slurm(tmp_path: Path, monkeypatch):
         yield queue
 
 
-def submissions_per_chunk(map_dir: Path) -> Counter:
-    """How often each chunk was submitted, from jobs.jsonl (one line per submission)."""
-    lines = (map_dir / "jobs.jsonl").read_text().splitlines()
-    return Counter(int(chunk) for line in lines for chunk in json.loads(line)["chunks"])
+def claim_files(map_dir: Path) -> dict[str, bytes]:
+    """The claim files of a map (``claims/<c>``, ``retries/<c>.<a>``, ``requeue/<c>.<a>``
+    by those names; poolparty.claims), from its directories, or from logs.zip once a map
+    that succeeded archived them there."""
+    names = ("claims", "retries", "requeue")
+    if not (map_dir / "claims").is_dir():
+        with zipfile.ZipFile(map_dir / "logs.zip") as logs:
+            return {name: logs.read(name) for name in logs.namelist()
+                    if name.partition("/")[0] in names}
+    return {f"{d}/{entry}": (map_dir / d / entry).read_bytes() for d in names
+            for entry in os.listdir(map_dir / d) if not entry.startswith(".")}
+
+
+def attempts_per_claim(map_dir: Path) -> Counter:
+    """How often each claim (chunk) was attempted: claims/<c> is the first attempt,
+    each retries/<c>.<attempt> one more."""
+    counts: Counter = Counter()
+    for name in claim_files(map_dir):
+        directory, _, entry = name.partition("/")
+        number, dot, attempt = entry.partition(".")
+        if directory == "claims" and entry.isdigit():
+            counts[int(entry)] += 1
+        elif directory == "retries" and dot and number.isdigit() and attempt.isdigit():
+            counts[int(number)] += 1
+    return counts
+
+
+# ---------------------------------------------------------------- two caching views
+#: Required (a failure, not a skip) where one of these is set: CI.
+VIEWS_REQUIRED_BY = ("CI", "POOLPARTY_REQUIRE_SCHEDULERS")
+HOW_TO_ENABLE_VIEWS = ("install bindfs and fuse3 and run as root to test across two caching "
+                       "views of one directory")
+#: a name looked up and missed on one view stays missing there for 30 s (as on NFS)
+CACHING = "entry_timeout=30,negative_timeout=30,attr_timeout=30"
+
+
+def caching_views_missing() -> str | None:
+    """Why two bindfs views can't be mounted here; None when they can."""
+    if shutil.which("bindfs") is None or shutil.which("fusermount3") is None:
+        return "bindfs or fusermount3 is not installed"
+    if os.geteuid() != 0:
+        return "not root"
+    if not os.path.exists("/dev/fuse"):
+        return "no /dev/fuse"
+    return None
+
+
+def unmount(path: Path) -> None:
+    """Unmount a view; lazily if a process still uses it, so no mount outlives the test."""
+    done = subprocess.run(["fusermount3", "-u", str(path)], capture_output=True, timeout=60)
+    if done.returncode != 0:
+        subprocess.run(["fusermount3", "-u", "-z", str(path)], capture_output=True, timeout=60)
+
+
+@pytest.fixture
+def two_views(tmp_path) -> Iterator[tuple[Path, Path, Path]]:
+    """Two bindfs views of one backing directory, each with its own kernel caches, as
+    two hosts mounting one NFS export: (the backing directory, view a, view b).
+    Skipped, saying how to enable it, where bindfs can't mount; a failure instead under
+    CI (CI=true, or POOLPARTY_REQUIRE_SCHEDULERS set as .ci/run sets it)."""
+    why = caching_views_missing()
+    if why is not None:
+        message = f"{why}: {HOW_TO_ENABLE_VIEWS}"
+        if any(os.environ.get(name) not in (None, "", "false") for name in VIEWS_REQUIRED_BY):
+            pytest.fail(message + " (required here: CI)")
+        pytest.skip(message)
+    backing, views = tmp_path / "backing", (tmp_path / "a", tmp_path / "b")
+    for path in (backing, *views):
+        path.mkdir(mode=0o700)
+    mounted = []
+    try:
+        for view in views:
+            subprocess.run(["bindfs", "-o", CACHING, str(backing), str(view)], check=True,
+                           capture_output=True, timeout=60)
+            mounted.append(view)
+        yield backing, *views
+    finally:
+        for view in mounted:
+            unmount(view)

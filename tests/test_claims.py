@@ -14,12 +14,9 @@ import multiprocessing
 import os
 import queue
 import random
-import shutil
 import signal
-import subprocess
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,10 +31,6 @@ from poolparty.claims import (
     read_identity,
     read_record,
 )
-
-REQUIRED_VARIABLES = ("CI", "POOLPARTY_REQUIRE_SCHEDULERS")
-HOW_TO_ENABLE = "install bindfs and fuse3 and run as root to test claims across two caching views"
-CACHING = "entry_timeout=30,negative_timeout=30,attr_timeout=30"
 
 #: what a worker got: (claim number, attempt, start, stop)
 Got = tuple[int, int, int, int]
@@ -396,51 +389,6 @@ def test_the_heartbeat_is_the_claims_age(tmp_path):
 
 
 # ---------------------------------------------------------------- two caching views
-def caching_views_missing() -> str | None:
-    """Why two bindfs views can't be mounted here; None when they can."""
-    if shutil.which("bindfs") is None or shutil.which("fusermount3") is None:
-        return "bindfs or fusermount3 is not installed"
-    if os.geteuid() != 0:
-        return "not root"
-    if not os.path.exists("/dev/fuse"):
-        return "no /dev/fuse"
-    return None
-
-
-def unmount(path: Path) -> None:
-    """Unmount a view; lazily if a process still uses it, so no mount outlives the test."""
-    done = subprocess.run(["fusermount3", "-u", str(path)], capture_output=True, timeout=60)
-    if done.returncode != 0:
-        subprocess.run(["fusermount3", "-u", "-z", str(path)], capture_output=True, timeout=60)
-
-
-@pytest.fixture
-def two_views(tmp_path) -> Iterator[tuple[Path, Path, Path]]:
-    """Two bindfs views of one backing directory, each with its own kernel caches, as
-    two hosts mounting one NFS export: (the backing directory, view a, view b).
-    Skipped, saying how to enable it, where bindfs can't mount; a failure instead under
-    CI (CI=true, or POOLPARTY_REQUIRE_SCHEDULERS set as .ci/run sets it)."""
-    why = caching_views_missing()
-    if why is not None:
-        message = f"{why}: {HOW_TO_ENABLE}"
-        if any(os.environ.get(name) not in (None, "", "false") for name in REQUIRED_VARIABLES):
-            pytest.fail(message + " (required here: CI)")
-        pytest.skip(message)
-    backing, views = tmp_path / "backing", (tmp_path / "a", tmp_path / "b")
-    for path in (backing, *views):
-        path.mkdir(mode=0o700)
-    mounted = []
-    try:
-        for view in views:
-            subprocess.run(["bindfs", "-o", CACHING, str(backing), str(view)], check=True,
-                           capture_output=True, timeout=60)
-            mounted.append(view)
-        yield backing, *views
-    finally:
-        for view in mounted:
-            unmount(view)
-
-
 def test_claims_hold_across_two_caching_views(two_views):
     """Workers on both views race; view b caches every claim name as missing first.
     What each worker claimed is checked in the backing directory: a view may not show

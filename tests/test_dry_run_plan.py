@@ -78,9 +78,10 @@ def test_a_dry_run_records_nothing_in_the_work_dir(backend, recorded, tmp_path):
     commands, submitted, queue = recorded
     options = {} if backend == "local" else {"commands": commands}
     pool = poolparty.Pool(backend=backend, work_dir=tmp_path / "work", keep_work_dir=True,
-                          **options)
+                          processes=3, **options)
     with pool:
         preview = pool.dry_run_map(square, range(5), chunksize=2)
+    # three workers (three claims of two tasks): one array, or a job each
     assert len(preview.commands) == (3 if backend in ("slurm", "local") else 1)
     assert not (preview.work_dir / "jobs.jsonl").exists()
     assert not list((preview.work_dir / "logs").iterdir())

@@ -154,9 +154,9 @@ def test_a_map_larger_than_max_array_size_is_split_into_several_arrays(tmp_path,
 
     queue = DummyQueue(tmp_path / "small_arrays", max_array_size=5)
     pool = poolparty.Pool(backend="slurm-array", commands=queue.commands(),
-                          work_dir=work_root, polling_interval=0.2)
+                          work_dir=work_root, polling_interval=0.2, processes=12)
     assert pool.map(abs, range(-12, 0), chunksize=1) == list(range(12, 0, -1))
-    assert queue.history()["sbatch"] == 3  # indices 0-4 in each: chunks 0-4, 5-9, 10-11
+    assert queue.history()["sbatch"] == 3  # indices 0-4 in each: workers 0-4, 5-9, 10-11
 
 
 def jobs_with_work_left(queue, work_root: Path) -> int:
@@ -202,7 +202,7 @@ def test_per_job_slurm_keeps_at_most_processes_jobs_in_the_queue(tmp_path, work_
         watcher.join()
         backend.queue.shutdown(timeout=30)
     assert most_queued == 2
-    assert backend.queue.history()["sbatch"] == 6
+    assert backend.queue.history()["sbatch"] == 2  # two workers pulled the six tasks
 
 
 def test_a_job_listed_running_whose_worker_never_starts_is_resubmitted(dummy, monkeypatch):
@@ -213,8 +213,8 @@ def test_a_job_listed_running_whose_worker_never_starts_is_resubmitted(dummy, mo
 
     monkeypatch.setattr(engine, "STUCK_AFTER_SECONDS", 1.0)
     dummy.queue.inject(stuck=1)
-    assert dummy.make_pool().map(abs, range(-3, 3), chunksize=1) == [3, 2, 1, 0, 1, 2]
-    assert dummy.queue.history()[dummy.command["submit"]] >= 2  # the lost chunk once more
+    assert dummy.make_pool(processes=1).map(abs, range(-3, 3), chunksize=1) == [3, 2, 1, 0, 1, 2]
+    assert dummy.queue.history()[dummy.command["submit"]] >= 2  # a worker in its place
     assert dummy.queued_jobs() == []  # the stuck job was cancelled
 
 
@@ -243,8 +243,8 @@ def test_a_result_late_past_the_resubmission_limit_is_still_used(dummy, work_roo
         wait_for(lambda: "may still be on its way" in caplog.text, 60, "the wait for late results")
         submissions = dummy.queue.history()[dummy.command["submit"]]
         late = MapFiles(the_map_dir(work_root))
-        for chunk_id, value in enumerate([5, 6]):  # what the jobs wrote, seen only now
-            late.write_result(chunk_id, pickle.dumps([(True, value)]))
+        for claim, value in enumerate([5, 6]):  # what the workers wrote, seen only now
+            late.write_result(claim, pickle.dumps((claim, [(True, value)])))
         assert mapped.result(timeout=60) == [5, 6]
     # while waiting, nothing more was submitted
     assert dummy.queue.history()[dummy.command["submit"]] == submissions

@@ -26,8 +26,9 @@ SEAM = {"poolparty.errors", "poolparty.ranges", "poolparty.scheduler", "poolpart
 
 #: every module ``import poolparty.worker`` brings (poolparty's own, and the others)
 WORKER_MODULES = {
-    "poolparty", "poolparty.errors", "poolparty.events", "poolparty.map_files",
-    "poolparty.ranges", "poolparty.version", "poolparty.worker",
+    "poolparty", "poolparty.chunking", "poolparty.claims", "poolparty.errors",
+    "poolparty.events", "poolparty.map_files", "poolparty.ranges", "poolparty.version",
+    "poolparty.worker",
     "rename_after_writing", "rename_after_writing.version",
 }
 #: client-side modules: a worker that imported one would pay for it on every job start
@@ -168,19 +169,6 @@ def test_the_worker_imports_nothing_more_than_it_needs():
                            if m.split(".")[0] in {"poolparty", "rename_after_writing", "qstat",
                                                   "cloudpickle", "json_line_logger"}}
     assert ours_or_third_party == WORKER_MODULES
-
-
-def test_the_claims_module_adds_no_import_to_the_worker():
-    """The worker will claim its chunks (poolparty.claims, issue 14): that module must
-    bring nothing the worker does not import already."""
-    done = fresh_python(
-        "import sys\n"
-        "import poolparty.worker\n"
-        "before = set(sys.modules)\n"
-        "import poolparty.claims\n"
-        "print('\\n'.join(sorted(set(sys.modules) - before)))\n")
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["poolparty.claims"]
 
 
 def backend_modules() -> set[str]:

@@ -14,8 +14,9 @@ import signal
 import time
 
 import pytest
-from conftest import made_backend, submissions_per_chunk, the_map_dir
+from conftest import attempts_per_claim, made_backend, the_map_dir
 from task_functions import segfault_on_three, underscore_exit_on_three
+from test_real_faults import claim_of_task, reopened_claims
 
 import poolparty
 
@@ -45,14 +46,20 @@ def crash(pool: poolparty.Pool, function, tasks, chunksize: int) -> poolparty.Ta
     return caught.value
 
 
+def assert_run_twice(map_dir, task: int) -> None:
+    """The claim holding ``task`` ran twice (the crash, its one rerun), reopened once."""
+    claim = claim_of_task(map_dir, task)
+    assert attempts_per_claim(map_dir)[claim] == 2
+    assert reopened_claims(map_dir)[claim] == 1
+
+
 def test_a_task_calling_os_exit_is_named_promptly_after_one_rerun(real, work_root):
     error = crash(real.make_pool(), underscore_exit_on_three, range(6), chunksize=2)
     message = str(error)
     assert error.task_index == 3 and error.status == 1
     assert "task 3 ended its worker's process: it exited with status 1" in message
     assert "task 3 is about to os._exit(1)" in message
-    counts = submissions_per_chunk(the_map_dir(work_root))
-    assert counts[1] == 2  # the crash, and its one rerun
+    assert_run_twice(the_map_dir(work_root), 3)  # the crash, and its one rerun
     assert "submission 2:" in message and "submission 3" not in message
     assert "before it was seen running" not in message
 
@@ -65,6 +72,6 @@ def test_a_segfaulting_task_is_named_and_leaves_no_core_file(real, work_root, tm
     error = crash(real.make_pool(), segfault_on_three, range(6), chunksize=2)
     assert error.task_index == 3 and error.signal == signal.SIGSEGV
     assert "killed by signal 11 (SIGSEGV)" in str(error)
-    assert submissions_per_chunk(the_map_dir(work_root))[1] == 2
+    assert_run_twice(the_map_dir(work_root), 3)
     assert sorted(caller.rglob("core*")) == []
     assert sorted(work_root.rglob("core*")) == []

@@ -1,11 +1,14 @@
 """Faults caused for real on the one-node test clusters (scripts/test_cluster.sh).
 
 tests/test_faults.py injects faults through the dummy schedulers; here the real SLURM
-and Sun Grid Engine are made to misbehave: an array element requeued, held, over its
-time limit, a worker killed by a signal, the daemons killed and restarted, a job in
+and Sun Grid Engine are made to misbehave: an array element requeued, over its time
+limit, a worker killed by a signal, the daemons killed and restarted, a job in
 SGE's error state, a result file torn by a worker killed while writing it. Each test
 ends with every correct result or a clear error, within explicit deadlines (and
-pytest-timeout above them).
+pytest-timeout above them). Each job is a worker that pulls claims of tasks
+(poolparty.claims): a fault is aimed at the job whose claim holds a task, and what ran
+where is read from the claims the kept work_dir holds. tests/test_real_pull.py has the
+faults the pull model is for (a held or cancelled worker, uneven tasks).
 
 The tests skip with a message where no scheduler runs (they fail instead where
 POOLPARTY_REQUIRE_SCHEDULERS names it, as in CI). Restarting a daemon disrupts
@@ -20,7 +23,7 @@ These tests expect to be the only ones stopping daemons: other runs restarting t
 meanwhile stretch the timings (seen: a 60-95 s TIMEOUT taking 165 s).
 
 A task records each of its attempts as a file in ``ran/`` (``<task>.<uuid>``): the
-first attempt is the one that misbehaves, so a resubmitted chunk succeeds.
+first attempt is the one that misbehaves, so a claim run again succeeds.
 """
 
 from __future__ import annotations
@@ -30,7 +33,6 @@ import functools
 import json
 import os
 import pickle
-import re
 import signal
 import socket
 import subprocess
@@ -38,6 +40,7 @@ import sys
 import tempfile
 import time
 import uuid
+import zipfile
 from collections import Counter
 from pathlib import Path
 from typing import Callable
@@ -45,7 +48,7 @@ from typing import Callable
 import cluster_gate
 import conftest
 import pytest
-from conftest import make_backend, qstat_jobs, squeue_jobs
+from conftest import attempts_per_claim, claim_files, make_backend, qstat_jobs, squeue_jobs
 
 import poolparty
 
@@ -127,12 +130,79 @@ def the_map_dir(work_root: Path, timeout: float = 30) -> Path:
 
 
 def submissions(map_dir: Path) -> list[dict]:
-    """jobs.jsonl: one record per sbatch/qsub, ``{"job_id", "chunks": {chunk: [index, log]}}``."""
+    """jobs.jsonl: one record per sbatch/qsub, ``{"job_id", "chunks": {worker: [index,
+    log]}}`` (keyed by worker id: each job is a worker)."""
     return [json.loads(line) for line in (map_dir / "jobs.jsonl").read_text().splitlines()]
 
 
-def submissions_per_chunk(map_dir: Path) -> Counter:
-    return Counter(int(chunk) for record in submissions(map_dir) for chunk in record["chunks"])
+def claim_attempts(map_dir: Path) -> dict[int, list[dict]]:
+    """Each claim's attempts, oldest first, as their workers recorded them
+    (poolparty.claims): ``claims/<c>`` is attempt 0, ``retries/<c>.<a>`` attempt a."""
+    found: dict[int, dict[int, dict]] = {}
+    for name, blob in claim_files(map_dir).items():
+        directory, _, entry = name.partition("/")
+        number, dot, attempt = entry.partition(".")
+        if directory == "claims" and entry.isdigit():
+            found.setdefault(int(entry), {})[0] = json.loads(blob)
+        elif directory == "retries" and dot and number.isdigit() and attempt.isdigit():
+            found.setdefault(int(number), {})[int(attempt)] = json.loads(blob)
+    return {number: [by_attempt[a] for a in sorted(by_attempt)]
+            for number, by_attempt in sorted(found.items())}
+
+
+def claim_of_task(map_dir: Path, task: int) -> int:
+    """The number of the claim whose range holds ``task``."""
+    for number, runs in claim_attempts(map_dir).items():
+        if runs[0]["start"] <= task < runs[0]["stop"]:
+            return number
+    raise AssertionError(f"no claim holds task {task}")
+
+
+def reopened_claims(map_dir: Path) -> Counter:
+    """How often the client reopened each claim for the other workers (``requeue/``)."""
+    names = [name.partition("/")[2].partition(".") for name in claim_files(map_dir)
+             if name.startswith("requeue/")]
+    return Counter(int(number) for number, dot, attempt in names
+                   if dot and number.isdigit() and attempt.isdigit())
+
+
+def job_of_claim(record: dict) -> str:
+    """The scheduler's name of the job whose worker made a claim record: ``JOB_INDEX``
+    (a SLURM array element), ``JOB`` (a SLURM job) or ``JOB.TASK`` (SGE)."""
+    job = record["job"]
+    if "SLURM_ARRAY_JOB_ID" in job:
+        return f"{job['SLURM_ARRAY_JOB_ID']}_{job['SLURM_ARRAY_TASK_ID']}"
+    if "SLURM_JOB_ID" in job:
+        return job["SLURM_JOB_ID"]
+    return f"{job['JOB_ID']}.{job['SGE_TASK_ID']}"
+
+
+def claim_holder(map_dir: Path, task: int) -> str | None:
+    """The job running ``task``'s claim (its newest attempt), once its claim is readable."""
+    try:
+        runs = claim_attempts(map_dir)
+        number = claim_of_task(map_dir, task)
+    except (AssertionError, OSError, ValueError):  # not claimed, or being written
+        return None
+    return job_of_claim(runs[number][-1])
+
+
+def journal(map_dir: Path) -> list[dict]:
+    """The map's events (poolparty.events): the journal archived in logs.zip once the map
+    ended, and the worker events folded into it."""
+    with zipfile.ZipFile(map_dir / "logs.zip") as archive:
+        blobs = [archive.read(info) for info in archive.infolist()
+                 if info.filename == "events.jsonl"]
+    return [json.loads(line) for blob in blobs for line in blob.splitlines() if line.strip()]
+
+
+def reopen_reasons(map_dir: Path) -> dict[int, list[str]]:
+    """Why the client reopened each claim, from its ``resubmit`` events."""
+    reasons: dict[int, list[str]] = {}
+    for event in journal(map_dir):
+        if event["event"] == "resubmit":
+            reasons.setdefault(event["chunk"], []).append(event["reason"])
+    return reasons
 
 
 def client_log(map_dir: Path) -> str:
@@ -322,92 +392,48 @@ def running_slurm_elements(map_dir: Path) -> list[str]:
             if line.endswith("|RUNNING")]
 
 
-def slurm_element_of_chunk(map_dir: Path, chunk: int) -> str:
-    """``JOBID_INDEX`` of the newest array element running ``chunk``."""
-    for record in reversed(submissions(map_dir)):
-        if str(chunk) in record["chunks"]:
-            return f"{record['job_id']}_{record['chunks'][str(chunk)][0]}"
-    raise AssertionError(f"chunk {chunk} was never submitted")
-
-
 # ====================================================================== SLURM
 @real_slurm
 @pytest.mark.timeout(300)
-def test_slurm_requeued_element_reruns_and_job_over_its_time_limit_is_resubmitted(
+def test_slurm_requeued_worker_loses_its_claim_at_once_and_job_over_its_time_limit_is_replaced(
         slurm, work_root, ran, tmp_path):
     """The two slow SLURM faults share one map, so that their waits overlap.
 
     ``scontrol requeue`` kills a running element and puts it back PENDING; SLURM lets
     it start again only once its credential expired (EligibleTime = requeue + ~121 s,
-    ``AuthInfo=cred_expire``): the pool leaves it alone all that time, it is the same
-    job, and takes its result when it reruns. Forcing ``StartTime=now`` is no shortcut:
-    slurmctld then kills it ("Job credential revoked").
+    ``AuthInfo=cred_expire``). The claim it held goes back to the other workers at once:
+    another job runs it, long before the requeued element could, and the element, still
+    pending when the map ends, is cancelled.
 
-    A job over its ``--time`` ends as TIMEOUT and is resubmitted. SLURM's smallest limit
-    is one minute and slurmctld checks limits every 30 s: the TIMEOUT comes 60-95 s
-    after the start.
+    A job over its ``--time`` ends as TIMEOUT: its claim is reopened and run by another
+    worker. SLURM's smallest limit is one minute and slurmctld checks limits every 30 s:
+    the TIMEOUT comes 60-95 s after the start.
     """
-    commands, calls = counting_shims(tmp_path, ["sbatch"])
-    pool = slurm.make_pool(keep_work_dir=True, commands=commands, time="1")
+    pool = slurm.make_pool(keep_work_dir=True, time="1")
     overrun, requeued = 0, 1
     with pool:
         result = pool.map_async(
             functools.partial(faulty, ran=str(ran), victim=overrun, fault="overrun", seconds=3),
             range(4), chunksize=1)
         map_dir = the_map_dir(work_root)
-        element = slurm_element_of_chunk(map_dir, requeued)
-        wait_for(lambda: attempts(ran, requeued) == 1
-                 and element in running_slurm_elements(map_dir),
-                 60, f"element {element} to run task {requeued}")
+        element = wait_for(lambda: attempts(ran, requeued) == 1
+                           and claim_holder(map_dir, requeued) in running_slurm_elements(map_dir)
+                           and claim_holder(map_dir, requeued), 60,
+                           f"the job running task {requeued}")
         run(["scontrol", "requeue", element])
-        wait_for(lambda: f"{element}|PENDING" in this_maps_jobs(squeue_jobs, map_dir), 30,
-                 f"{element} to be pending again")
-        eligible = re.search(r"EligibleTime=(\S+)", run(["scontrol", "show", "job", element]))
-        assert result.get(timeout=240) == [0, 10, 20, 30], eligible
+        assert result.get(timeout=240) == [0, 10, 20, 30]
     assert attempts(ran, requeued) == 2  # killed by the requeue, then ran again
-    assert attempts(ran, overrun) == 2  # timed out, then resubmitted
-    assert submissions_per_chunk(map_dir) == Counter({0: 2, 1: 1, 2: 1, 3: 1})
-    assert call_count(calls, "sbatch") == 2
+    assert attempts(ran, overrun) == 2  # timed out, then ran again
+    runs = claim_attempts(map_dir)
+    for task in (overrun, requeued):
+        number = claim_of_task(map_dir, task)
+        assert len(runs[number]) == 2 and reopened_claims(map_dir)[number] == 1
+        assert job_of_claim(runs[number][1]) != job_of_claim(runs[number][0])
+    assert "requeued" in " ".join(reopen_reasons(map_dir)[claim_of_task(map_dir, requeued)])
     log_text = client_log(map_dir)
     assert "in an error state" in log_text or "left the queue without a result" in log_text
-
-
-@real_slurm
-@pytest.mark.timeout(150)
-def test_slurm_held_element_is_waited_for_not_resubmitted(slurm, work_root, ran, tmp_path):
-    """A held job is PENDING: however long the hold, the pool waits for it."""
-    commands, calls = counting_shims(tmp_path, ["sbatch", "squeue"])
-    pool = slurm.make_pool(processes=2, keep_work_dir=True, commands=commands)
-    victim = 5  # the last element: with %2 it pends for a while
-    with pool:
-        result = pool.map_async(functools.partial(faulty, ran=str(ran), seconds=1.5), range(6),
-                                chunksize=1)
-        map_dir = the_map_dir(work_root)
-        element = slurm_element_of_chunk(map_dir, victim)
-        run(["scontrol", "hold", element])
-        try:
-            held = wait_for(
-                lambda: [line for line in this_maps_jobs(squeue_jobs, map_dir)
-                         if line == f"{element}|PENDING"], 30, f"{element} to show held")
-            assert held
-            reason = run(["squeue", "-h", "-j", element, "-o", "%r"]).strip()
-            assert "Held" in reason, reason
-            # every other chunk finishes; the pool then polls the held job a few times
-            wait_for(lambda: all(attempts(ran, x) for x in range(5))
-                     and this_maps_jobs(squeue_jobs, map_dir) == [f"{element}|PENDING"],
-                     60, "every chunk but the held one to finish")
-            polls = call_count(calls, "squeue")
-            wait_for(lambda: call_count(calls, "squeue") >= polls + 4, 30,
-                     "four more polls of the held job")
-            assert not result.ready()
-            assert call_count(calls, "sbatch") == 1
-            assert attempts(ran, victim) == 0
-        finally:
-            run(["scontrol", "release", element], check=False)
-        assert result.get(timeout=MAP_DEADLINE) == [x * 10 for x in range(6)]
-    assert call_count(calls, "sbatch") == 1
-    assert attempts(ran, victim) == 1
-    assert max(submissions_per_chunk(map_dir).values()) == 1
+    wait_for(lambda: not this_maps_jobs(squeue_jobs, map_dir), 10,
+             f"the requeued element {element} to be cancelled")
 
 
 @real_slurm
@@ -422,7 +448,8 @@ def test_slurm_worker_killed_by_a_signal_once_is_resubmitted(slurm, work_root, r
         assert result.get(timeout=MAP_DEADLINE) == [x * 10 for x in range(6)]
         map_dir = the_map_dir(work_root)
     assert attempts(ran, victim) == 2
-    assert submissions_per_chunk(map_dir)[victim] == 2
+    assert attempts_per_claim(map_dir)[claim_of_task(map_dir, victim)] == 2
+    assert reopened_claims(map_dir) == Counter({claim_of_task(map_dir, victim): 1})
 
 
 @real_slurm
@@ -510,15 +537,16 @@ def test_slurm_map_survives_slurmctld_killed_and_restarted(
 @pytest.mark.timeout(300)  # with up to 150 s waiting for outage_lock
 def test_slurm_map_survives_slurmctld_away_when_a_chunk_must_be_resubmitted(
         outage_lock, slurm, work_root, ran, tmp_path):
-    """slurmctld goes away just as a chunk must be resubmitted (its worker was killed by
-    a signal: its log says so, so the first poll that misses it resubmits it): the
-    resubmission can't reach slurmctld. It is tried again at the next poll that works,
-    as a failing query is, and the map completes once slurmctld is back (this ended the
-    map with SchedulerCommandError before commit e3aea2c), with the one crash not
-    counted twice.
+    """slurmctld goes away just as a lost worker must be replaced (it was killed by a
+    signal: its log says so, so the first poll that misses it reopens its claim and
+    submits a new worker): the sbatch can't reach slurmctld. It is tried again at a later
+    poll, never fatal (this ended the map with SchedulerCommandError before commit
+    e3aea2c), the other workers take the reopened claim meanwhile, and the map completes
+    with the one crash not counted twice.
 
     The squeue shim stops slurmctld right after answering the first poll that misses
-    the chunk, so the outage starts exactly between that poll and the sbatch."""
+    the victim's job (named in its claim), so the outage starts exactly between that
+    poll and the sbatch."""
     victim = 1
     stopped = tmp_path / "slurmctld-stopped"
     misses = tmp_path / "misses"
@@ -526,8 +554,10 @@ def test_slurm_map_survives_slurmctld_away_when_a_chunk_must_be_resubmitted(
     shim.write_text(
         '#!/bin/sh\n'
         'out=$(squeue "$@"); rc=$?\n'
-        f'if [ $rc -eq 0 ] && [ ! -e "{stopped}" ] && ls "{ran}" | grep -q "^{victim}\\." \\\n'
-        f'   && ! printf "%s\\n" "$out" | grep -q "_{victim}|"; then\n'
+        f'idx=$(sed -n \'s/.*"SLURM_ARRAY_TASK_ID": "\\([0-9]*\\)".*/\\1/p\' '
+        f'"{work_root}"/*/claims/{victim} 2>/dev/null)\n'
+        f'if [ $rc -eq 0 ] && [ ! -e "{stopped}" ] && [ -n "$idx" ] \\\n'
+        f'   && ! printf "%s\\n" "$out" | grep -q "_$idx|"; then\n'
         f'  echo miss >> "{misses}"\n'
         f'  if [ "$(wc -l < "{misses}")" -ge 1 ]; then\n'
         f'    touch "{stopped}"; pid=$(cat "{slurmctld_pidfile()}"); kill "$pid"\n'
@@ -554,21 +584,21 @@ def test_slurm_map_survives_slurmctld_away_when_a_chunk_must_be_resubmitted(
     finally:
         restore_slurm()
     assert (tmp_path / "misses").read_text().count("miss") == 1
-    assert "could not resubmit" in client_log(map_dir)  # the outage did strike the sbatch
+    assert "could not submit" in client_log(map_dir)  # the outage did strike the sbatch
     assert attempts(ran, victim) == 2
-    assert submissions_per_chunk(map_dir)[victim] == 2
+    assert attempts_per_claim(map_dir)[claim_of_task(map_dir, victim)] == 2
 
 
 @pytest.mark.disruptive("slurm")
 @real_slurm
 @pytest.mark.timeout(300)  # with up to 150 s waiting for outage_lock
-def test_per_job_slurm_map_survives_slurmctld_away_while_chunks_wait_to_be_submitted(
+def test_per_job_slurm_map_completes_while_slurmctld_is_away(
         outage_lock, work_root, ran, tmp_path):
-    """backend="slurm" (one sbatch per chunk) keeps at most ``processes`` chunks in the
-    queue and submits the next ones as results arrive. slurmctld goes away while two
-    chunks run: they deliver during the outage, the top-up sbatch can't reach slurmctld;
-    it is deferred to a later poll and the map completes once slurmctld is back (this
-    ended the map with SchedulerCommandError before commit f30e69d)."""
+    """backend="slurm" (one sbatch per worker): the workers pull their tasks from the
+    work_dir, not from the scheduler. slurmctld goes away while two workers run: they go
+    on claiming and delivering, the map completes during the outage (its failing polls
+    are only logged; this ended the map with SchedulerCommandError before commit
+    f30e69d), and nothing is submitted again."""
     backend = make_backend("real-slurm", work_root, tmp_path)
     commands, calls = counting_shims(tmp_path, ["sbatch"])
     pool = backend.make_pool(processes=2, keep_work_dir=True, commands=commands,
@@ -580,19 +610,14 @@ def test_per_job_slurm_map_survives_slurmctld_away_while_chunks_wait_to_be_submi
                                     chunksize=1)
             map_dir = the_map_dir(work_root)
             wait_for(lambda: len(os.listdir(ran)) >= 2, 60, "two tasks to start")
-            sbatch_before = call_count(calls, "sbatch")
             stop_daemon(slurmctld_pidfile(), "slurmctld")
-            # the outage: the two running chunks deliver and the pool tries to top up
-            wait_for(lambda: call_count(calls, "sbatch") > sbatch_before
-                     or result.ready(), 30, "a top-up sbatch during the outage")
-            time.sleep(5)  # longer than call_timeout
-            start_daemon("slurmctld")
             assert result.get(timeout=MAP_DEADLINE) == [x * 10 for x in tasks]
+            assert pid_alive(slurmctld_pidfile(), "slurmctld") is None  # still away
     finally:
         restore_slurm()
     assert all(attempts(ran, x) == 1 for x in tasks)
-    assert sorted(submissions_per_chunk(map_dir)) == list(tasks)
-    assert "could not submit" in client_log(map_dir)  # the outage did strike a top-up
+    assert call_count(calls, "sbatch") == 2  # the two workers, nothing more
+    assert reopened_claims(map_dir) == Counter()
 
 
 @real_slurm
@@ -600,7 +625,7 @@ def test_per_job_slurm_map_survives_slurmctld_away_while_chunks_wait_to_be_submi
 def test_slurm_result_torn_by_a_worker_killed_mid_write_is_never_read(slurm, work_root, ran):
     """The worker writes its result under a temporary name and renames it: killed
     halfway through the write, it leaves a torn temporary file that the client never
-    takes for a result; the chunk is resubmitted."""
+    takes for a result; the claim is reopened and run again."""
     pool = slurm.make_pool(keep_work_dir=True)
     victim = 1
     with pool:
@@ -609,13 +634,14 @@ def test_slurm_result_torn_by_a_worker_killed_mid_write_is_never_read(slurm, wor
             range(4), chunksize=1)
         assert result.get(timeout=MAP_DEADLINE) == [0, 10, 20, 30]
         map_dir = the_map_dir(work_root)
-    torn = list((map_dir / "results").glob(f"{victim}.pkl.*"))
+    claim = claim_of_task(map_dir, victim)
+    torn = list((map_dir / "results").glob(f"{claim}.pkl.*"))
     assert len(torn) == 1, sorted(os.listdir(map_dir / "results"))
     assert torn[0].stat().st_size > 0
     with pytest.raises(Exception):  # noqa: B017 - any unpickling error: it is torn
         pickle.loads(torn[0].read_bytes())
     assert attempts(ran, victim) == 2
-    assert submissions_per_chunk(map_dir)[victim] == 2
+    assert attempts_per_claim(map_dir)[claim] == 2
 
 
 @real_slurm
@@ -623,8 +649,9 @@ def test_slurm_result_torn_by_a_worker_killed_mid_write_is_never_read(slurm, wor
 def test_slurm_duplicate_job_of_a_chunk_done_meanwhile_is_cancelled(slurm, work_root, ran,
                                                                     tmp_path):
     """squeue answers empty twice (as when a job left the queue and its result is late on
-    NFS): both chunks are resubmitted, then the first jobs deliver. The second jobs are
-    useless from then on and should be cancelled, at the latest when the map returns."""
+    NFS): both workers are taken for lost, their claims reopened and new workers
+    submitted, then the first workers deliver. Workers running the claims again are
+    useless from then on and are cancelled, at the latest when the map returns."""
     calls = tmp_path / "squeue-calls"
     shim = tmp_path / "flaky-squeue"
     shim.write_text(
@@ -642,7 +669,7 @@ def test_slurm_duplicate_job_of_a_chunk_done_meanwhile_is_cancelled(slurm, work_
                 chunksize=1)
             map_dir = the_map_dir(work_root)
             assert result.get(timeout=MAP_DEADLINE) == [0, 10]
-        assert submissions_per_chunk(map_dir) == Counter({0: 2, 1: 2})
+        assert reopened_claims(map_dir) == Counter({0: 1, 1: 1})
         wait_for(lambda: not any(line.endswith(("|RUNNING", "|PENDING"))
                                  for line in this_maps_jobs(squeue_jobs, map_dir)),
                  8, "the duplicate jobs to be cancelled")
@@ -657,36 +684,33 @@ def running_sge_tasks(map_dir: Path) -> list[str]:
             if line.split("|")[1] == "r"]
 
 
-def sge_task_of_chunk(map_dir: Path, chunk: int) -> str:
-    for record in reversed(submissions(map_dir)):
-        if str(chunk) in record["chunks"]:
-            return f"{record['job_id']}.{record['chunks'][str(chunk)][0]}"
-    raise AssertionError(f"chunk {chunk} was never submitted")
-
-
 @real_sge
 @pytest.mark.timeout(180)
-def test_sge_task_deleted_while_running_is_resubmitted(sge, work_root, ran):
+def test_sge_task_deleted_while_running_loses_its_claim_to_another_worker(sge, work_root, ran):
     pool = sge.make_pool(keep_work_dir=True)
     victim = 1
     with pool:
         result = pool.map_async(functools.partial(faulty, ran=str(ran), seconds=3), range(4),
                                 chunksize=1)
         map_dir = the_map_dir(work_root)
-        task = sge_task_of_chunk(map_dir, victim)
-        wait_for(lambda: attempts(ran, victim) == 1 and task in running_sge_tasks(map_dir), 90,
-                 f"task {task} to run")
+        task = wait_for(lambda: attempts(ran, victim) == 1
+                        and claim_holder(map_dir, victim) in running_sge_tasks(map_dir)
+                        and claim_holder(map_dir, victim), 90, f"task {victim} to run")
         run(["qdel", task])
         assert result.get(timeout=MAP_DEADLINE) == [0, 10, 20, 30]
     assert attempts(ran, victim) == 2
-    assert submissions_per_chunk(map_dir) == Counter({0: 1, 1: 2, 2: 1, 3: 1})
+    claim = claim_of_task(map_dir, victim)
+    assert attempts_per_claim(map_dir) == Counter({0: 1, 1: 1, 2: 1, 3: 1, claim: 2})
+    assert reopened_claims(map_dir) == Counter({claim: 1})
+    assert job_of_claim(claim_attempts(map_dir)[claim][1]) != task
+    wait_for(lambda: not this_maps_jobs(qstat_jobs, map_dir), 10, "the map's jobs to leave")
 
 
 @real_sge
 @pytest.mark.timeout(180)
 def test_sge_job_in_error_state_is_deleted_and_resubmitted(sge, work_root, ran):
     """A job that exits with status 100 is put into error state (``Eqw``) by SGE
-    itself: the pool deletes it and submits the chunk again."""
+    itself: the pool deletes it and reopens its claim for the other workers."""
     pool = sge.make_pool(keep_work_dir=True)
     victim = 2
     with pool:
@@ -696,7 +720,9 @@ def test_sge_job_in_error_state_is_deleted_and_resubmitted(sge, work_root, ran):
         assert result.get(timeout=MAP_DEADLINE) == [0, 10, 20, 30]
         map_dir = the_map_dir(work_root)
     assert attempts(ran, victim) == 2
-    assert submissions_per_chunk(map_dir) == Counter({0: 1, 1: 1, 2: 2, 3: 1})
+    claim = claim_of_task(map_dir, victim)
+    assert attempts_per_claim(map_dir) == Counter({0: 1, 1: 1, 2: 1, 3: 1, claim: 2})
+    assert reopened_claims(map_dir) == Counter({claim: 1})
     assert "in an error state" in client_log(map_dir)
     first_job = submissions(map_dir)[0]["job_id"]
     wait_for(lambda: not any(line.startswith(f"{first_job}.") and "E" in line.split("|")[1]

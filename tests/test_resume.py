@@ -11,6 +11,7 @@ import sys
 import textwrap
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -45,13 +46,23 @@ def backend(request, work_root, tmp_path):
 
 
 def test_a_killed_client_resumes_without_rerunning_finished_tasks(backend, tmp_path):
+    kill_and_resume(backend, tmp_path)
+
+
+def kill_and_resume(backend, tmp_path: Path,
+                    launch: Callable[[list[str]], list[str]] = list) -> None:
+    """Run the map in a client, SIGKILL it once three tasks finished, run it again: every
+    result, nothing that finished ran again (on a cluster, nothing at all ran twice: its
+    workers went on pulling tasks without the client). tests/test_real_pull.py runs
+    this on every real backend, tests/test_real_views.py with the client's command
+    wrapped by ``launch`` so that it sees the work_dir through another cache."""
     script = tmp_path / "client.py"
     script.write_text(CLIENT)
     ran = tmp_path / "ran"
     ran.mkdir()
     options = json.dumps({k: str(v) if isinstance(v, Path) else v
                           for k, v in backend.pool_options(processes=4).items()})
-    argv = [sys.executable, str(script), str(ran), options]
+    argv = launch([sys.executable, str(script), str(ran), options])
 
     first = subprocess.Popen(argv, stdout=subprocess.PIPE, cwd=tmp_path)
     deadline = time.monotonic() + 120

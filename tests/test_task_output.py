@@ -160,6 +160,19 @@ def test_only_the_attempt_that_delivered_the_result_is_relayed(work_root, tmp_pa
     [map_dir] = [p for p in work_root.iterdir() if not p.name.startswith(".")]
     import zipfile
 
-    with zipfile.ZipFile(map_dir / "logs.zip") as logs:  # the dead attempt's log is kept
-        texts = [logs.read(name) for name in logs.namelist() if name.startswith("0/")]
+    with zipfile.ZipFile(map_dir / "logs.zip") as logs:  # the dead worker's log is kept
+        texts = [logs.read(name) for name in logs.namelist() if name[0].isdigit()]
     assert len(texts) == 2 and sum(b"attempt ends" in text for text in texts) == 1
+
+
+def test_a_workers_output_is_cut_per_task_and_only_the_tasks_kept_are_relayed():
+    from poolparty.events import TASK_MARK, output_of_tasks
+
+    log = (b"poolparty worker: map m worker 0 on host\n"
+           b"initializer says hi\n"
+           + TASK_MARK + b"0\ntask 0 out\n"
+           + b"unfinished" + TASK_MARK + b"1\ntask 1 out\n"
+           + TASK_MARK + b"2\ntask 2 out, then its worker died\n")
+    assert output_of_tasks(log, {0, 1}) == (b"initializer says hi\ntask 0 out\nunfinished\n"
+                                            b"task 1 out\n")
+    assert output_of_tasks(log, set()) == b"initializer says hi\n"

@@ -5,14 +5,15 @@ it runs, after it ended (failed, or ``keep_work_dir=True``) and after its client
 It only reads: nothing in the work_dir is written, locked or repaired, so it is safe
 next to a running client, on any host that sees the work_dir.
 
-How the tasks' and chunks' states, the throughput and the ETA follow from the events is
-the model's, ``poolparty.map_status`` (usable from Python too); this module parses the
-arguments, renders the status and asks the scheduler.
+How the tasks' and workers' states, the throughput and the ETA follow from the events
+and the claims is the model's, ``poolparty.map_status`` (usable from Python too); this
+module parses the arguments, renders the status and asks the scheduler.
 
 The scheduler is asked (one squeue / qstat call, as the client would) only when it can
 tell something the events can't: by default when the map's backend is a cluster one,
 the map has not ended and its client is not running (then nobody else is watching the
-jobs); ``--query`` always, ``--no-query`` never. A failing query is shown, not fatal.
+jobs); ``--query`` always, ``--no-query`` never. Its answer is by worker id (each job is
+a worker). A failing query is shown, not fatal.
 """
 
 from __future__ import annotations
@@ -27,11 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from ..backends import is_cluster, make_scheduler
-from ..chunking import chunk_bounds
 from ..errors import SchedulerCommandError
+from ..events import TASK_MARK, task_output
 from ..map_status import (
     ENDED,
     STATES,
+    ClaimFiles,
     MapStatus,
     NoMapError,
     find_map,
@@ -154,25 +156,51 @@ def collect_status(path: Path, query: str = "auto") -> dict[str, Any]:
 
 
 def render_output(path: Path) -> str:
-    """What the tasks of a map printed, under a line naming each chunk and its tasks:
-    the attempt that delivered each chunk's result (see WorkDir.task_outputs)."""
-    outputs = WorkDir.inspect(path).task_outputs()
-    if not outputs:
+    """What the tasks of a map printed, chunk by chunk in task order, each under a line
+    naming the chunk (a claim) and its tasks: from the log of the worker holding the
+    chunk's newest attempt (the one whose result counts), cut at the line the worker
+    writes before each task. What a worker printed before its first task (an
+    initializer, say) comes first, under a line naming the worker."""
+    work_dir = WorkDir.inspect(path)
+    printed = {worker_id: task_outputs_of(logs)
+               for worker_id, logs in work_dir.worker_logs().items()}
+    num_tasks = metadata_of(path).get("num_tasks")
+    files = ClaimFiles.read(work_dir, num_tasks if isinstance(num_tasks, int) else 0)
+    parts = [f"--- worker {worker_id}, before its first task ---\n" + outputs[None].decode(
+                 "utf-8", errors="replace")
+             for worker_id, outputs in sorted(printed.items()) if outputs.get(None)]
+    for number, tasks in sorted(files.ranges.items(), key=lambda item: item[1].start):
+        outputs = printed.get(files.holders.get(number), {})
+        output = b"".join(outputs.get(task, b"") for task in tasks)
+        if output:
+            which = (f"task {tasks.start}" if len(tasks) == 1
+                     else f"tasks {tasks.start}-{tasks.stop - 1}")
+            parts.append(f"--- chunk {number}, {which} ---\n"
+                         + output.decode("utf-8", errors="replace"))
+    if not parts:
         return (f"the tasks of {path} printed nothing (or their jobs' logs are gone: a "
                 f"map that succeeds removes its work_dir unless keep_work_dir=True)\n")
-    metadata = metadata_of(path)
-    try:
-        bounds = chunk_bounds(metadata["num_tasks"], metadata["chunksize"])
-    except (KeyError, TypeError, ValueError):
-        bounds = []
-    parts = []
-    for chunk_id, output in outputs.items():
-        tasks = bounds[chunk_id] if chunk_id < len(bounds) else None
-        which = "" if not tasks else (f", task {tasks.start}" if len(tasks) == 1
-                                      else f", tasks {tasks.start}-{tasks.stop - 1}")
-        parts.append(f"--- chunk {chunk_id}{which} ---\n"
-                     + output.decode("utf-8", errors="replace"))
     return "".join(part if part.endswith("\n") else part + "\n" for part in parts)
+
+
+def task_outputs_of(logs: list[bytes]) -> dict[int | None, bytes]:
+    """What each task printed in a worker's logs (oldest first: a later run of a task
+    replaces an earlier one), by task index; None: before its first task."""
+    outputs: dict[int | None, bytes] = {}
+    for log in logs:
+        task: int | None = None
+        segment: list[bytes] = []
+        for line in log.splitlines(keepends=True):
+            before, mark, after = line.partition(TASK_MARK)
+            if not mark:
+                segment.append(line)
+                continue
+            if before:
+                segment.append(before + b"\n")
+            outputs[task] = task_output(b"".join(segment))
+            task, segment = int(after) if after.strip().isdigit() else task, []
+        outputs[task] = task_output(b"".join(segment))
+    return {task: output for task, output in outputs.items() if output}
 
 
 def scheduler_info(status: MapStatus, query: str) -> dict[str, Any]:
@@ -200,7 +228,7 @@ def scheduler_info(status: MapStatus, query: str) -> dict[str, Any]:
         return info
     counts = Counter(state.value for state in states.values())
     info["states"] = {name: counts.get(name, 0) for name in ("pending", "running", "error")}
-    info["unfinished_not_queued"] = sum(1 for i in status.unfinished_chunks if i not in states)
+    info["unfinished_not_queued"] = sum(1 for w in status.unfinished_workers if w not in states)
     return info
 
 
@@ -272,13 +300,14 @@ def tasks_lines(status: dict[str, Any]) -> list[str]:
         return ["tasks      unknown: no map.json and no events yet"]
     counts = "  ".join(f"{name} {tasks[name]}" for name in STATES
                        if tasks[name] or name in ("queued", "running", "done", "failed"))
-    lines = [f"tasks      {tasks['total']} in {chunks['total']} chunk(s) of up to "
-             f"{chunks['chunksize']}: {counts}"]
+    size = f" of {chunks['claim_unit']}" if chunks["claim_unit"] else ""
+    lines = [f"tasks      {tasks['total']}, {chunks['total']} chunk(s){size} claimed so far: "
+             f"{counts}"]
     if chunks["resubmitted"] or chunks["lost"]:
-        reasons = chunks["resubmit_reasons"]
-        lines.append(f"resubmits  {chunks['resubmitted']} ({reasons['error_state']} in an "
-                     f"error state, {reasons['missing']} missing from the queue); "
-                     f"{chunks['lost']} chunk(s) lost")
+        reasons = "; ".join(f"{reason or 'no reason given'} x{count}"
+                            for reason, count in chunks["resubmit_reasons"].items())
+        lines.append(f"resubmits  {chunks['resubmitted']} chunk(s) reopened for other "
+                     f"workers ({reasons or 'none'}); {chunks['lost']} chunk(s) lost")
     return lines
 
 
@@ -294,9 +323,11 @@ def speed_lines(status: dict[str, Any]) -> list[str]:
         lines.append(f"speed      {status['throughput']:.3g} tasks/s over "
                      f"{duration(status['elapsed'])}{eta} (client clock)")
     workers = status["workers"]
-    if workers["finished_chunks"]:
-        lines.append(f"workers    {workers['finished_chunks']} chunk run(s) finished, "
-                     f"{duration(workers['mean_seconds'])} each on average")
+    if workers["submitted"]:
+        mean = workers["mean_seconds"]
+        each = f", {duration(mean)} each on average" if mean is not None else ""
+        lines.append(f"workers    {workers['submitted']} submitted: {workers['running']} "
+                     f"running, {workers['finished']} finished{each}, {workers['lost']} lost")
     if workers["running_hosts"]:
         hosts = ", ".join(f"{host} x{n}" for host, n in workers["running_hosts"].items())
         lines.append(f"running on {hosts}")
@@ -322,7 +353,7 @@ def scheduler_lines(info: dict[str, Any]) -> list[str]:
     states = info["states"]
     return [f"scheduler  {states['pending']} pending, {states['running']} running, "
             f"{states['error']} in an error state; {info['unfinished_not_queued']} "
-            f"unfinished chunk(s) not in the queue"]
+            f"unfinished worker(s) not in the queue"]
 
 
 def bar(fraction: float, width: int = 30) -> str:

@@ -18,7 +18,14 @@ from typing import TYPE_CHECKING, Any
 from .. import scheduler
 from ..errors import InvalidInputError
 from ..ranges import expand_ranges
-from ..scheduler import CommandLineScheduler, QueuedJob, State, refuse_characters, states_of_chunks
+from ..scheduler import (
+    CommandLineScheduler,
+    QueuedJob,
+    State,
+    duration_seconds,
+    refuse_characters,
+    states_of_chunks,
+)
 from ..settings import INT_OR_STRING, POSITIVE_INT, STRING, STRING_LIST, Setting
 from ..work_dir import WorkDir
 
@@ -190,6 +197,8 @@ class SlurmBase(CommandLineScheduler):
             "cpus-per-task": cpus_per_task, "gpus": gpus,
         }
         self.resource_args = [f"--{k}={v}" for k, v in resources.items() if v is not None]
+        # SLURM reads a bare number as minutes, as duration_seconds does
+        self.time_limit_seconds = None if time is None else duration_seconds(time)
         self.resource_args += self.argument_list(sbatch_args, "['--qos=long']", RESERVED,
                                                  attached_values=True)
 
@@ -232,11 +241,11 @@ class SlurmJobs(SlurmBase):
     """One ``sbatch`` per chunk, for clusters where job arrays are disabled or capped.
 
     Still one squeue call per poll for every job of the map (they share a job name).
-    Without an array throttle, the engine holds back all but max_running chunks.
+    The engine never queues more workers than the pool's processes, so no throttle is
+    needed.
     """
 
     name = "slurm"
-    throttles_itself = False
 
     def plan(self, work_dir: WorkDir, chunk_ids: Sequence[int]) -> list[Submission]:
         output = output_option(work_dir, "%j.log")

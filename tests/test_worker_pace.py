@@ -1,0 +1,88 @@
+"""How much a worker claims (worker.Pace): one task before it has measured, then
+guided self-scheduling in whole blocks, the caller's chunksize exactly when given, and
+nothing it could not finish before its job's time limit."""
+
+from __future__ import annotations
+
+import pytest
+
+from poolparty.scheduler import duration_seconds
+from poolparty.sun_grid_engine import sge_time_limit
+from poolparty.worker import Pace
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def pace(clock: Clock | None = None, **metadata) -> Pace:
+    return Pace({"num_tasks": 400, "block": 1, "claim_unit": None, "workers": 8, **metadata},
+                clock or Clock())
+
+
+def test_a_worker_that_measured_nothing_claims_one_task():
+    assert pace().size_for(400) == 1
+
+
+def test_after_measuring_it_claims_a_share_of_what_is_left():
+    worker = pace()
+    worker.ran(1, 1.0)  # one-second tasks: no overhead floor
+    assert worker.size_for(400) == 25  # 400 / (2 x 8 workers)
+    assert worker.size_for(16) == 1
+
+
+def test_trivial_tasks_are_claimed_in_chunks_big_enough_to_pay_for_the_claim():
+    worker = pace()
+    worker.ran(1000, 0.001)  # 1 us per task
+    assert worker.size_for(400) == 400
+
+
+def test_claims_are_whole_blocks():
+    worker = pace(block=10)
+    assert worker.size_for(4000) == 10
+    worker.ran(10, 10.0)
+    assert worker.size_for(4000) % 10 == 0
+
+
+def test_a_chunksize_given_by_the_caller_is_every_claim():
+    worker = pace(block=7, claim_unit=7)
+    assert worker.size_for(400) == 7
+    worker.ran(7, 0.0001)
+    assert worker.size_for(400) == 7
+
+
+def test_no_time_limit_no_deadline():
+    worker = pace()
+    worker.ran(1, 1e6)
+    assert worker.time_left()
+
+
+def test_near_its_time_limit_a_worker_claims_only_what_fits_then_stops():
+    clock = Clock()
+    worker = pace(clock, time_limit_seconds=100.0)  # deadline: 100 x 0.95 - 5 = 90 s
+    worker.ran(1, 10.0)
+    assert worker.time_left() and worker.size_for(400) == 9  # 90 s of 10 s tasks
+    clock.now += 75.0
+    assert worker.time_left() and worker.size_for(400) == 1
+    clock.now += 6.0  # 9 s left, a task takes 10
+    assert not worker.time_left()
+
+
+@pytest.mark.parametrize("text, seconds", [
+    ("30", 1800), ("5:30", 330), ("1:00:00", 3600), ("2-0", 172800), ("1-2:03", 93780),
+    ("1-02:03:04", 93784), ("soon", None), ("1:2:3:4", None), ("", None),
+])
+def test_slurm_time_formats(text, seconds):
+    assert duration_seconds(text) == seconds
+
+
+@pytest.mark.parametrize("resources, seconds", [
+    ({"h_rt": "3600"}, 3600), ({"h_rt": "01:30:00"}, 5400), ({"s_rt": "60"}, 60),
+    ({"h_vmem": "2G"}, None), ({}, None),
+])
+def test_sge_time_limits(resources, seconds):
+    assert sge_time_limit(resources) == seconds

@@ -284,6 +284,14 @@ def make_backend(param: str, work_root: Path, tmp_path: Path) -> Backend:
     return real_backend(name, work_root)
 
 
+#: every backend on its real scheduler, each marked with the scheduler it needs
+REAL_PARAMS = [
+    pytest.param("real-slurm-array", marks=pytest.mark.real_slurm),
+    pytest.param("real-slurm", marks=pytest.mark.real_slurm),
+    pytest.param("real-sge", marks=pytest.mark.real_sge),
+]
+
+
 #: the backends that run maps as job arrays (or locally): for tests of what arrays do
 ARRAY_BACKEND_PARAMS = ["local", "dummy-slurm-array", "dummy-sge", "real-slurm-array", "real-sge"]
 

@@ -14,7 +14,7 @@ import signal
 import time
 
 import pytest
-from conftest import attempts_per_claim, made_backend, the_map_dir
+from conftest import REAL_PARAMS, attempts_per_claim, made_backend, the_map_dir
 from task_functions import segfault_on_three, underscore_exit_on_three
 from test_real_faults import claim_of_task, reopened_claims
 
@@ -26,11 +26,7 @@ DEADLINE = 35
 pytestmark = pytest.mark.timeout(180)
 
 
-@pytest.fixture(params=[
-    pytest.param("real-slurm-array", marks=pytest.mark.real_slurm),
-    pytest.param("real-slurm", marks=pytest.mark.real_slurm),
-    pytest.param("real-sge", marks=pytest.mark.real_sge),
-])
+@pytest.fixture(params=REAL_PARAMS)
 def real(request, work_root, tmp_path):
     with made_backend(request.param, work_root, tmp_path) as made:
         yield made

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import conftest
 import pytest
-from conftest import made_backend
+from conftest import REAL_PARAMS, made_backend
 from test_real_faults import (
     attempts,
     claim_attempts,
@@ -35,11 +35,7 @@ pytestmark = pytest.mark.timeout(120)
 MAP_DEADLINE = 60
 
 
-@pytest.fixture(params=[
-    pytest.param("real-slurm-array", marks=pytest.mark.real_slurm),
-    pytest.param("real-slurm", marks=pytest.mark.real_slurm),
-    pytest.param("real-sge", marks=pytest.mark.real_sge),
-])
+@pytest.fixture(params=REAL_PARAMS)
 def real(request, work_root, tmp_path):
     with made_backend(request.param, work_root, tmp_path) as made:
         yield made

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import conftest
 import pytest
-from conftest import made_backend
+from conftest import REAL_PARAMS, made_backend
 from test_real_faults import (
     attempts,
     claim_attempts,
@@ -80,11 +80,7 @@ def split(two_views, tmp_path):
         subprocess.run(["umount", "-l", str(shared)], capture_output=True, timeout=60)
 
 
-@pytest.fixture(params=[
-    pytest.param("real-slurm-array", marks=pytest.mark.real_slurm),
-    pytest.param("real-slurm", marks=pytest.mark.real_slurm),
-    pytest.param("real-sge", marks=pytest.mark.real_sge),
-])
+@pytest.fixture(params=REAL_PARAMS)
 def real(request, split, tmp_path):
     shared, _, _ = split
     with made_backend(request.param, shared, tmp_path) as made:

@@ -509,7 +509,9 @@ class MapRun:
                 elif worker.missed():
                     worker.ending = worker.left_queue()
                     ended.append(worker_id)
-            elif worker.seen(state, now):
+            elif worker.seen(state, now) or state is State.PENDING:
+                # A pending job holding a claim ran before: it was requeued, perhaps
+                # before any poll saw it running (a no-op when it holds nothing).
                 self._worker_requeued(worker_id)
         in_error += self._stuck_workers(now)
         if in_error:

@@ -43,7 +43,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Container, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from .claims import ClaimBoard
@@ -66,6 +66,8 @@ from .work_dir import WorkDir
 MIN_NAP = 0.02
 MAX_NAP = 0.1
 MISSING_POLLS_BEFORE_LOST = 2
+#: how long a finished map with a kept work_dir waits for its cancelled workers to leave
+SETTLE_SECONDS = 15.0
 #: a worker the scheduler has shown running this long that never started was lost on
 #: its way to the node (SGE can lose a task so when sge_execd stops during the
 #: hand-over, and keeps listing it as running): it is cancelled and replaced
@@ -196,6 +198,8 @@ class MapRun:
     stop: threading.Event = field(default_factory=threading.Event)
     #: print what the tasks printed as each worker's log is gathered (relay_output)
     relay_output: bool = False
+    #: at the end, wait for the cancelled workers to leave the queue (a kept work_dir)
+    settle_workers: bool = False
     #: set once the map is over and, unless it succeeded, its workers were cancelled: a
     #: caller interrupted while waiting (Ctrl-C) waits for this before exiting
     ended: threading.Event = field(default_factory=threading.Event)
@@ -525,7 +529,7 @@ class MapRun:
         self._check_barren()
         self._reopen_orphans()
         self._top_up()
-        self._cancel_idle(pending_only=True)
+        self._cancel_idle()
 
     def _reopen_orphans(self) -> None:
         """Claims without a result whose worker is not known (its claim file names no
@@ -650,18 +654,16 @@ class MapRun:
         raise ChunksLostError(lost, self.work_dir.path, dict.fromkeys(lost, endings),
                               self._grace)
 
-    def _cancel_idle(self, pending_only: bool, useless: Container[int] = ()) -> None:
-        """Cancel workers with nothing to do: once every task is claimed and no claim
-        waits to be reopened, those that did not start yet or were requeued (they would
-        start again for nothing), or, when the map is over, every one still queued.
-        Workers in ``useless`` are cancelled even if they started."""
-        if pending_only and (self._work_waiting() or self._last_chance):
+    def _cancel_idle(self) -> None:
+        """Once every task is claimed and no claim waits to be reopened, cancel the
+        workers holding nothing that did not start yet or were requeued: they would
+        start (again) for nothing."""
+        if self._work_waiting() or self._last_chance:
             return
         holders = {c.worker for c in self.chunks.values() if c.held}
         idle = [w for w, status in self.workers.items()
                 if status.live and w not in holders
-                and (w in useless or status.requeued
-                     or not (pending_only and self.events.worker_started(w)))]
+                and (status.requeued or not self.events.worker_started(w))]
         if not idle:
             return
         self.scheduler.cancel(self.work_dir, idle)
@@ -669,31 +671,39 @@ class MapRun:
             self.workers[worker_id].ending = "cancelled by the pool: no work left for it"
         self.log.info("cancelled %d idle worker(s): no work left for them", len(idle))
 
-    def _duplicate_runners(self) -> set[int]:
-        """Workers that last claimed a retry of a claim whose result is in: once the map
-        is over they can only be running it again for nothing (the worker of an earlier
-        attempt, taken for lost, delivered after all), and must not stay queued."""
-        if not any(c.attempt > 0 for c in self.chunks.values()):
-            return set()  # nothing was reopened: no listing needed
-        self._read_claims()  # retries taken since the last poll
-        return {c.worker for c in self.chunks.values()
-                if c.done and c.attempt > 0 and c.worker is not None}
-
     def _end_workers(self, finished: bool) -> None:
-        """The map is over: on success cancel the workers that never started (a pending
-        job would start for nothing); on any other end, or when the tasks left were
-        abandoned, every one still queued. Best effort: a failure here must not hide the
-        exception being raised."""
+        """The map is over: cancel every worker still queued. On success none has work
+        left (a pending one would start for nothing, a running one is only walking to
+        the end of the claims), and one left running could write into the work_dir after
+        it was archived or removed. With ``settle_workers`` (a kept work_dir) wait,
+        briefly, for them to leave the queue, so their logs are whole when archived.
+        Best effort: a failure here must not hide the exception being raised."""
         try:
+            live = [w for w, status in self.workers.items() if status.live]
+            if not live:
+                return
+            self.scheduler.cancel(self.work_dir, live)
+            for worker_id in live:
+                self.workers[worker_id].ending = "cancelled by the pool: the map was over"
             if finished and not self._abandoned:
-                self._cancel_idle(pending_only=True, useless=self._duplicate_runners())
+                self.log.info("cancelled %d worker(s) left with no work", len(live))
             else:
-                live = [w for w, status in self.workers.items() if status.live]
-                if live:
-                    self.scheduler.cancel(self.work_dir, live)
-                    self.log.warning("cancelled the %d worker(s) of this map", len(live))
+                self.log.warning("cancelled the %d worker(s) of this map", len(live))
+            if self.settle_workers:
+                self._wait_until_gone(live)
         except Exception as error:  # noqa: BLE001
             self.log.error("could not cancel workers of this map: %s", error)
+
+    def _wait_until_gone(self, worker_ids: list[int]) -> None:
+        """Poll until none of these workers is listed, for at most SETTLE_SECONDS."""
+        deadline = time.monotonic() + SETTLE_SECONDS
+        while time.monotonic() < deadline:
+            states = self.scheduler.query(self.work_dir)
+            if not any(w in states for w in worker_ids):
+                return
+            time.sleep(min(0.5, self.polling_interval))
+        self.log.warning("workers %s still queued %.0f s after being cancelled",
+                         [w for w in worker_ids if w in states], SETTLE_SECONDS)
 
     # ------------------------------------------------------------------ logs
     def _gather_logs(self, worker_ids: list[int]) -> None:

@@ -132,7 +132,8 @@ class Maps:
         run = MapRun(self.settings.scheduler, work_dir, num_tasks,
                      self.settings.polling_interval, self.settings.max_num_resubmissions,
                      map_log, capacity=self._workers(num_tasks, block), block=block,
-                     relay_output=self.settings.relay_output)
+                     relay_output=self.settings.relay_output,
+                     settle_workers=self.settings.keep_work_dir)
         return PreparedMap(work_dir, num_tasks, run, map_log)
 
     def _workers(self, num_tasks: int, block: int) -> int:

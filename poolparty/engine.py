@@ -66,6 +66,9 @@ from .work_dir import WorkDir
 MIN_NAP = 0.02
 MAX_NAP = 0.1
 MISSING_POLLS_BEFORE_LOST = 2
+#: a worker missing from one poll is looked for again this soon (at most): one more
+#: query, once, instead of a whole polling interval before its work is reopened
+RECHECK_SECONDS = 1.0
 #: how long a finished map with a kept work_dir waits for its cancelled workers to leave
 SETTLE_SECONDS = 15.0
 #: a worker the scheduler has shown running this long that never started was lost on
@@ -280,7 +283,7 @@ class MapRun:
                 self._check_stop()
                 arrived = self._gather()
                 yield from arrived
-                if time.monotonic() - self._last_query >= self.polling_interval:
+                if time.monotonic() - self._last_query >= self._poll_interval():
                     yield from self._poll()
                 nap = MIN_NAP if arrived else min(nap * 1.5, MAX_NAP, self.polling_interval)
                 if not arrived and not self.all_done():
@@ -293,6 +296,16 @@ class MapRun:
                 self.events.map_ended(finished, sys.exc_info()[1])
             finally:
                 self.ended.set()
+
+    def _poll_interval(self) -> float:
+        """The polling interval, or RECHECK_SECONDS while a worker that was shown
+        running is missing from the last poll: it is lost once a second poll misses it
+        too, and its claim waits for that. (One never shown running may be a job just
+        submitted that the scheduler does not list yet: it gets the whole interval.)"""
+        if any(w.live and w.missing_polls and w.last_seen is State.RUNNING
+               for w in self.workers.values()):
+            return min(self.polling_interval, RECHECK_SECONDS)
+        return self.polling_interval
 
     def _check_stop(self) -> None:
         if self.stop.is_set():

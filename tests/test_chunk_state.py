@@ -7,8 +7,10 @@ from __future__ import annotations
 from poolparty.crashes import Crash
 from poolparty.engine import (
     MISSING_POLLS_BEFORE_LOST,
+    RECHECK_SECONDS,
     STUCK_AFTER_SECONDS,
     ChunkStatus,
+    MapRun,
     WorkerStatus,
 )
 from poolparty.scheduler import State
@@ -97,3 +99,33 @@ def test_a_claim_is_out_of_attempts_once_attempted_one_more_time_than_the_limit(
     assert not claim.out_of_attempts(1)
     claim.reopened()
     assert claim.out_of_attempts(1)
+
+
+def poll_interval_with(*workers: WorkerStatus, polling_interval: float = 30.0) -> float:
+    run = object.__new__(MapRun)  # only the fields _poll_interval reads
+    run.polling_interval = polling_interval
+    run.workers = dict(enumerate(workers))
+    return run._poll_interval()
+
+
+def test_a_running_worker_missing_from_one_poll_is_looked_for_again_within_a_second():
+    """A worker scancelled mid-map holds a claim the others could be running: a second
+    query about a second later, not a whole polling interval, decides it is lost."""
+    quiet, vanished = WorkerStatus(), WorkerStatus()
+    quiet.seen(State.RUNNING, now=0.0)
+    vanished.seen(State.RUNNING, now=0.0)
+    assert poll_interval_with(quiet, vanished) == 30.0
+    vanished.missed()
+    assert poll_interval_with(quiet, vanished) == RECHECK_SECONDS <= 1.0
+    assert poll_interval_with(quiet, vanished, polling_interval=0.5) == 0.5
+
+
+def test_a_worker_never_shown_running_gets_the_whole_interval_to_appear():
+    just_submitted = WorkerStatus()
+    just_submitted.missed()  # the scheduler may not list it yet
+    assert poll_interval_with(just_submitted) == 30.0
+    gone = WorkerStatus()
+    gone.seen(State.RUNNING, now=0.0)
+    gone.missed()
+    gone.ending = "its job left the queue without a result while running"
+    assert poll_interval_with(gone) == 30.0  # no longer looked for

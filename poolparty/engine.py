@@ -92,6 +92,8 @@ class WorkerStatus:
     missing_polls: int = 0
     #: the state the scheduler last showed
     last_seen: State | None = None
+    #: known to have run: the scheduler showed it running, or a claim names it
+    ran: bool = False
     #: when the scheduler first showed it running (monotonic)
     running_since: float | None = None
     #: how it ended, for the error the user sees; None while it may still be queued
@@ -116,6 +118,8 @@ class WorkerStatus:
             self.requeued = True
         elif state is State.RUNNING:
             self.requeued = False
+        if state is State.RUNNING:
+            self.ran = True
         if state is State.RUNNING and self.running_since is None:
             self.running_since = time.monotonic() if now is None else now
         return requeued
@@ -135,7 +139,7 @@ class WorkerStatus:
     def left_queue(self) -> str:
         """How a worker that left the queue without finishing ended, in the user's words."""
         return "its job left the queue without a result " + (
-            "while running" if self.last_seen is State.RUNNING else "before it was seen running")
+            "while running" if self.ran else "before it was seen running")
 
 
 @dataclass
@@ -298,12 +302,12 @@ class MapRun:
                 self.ended.set()
 
     def _poll_interval(self) -> float:
-        """The polling interval, or RECHECK_SECONDS while a worker that was shown
-        running is missing from the last poll: it is lost once a second poll misses it
-        too, and its claim waits for that. (One never shown running may be a job just
-        submitted that the scheduler does not list yet: it gets the whole interval.)"""
-        if any(w.live and w.missing_polls and w.last_seen is State.RUNNING
-               for w in self.workers.values()):
+        """The polling interval, or RECHECK_SECONDS while a worker known to have run
+        (shown running, or named by a claim) is missing from the last poll: it is lost
+        once a second poll misses it too, and its claim waits for that. (One not known
+        to have run may be a job just submitted that the scheduler does not list yet:
+        it gets the whole interval.)"""
+        if any(w.live and w.missing_polls and w.ran for w in self.workers.values()):
             return min(self.polling_interval, RECHECK_SECONDS)
         return self.polling_interval
 
@@ -384,9 +388,12 @@ class MapRun:
                 continue
             self._claims_read.add((number, attempt))
             chunk = self.chunks.setdefault(number, ChunkStatus(range(info.start, info.stop)))
+            worker = info.identity.get("worker_number")
+            if worker in self.workers:  # it ran, whether or not a poll saw it running
+                self.workers[worker].ran = True
             if attempt >= chunk.attempt:  # done or not: whose output to relay
                 chunk.attempt = attempt
-                chunk.worker = info.identity.get("worker_number")
+                chunk.worker = worker
 
     def _work_waiting(self) -> int:
         """Blocks never claimed, plus reopened claims nobody took yet."""
@@ -746,7 +753,7 @@ class MapRun:
                 worker_id = int(name.split("/", 1)[0])
                 delivered = {index for chunk in self.chunks.values()
                              if chunk.done and chunk.worker == worker_id for index in chunk.tasks}
-                output = output_of_tasks(log, delivered)
+                output = self.scheduler.without_own_lines(output_of_tasks(log, delivered))
                 if output:
                     sys.stdout.write(output.decode("utf-8", errors="replace"))
             sys.stdout.flush()

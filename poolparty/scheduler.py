@@ -72,6 +72,19 @@ class Scheduler(abc.ABC):
     query_command: ClassVar[str | None] = None
     #: whether its jobs wait in a scheduler's queue (a status may ask that queue)
     is_cluster: ClassVar[bool] = False
+    #: a line the scheduler itself writes into a job's log (SLURM's note that the job
+    #: was cancelled): not the tasks' output, so never printed as theirs
+    own_log_line: ClassVar[re.Pattern[bytes] | None] = None
+
+    @classmethod
+    def without_own_lines(cls, output: bytes) -> bytes:
+        """A job's output without the lines the scheduler wrote into it (own_log_line):
+        a map cancels its idle workers at the end, and the user must not read that
+        their job was cancelled as if a task had printed it."""
+        if cls.own_log_line is None:
+            return output
+        return b"".join(line for line in output.splitlines(keepends=True)
+                        if not cls.own_log_line.match(line))
 
     @classmethod
     def found_here(cls) -> bool:

@@ -129,3 +129,12 @@ def test_a_worker_never_shown_running_gets_the_whole_interval_to_appear():
     gone.missed()
     gone.ending = "its job left the queue without a result while running"
     assert poll_interval_with(gone) == 30.0  # no longer looked for
+
+
+def test_a_worker_that_claimed_work_between_two_polls_is_looked_for_again_within_a_second():
+    """Scancelled 2 s after it started, before any poll showed it running: its claim
+    says it ran, so missing from a poll it is not a job the scheduler has yet to list."""
+    claimed = WorkerStatus(ran=True)  # as _read_claims marks the worker a claim names
+    claimed.missed()
+    assert poll_interval_with(claimed) == RECHECK_SECONDS
+    assert "while running" in claimed.left_queue()

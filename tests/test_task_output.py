@@ -176,3 +176,32 @@ def test_a_workers_output_is_cut_per_task_and_only_the_tasks_kept_are_relayed():
     assert output_of_tasks(log, {0, 1}) == (b"initializer says hi\ntask 0 out\nunfinished\n"
                                             b"task 1 out\n")
     assert output_of_tasks(log, set()) == b"initializer says hi\n"
+
+
+@pytest.mark.parametrize("param", OUTPUT_BACKENDS)
+def test_workers_left_without_work_add_nothing_to_the_callers_stdout(param, work_root, tmp_path,
+                                                                      capsys):
+    # four workers for one task: those still queued or starting when the map ends are
+    # cancelled, and SLURM writes that into their logs; the caller reads only the task
+    with made_backend(param, work_root, tmp_path) as made:
+        assert made.make_pool(processes=4).map(chatty, [7]) == [14]
+    assert capsys.readouterr().out.splitlines() == ["task 7 says hello", "task 7 warns"]
+
+
+def test_the_line_slurm_writes_when_it_cancels_a_job_is_not_relayed():
+    from poolparty.local import Local
+    from poolparty.slurm import SlurmBase
+
+    output = (b"task 1 out\n"
+              b"slurmstepd-node17: error: *** JOB 2940 ON node17 CANCELLED AT"
+              b" 2026-12-06T00:22:53 ***\n"
+              b"slurmstepd: error: *** STEP 2941.0 ON node3 CANCELLED AT 2026-12-06T00:22:54 ***\n"
+              b"slurmstepd: error: *** JOB 2942 ON node3 CANCELLED AT 2026-12-06T00:22:55"
+              b" DUE TO TIME LIMIT ***\n"
+              b"my task says: *** JOB 1 ON x CANCELLED AT y ***\n")
+    assert SlurmBase.without_own_lines(output) == (
+        b"task 1 out\n"
+        b"slurmstepd: error: *** JOB 2942 ON node3 CANCELLED AT 2026-12-06T00:22:55"
+        b" DUE TO TIME LIMIT ***\n"  # why a task stopped: the user needs to read it
+        b"my task says: *** JOB 1 ON x CANCELLED AT y ***\n")
+    assert Local.without_own_lines(output) == output

@@ -175,6 +175,10 @@ class SlurmBase(CommandLineScheduler):
     settings = (*SETTINGS, *CommandLineScheduler.settings)
     extra_arguments_option = "sbatch_args"
     query_command = "squeue"
+    # slurmstepd's "error: *** JOB 12 ON node CANCELLED AT 2026-12-06T00:22:53 ***"
+    # (STEP for a job step; "DUE TO TIME LIMIT" and the like are kept: they explain)
+    own_log_line = re.compile(
+        rb"slurmstepd(-\S*)?: error: \*\*\* (JOB|STEP) \S+ (ON \S+ )?CANCELLED AT \S+ \*\*\*")
 
     def __init__(
         self,

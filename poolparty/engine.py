@@ -396,7 +396,10 @@ class MapRun:
                 chunk.worker = worker
 
     def _work_waiting(self) -> int:
-        """Blocks never claimed, plus reopened claims nobody took yet."""
+        """Blocks never claimed, plus reopened claims nobody took yet. None once every
+        result is in (on NFS a result can be seen before the claim that led to it)."""
+        if self._done_count >= self.num_tasks:
+            return 0
         unclaimed = max(0, self.num_tasks - self.board.covered().stop)
         reopened = sum(1 for number, c in self.chunks.items()
                        if not c.done and c.worker is None and c.attempt > 0

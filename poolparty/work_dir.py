@@ -41,6 +41,7 @@ import threading
 import time
 import warnings
 import zipfile
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -469,7 +470,7 @@ class WorkDir(MapFiles):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # a rerun chunk: "Duplicate name"
             for member, blob in members.items():
-                archive.writestr(member, blob)
+                archive.writestr(member, blob, compress_type=compression_for(blob))
         archive.fp.flush()  # type: ignore[union-attr] - in the kernel before files are deleted
 
     def close_archives(self) -> None:
@@ -495,7 +496,7 @@ class WorkDir(MapFiles):
             os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
             with zipfile.ZipFile(temporary, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
                 for member, blob in members:
-                    archive.writestr(member, blob)
+                    archive.writestr(member, blob, compress_type=compression_for(blob))
             os.replace(temporary, path)
 
     # ------------------------------------------------------------------ jobs and logs
@@ -679,6 +680,22 @@ def _private_opener(path: str, flags: int) -> int:
     return os.open(path, flags, 0o600)
 
 
+#: a member whose sample deflates to more than this share of its size is stored as it is
+INCOMPRESSIBLE = 0.9
+#: how much of a member is tried
+COMPRESSION_SAMPLE = 1 << 16
+
+
+def compression_for(blob: bytes) -> int:
+    """Deflate a member only if it gets smaller: deflating a result of random-looking
+    bytes (a float array, a compressed image) took most of the client's time gathering
+    big results, and saved nothing. Logs and most pickles still shrink."""
+    sample = blob[:COMPRESSION_SAMPLE]
+    if len(sample) < 4096 or len(zlib.compress(sample, 1)) < INCOMPRESSIBLE * len(sample):
+        return zipfile.ZIP_DEFLATED
+    return zipfile.ZIP_STORED
+
+
 def _read_zip(path: Path) -> Iterator[tuple[str, bytes]]:
     """Members of a zip archive; a damaged archive (client killed while appending) is
     salvaged member by member from its local headers instead of being lost."""
@@ -695,8 +712,6 @@ def _read_zip(path: Path) -> Iterator[tuple[str, bytes]]:
 
 def _salvage_zip(data: bytes) -> Iterator[tuple[str, bytes]]:
     """Read complete members of a zip whose central directory is missing or torn."""
-    import zlib
-
     header = struct.Struct("<4sHHHHHIIIHH")
     position = 0
     while position + header.size <= len(data):

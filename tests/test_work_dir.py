@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import random
 import subprocess
 import sys
 import zipfile
@@ -25,11 +26,11 @@ def test_two_work_dirs_created_in_the_same_second_differ(tmp_path):
 
 def test_results_survive_a_client_killed_before_closing_its_archive(tmp_path):
     script = (
-        "import os, sys\n"
+        "import os, random, sys\n"
         "from poolparty.work_dir import WorkDir\n"
         "work_dir = WorkDir.create(sys.argv[1], 'map-same')\n"
         "work_dir.archive({0: b'first'})\n"
-        "work_dir.archive({1: b'second'})\n"
+        "work_dir.archive({1: random.Random(1).randbytes(100_000)})  # stored, not deflated\n"
         "os._exit(0)  # killed: no central directory written\n"
     )
     subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True)
@@ -37,7 +38,7 @@ def test_results_survive_a_client_killed_before_closing_its_archive(tmp_path):
         zipfile.ZipFile(tmp_path / "map-same" / "results.zip")
     resumed = WorkDir.create(tmp_path, "map-same")
     assert resumed.resumed
-    assert resumed.archived_results() == {0: b"first", 1: b"second"}
+    assert resumed.archived_results() == {0: b"first", 1: random.Random(1).randbytes(100_000)}
     resumed.archive({2: b"third"})
     resumed.close_archives()
     with zipfile.ZipFile(tmp_path / "map-same" / "results.zip") as archive:
@@ -61,6 +62,17 @@ def test_a_directory_its_creator_left_half_made_is_taken_over_whole(tmp_path):
     assert work_dir.resumed and work_dir.path == tmp_path / "same-map"
     assert work_dir.new_result_ids() == [] and work_dir.logs_dir.is_dir()
     work_dir.release()
+
+
+def test_results_that_do_not_shrink_are_stored_and_the_rest_deflated(work_dir):
+    noise, floats = random.Random(2).randbytes(1 << 20), pickle.dumps([0.5] * 100_000)
+    work_dir.archive({0: noise, 1: floats})
+    work_dir.close_archives()
+    with zipfile.ZipFile(work_dir.path / "results.zip") as archive:
+        stored = {info.filename: info for info in archive.infolist()}
+        assert archive.read("0.pkl") == noise and archive.read("1.pkl") == floats
+    assert stored["0.pkl"].compress_type == zipfile.ZIP_STORED
+    assert stored["1.pkl"].compress_size < len(floats) / 10
 
 
 def test_salvage_stops_at_a_member_cut_short():

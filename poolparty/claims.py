@@ -255,6 +255,8 @@ class Claimer:
         """The next tasks this worker runs, claimed; None when no work is open.
         ``size_for(remaining)`` says how many of the remaining tasks to take."""
         if not self._checked:
+            if not self.claims_dir.exists():  # the map ended: its claims were archived
+                return None
             for directory in (self.claims_dir, self.requeue_dir, self.retries_dir):
                 check_private(directory)
             self._checked = True

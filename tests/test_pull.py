@@ -89,3 +89,23 @@ def test_workers_waiting_for_a_slot_do_not_hold_the_map_back(tmp_path, work_root
         wait_for(lambda: made.queued_jobs() == [], 30, "the idle workers to leave the queue")
     finally:
         made.queue.shutdown(timeout=30)
+
+
+def test_a_worker_that_starts_after_its_map_ended_exits_quietly(work_root):
+    """A job that waited in the queue until its map was done (cancelling it raced with
+    its start) finds the claims archived: nothing to do, exit 0, no traceback in its log,
+    and the kept results stay as they were."""
+    import subprocess
+    import sys
+
+    import poolparty
+
+    assert poolparty.Pool(backend="local", keep_work_dir=True, work_dir=work_root).map(
+        abs, [-7, 8], chunksize=1) == [7, 8]
+    map_dir = the_map_dir(work_root)
+    archived = (map_dir / "results.zip").read_bytes()
+    late = subprocess.run([sys.executable, "-m", "poolparty.worker", str(map_dir), "5"],
+                          capture_output=True, text=True, timeout=60)
+    assert late.returncode == 0 and "Traceback" not in late.stderr, late.stderr
+    assert (map_dir / "results.zip").read_bytes() == archived
+    assert not (map_dir / "claims").exists()

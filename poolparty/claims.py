@@ -252,8 +252,9 @@ class Claimer:
         self._checked = False
 
     def claim_next(self, size_for: Callable[[int], int]) -> Claim | None:
-        """The next tasks this worker runs, claimed; None when no work is open.
-        ``size_for(remaining)`` says how many of the remaining tasks to take."""
+        """The next tasks this worker runs, claimed; None when no work is open, or when
+        ``size_for(remaining)``, how many of the remaining tasks to take, says none
+        (the job's time limit is near)."""
         if not self._checked:
             if not self.claims_dir.exists():  # the map ended: its claims were archived
                 return None
@@ -265,7 +266,10 @@ class Claimer:
             if retry is not None:
                 return retry
         while self.next_start < self.num_tasks:
-            claim = self._extend_chain(size_for)
+            size = size_for(self.num_tasks - self.next_start)
+            if size < 1:  # not even a block fits in the time left: leave it to others
+                return None
+            claim = self._extend_chain(size)
             if claim is not None:
                 return claim
         return self._claim_requeued()
@@ -282,12 +286,12 @@ class Claimer:
         self._requeue_mtime = mtime
         return changed
 
-    def _extend_chain(self, size_for: Callable[[int], int]) -> Claim | None:
-        """Link the next claim of the chain: this worker's, or another's found there
-        (then move past it, and past any later claim a listing shows)."""
+    def _extend_chain(self, size: int) -> Claim | None:
+        """Link the next claim of the chain, ``size`` tasks (fewer at the end): this
+        worker's, or another's found there (then move past it, and past any later claim
+        a listing shows)."""
         number, start = self.next_number, self.next_start
-        remaining = self.num_tasks - start
-        stop = start + max(1, min(remaining, size_for(remaining)))
+        stop = start + min(self.num_tasks - start, size)
         path = self.claims_dir / str(number)
         found = self._link_claim(path, {"start": start, "stop": stop, "attempt": 0})
         if found is None:

@@ -134,12 +134,15 @@ def load_function(work_dir: MapFiles) -> tuple[Callable, bool]:
 
 
 def load_tasks(work_dir: MapFiles, start: int, stop: int, block: int) -> list:
-    """Tasks ``[start, stop)``: whole blocks of the stored tasks (claims are cut at
-    block boundaries, except at the end of the map)."""
+    """Tasks ``[start, stop)``, read from the blocks that hold them. Claims end at
+    block boundaries (except the map's last), but the tasks are cut to the claim all
+    the same: a task run under another's index would be a wrong result."""
+    first_block = start // block
     tasks: list = []
-    for blob in work_dir.read_blocks(start // block, math.ceil(stop / block)):
+    for blob in work_dir.read_blocks(first_block, math.ceil(stop / block)):
         tasks.extend(pickle.loads(blob)[1])
-    return tasks
+    offset = first_block * block
+    return tasks[start - offset:stop - offset]
 
 
 def run_tasks(function: Callable, tasks: list, star: bool, first_task: int,

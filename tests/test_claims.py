@@ -413,3 +413,14 @@ def test_claims_hold_across_two_caching_views(two_views):
     assert retries_got(claimed) == Counter({(3, 1, 3, 4): 1})
     assert_named(claimed, backing / "map")
     assert board.attempts(3) == 2 and board.unclaimed_requeues() == []
+
+
+def test_a_worker_whose_time_left_fits_no_block_claims_nothing(tmp_path):
+    """Near its job's time limit a worker's size_for says 0: it stops, and no claim of
+    one task is forced on it (one that would cut a block, and the tasks after it)."""
+    new_map(tmp_path / "map", 20)
+    claimer = Claimer(tmp_path / "map", 20)
+    assert claimer.claim_next(lambda remaining: 0) is None
+    assert claimer.claim_next(lambda remaining: -5) is None
+    assert os.listdir(tmp_path / "map" / CLAIMS) == []
+    assert claim_all(claimer, sizes(5))[0] == (0, 0, 0, 5)

@@ -86,3 +86,19 @@ def test_slurm_time_formats(text, seconds):
 ])
 def test_sge_time_limits(resources, seconds):
     assert sge_time_limit(resources) == seconds
+
+
+def test_the_tasks_of_a_claim_are_exactly_its_own_whatever_its_bounds(tmp_path):
+    """Tasks are stored in blocks; a claim that does not start or end on a block
+    boundary still gets exactly its tasks, each under its own index."""
+    import poolparty
+    from poolparty.map_files import MapFiles
+    from poolparty.worker import load_tasks
+
+    inputs = list(range(100, 120))
+    poolparty.Pool(backend="local", keep_work_dir=True, work_dir=tmp_path).map(
+        abs, inputs, chunksize=5)
+    (map_dir,) = [p for p in tmp_path.iterdir() if p.name.startswith("map-")]
+    files = MapFiles(map_dir)
+    for start, stop in [(0, 5), (1, 6), (3, 4), (5, 20), (17, 20), (6, 14)]:
+        assert load_tasks(files, start, stop, 5) == inputs[start:stop], (start, stop)

@@ -471,11 +471,8 @@ class MapRun:
                 status.seen(state)
             else:
                 status.ending = "it ended while no client watched the map"
-        for number, chunk in sorted(self.chunks.items()):
-            holder = self.workers.get(chunk.worker) if chunk.worker is not None else None
-            if chunk.held and (holder is None or not holder.live):
-                chunk.lost("its worker ended while no client watched the map")
-                self._reopen(number, "its worker ended while no client watched the map")
+        self._reopen_abandoned("its worker ended while no client watched the map",
+                               unknown_holders=True)
         live = sum(1 for w in self.workers.values() if w.live)
         self.log.info("re-attached to %s: %d of %d task(s) done, %d worker(s) still queued",
                       self.work_dir.path, self._done_count, self.num_tasks, live)
@@ -493,6 +490,10 @@ class MapRun:
         try:
             self.scheduler.submit(self.work_dir, worker_ids)
         except SchedulerCommandError as error:
+            # one sbatch per worker may fail half-way: those queued are the map's, to
+            # watch and to cancel at its end
+            for worker_id in set(worker_ids) & set(self.work_dir.recorded_chunks()):
+                self.workers[worker_id] = WorkerStatus()
             if first or not self.scheduler.is_transient(error):
                 raise  # refused for good (an unknown partition): retrying can't help
             self.log.warning("could not submit workers now, trying again later: %s", error)
@@ -517,6 +518,7 @@ class MapRun:
         # the queue must not be taken for lost.
         yield from self._gather()
         self._read_claims()
+        self._reopen_abandoned()  # claims seen only now, of workers that ended before
         now = time.monotonic()
         in_error, ended = [], []
         crashes: dict[int, Crash] = {}
@@ -554,12 +556,31 @@ class MapRun:
         self._top_up()
         self._cancel_idle()
 
+    def _reopen_abandoned(self, ending: str | None = None,
+                          unknown_holders: bool = False) -> None:
+        """Reopen the claims held by a worker known to have ended (and, with
+        ``unknown_holders``, by one this map's records do not name). On NFS a claim can
+        be listed only after its worker was taken for gone, holding nothing then: nobody
+        else would ever run it, and the map would wait for ever."""
+        for number, chunk in sorted(self.chunks.items()):
+            if chunk.worker is None or chunk.done:  # not held
+                continue
+            holder = self.workers.get(chunk.worker)
+            if (holder.live if holder is not None else not unknown_holders):
+                continue
+            reason = ending or (holder.ending if holder else None) or "its worker ended"
+            chunk.lost(reason)
+            self._reopen(number, reason)
+
     def _reopen_orphans(self) -> None:
         """Claims without a result whose worker is not known (its claim file names no
-        worker of this map), once no worker of the map is queued: nobody else would
+        worker, or one this map's records do not: a hand-started worker, a submission
+        that failed half-way), once no worker of the map is queued: nobody else would
         ever run them, and the map would wait for ever."""
         if any(w.live for w in self.workers.values()):
             return
+        self._reopen_abandoned("it was claimed by a worker this map does not know, and "
+                               "none of the map's workers runs", unknown_holders=True)
         for number, chunk in sorted(self.chunks.items()):
             if not chunk.done and chunk.worker is None and chunk.attempt == 0 and (
                     number not in self._last_chance):

@@ -280,3 +280,67 @@ def test_local_maps_give_up_without_waiting_for_late_results(work_root, monkeypa
         pool.map(abs, [1])
     assert time.monotonic() - started < 60
     assert "waited after that" not in str(caught.value)
+
+
+def hang_on_first_attempt(folder: str) -> str:
+    """The first run marks that it started, then hangs until killed; a rerun returns."""
+    started = Path(folder, "started")
+    if not started.exists():
+        started.touch()
+        time.sleep(600)
+    return "rerun"
+
+
+def test_a_claim_listed_only_after_its_worker_was_lost_is_run_again(dummy, tmp_path,
+                                                                    monkeypatch):
+    """On NFS a listing can show a claim a minute late: the worker that made it may be
+    taken for gone, holding nothing, before the client reads it. That claim is reopened
+    when it shows, instead of being left to a dead worker while the map waits for ever."""
+    from poolparty import claims, engine
+
+    hidden = threading.Event()
+    hidden.set()
+
+    def late_listing(directory: Path) -> list[str]:
+        return [] if hidden.is_set() and directory.name == claims.CLAIMS else (
+            claims.list_names(directory))
+
+    monkeypatch.setattr(engine, "ClaimBoard",
+                        lambda path, n: claims.ClaimBoard(path, n, listing=late_listing))
+    pool = dummy.make_pool(processes=1)
+    submit = dummy.command["submit"]
+    with ThreadPoolExecutor(1) as thread:
+        mapped = thread.submit(pool.map, hang_on_first_attempt, [str(tmp_path)])
+        wait_for(lambda: (tmp_path / "started").exists(), 60, "the first attempt")
+        assert dummy.kill_running(1)
+        # taken for gone holding nothing: the task looks unclaimed, a worker replaces it
+        wait_for(lambda: dummy.queue.history().get(submit, 0) >= 2, 60, "a replacement")
+        hidden.clear()
+        assert mapped.result(timeout=120) == ["rerun"]
+
+
+def test_workers_queued_before_a_submission_failed_half_way_are_cancelled(tmp_path, work_root):
+    """Per-job SLURM submits one sbatch per worker: when the second is refused, the map
+    fails with the scheduler's message, and the job the first one queued is cancelled,
+    not left to run for nobody."""
+    import sys
+
+    from conftest import dummy_backend
+
+    backend = dummy_backend("slurm", work_root, tmp_path / "queue")
+    options = backend.pool_options(processes=3)
+    sbatch = tmp_path / "sbatch"
+    sbatch.write_text(
+        "#!/bin/sh\n"
+        f"calls={tmp_path}/calls\n"
+        "n=$(cat $calls 2>/dev/null || echo 0); n=$((n + 1)); echo $n > $calls\n"
+        "if [ $n -eq 2 ]; then echo 'sbatch: error: Batch job submission failed: Invalid account"
+        " or account/partition combination specified' >&2; exit 1; fi\n"
+        f"exec {sys.executable} -m poolparty.dummy_schedulers.sbatch --queue {tmp_path / 'queue'}"
+        " \"$@\"\n")
+    sbatch.chmod(0o755)
+    options["commands"] = {**options["commands"], "sbatch": [str(sbatch)]}
+    with pytest.raises(poolparty.SchedulerCommandError, match="Invalid account"):
+        poolparty.Pool(**options).map(slow_identity, range(3), chunksize=1)
+    assert (tmp_path / "calls").read_text().strip() == "2"  # the first was queued
+    assert backend.queued_jobs() == []

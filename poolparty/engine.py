@@ -508,6 +508,11 @@ class MapRun:
         """Ask the scheduler once; note the workers that ended, reopen their claims,
         replace them if work waits."""
         self._last_query = time.monotonic()
+        # A claim read before the scheduler answers was made by a worker that had
+        # started by then: only such a claim says a worker the answer shows pending
+        # was requeued (one read later may be a pending worker's that just started).
+        self._read_claims()
+        held_before = {n for n, c in self.chunks.items() if c.held}
         try:
             states = self.scheduler.query(self.work_dir)
         except SchedulerCommandError as error:
@@ -541,7 +546,7 @@ class MapRun:
             elif worker.seen(state, now) or state is State.PENDING:
                 # A pending job holding a claim ran before: it was requeued, perhaps
                 # before any poll saw it running (a no-op when it holds nothing).
-                self._worker_requeued(worker_id)
+                self._worker_requeued(worker_id, held_before)
         in_error += self._stuck_workers(now)
         if in_error:
             self.log.warning("worker(s) %s in an error state or stuck: cancelling them",
@@ -626,12 +631,13 @@ class MapRun:
                 chunk.lost(ending, tail)
             self._reopen(number, ending)
 
-    def _worker_requeued(self, worker_id: int) -> None:
-        """Reopen the claims of a worker whose job the scheduler requeued: it was killed,
-        and its job starts again only later (SLURM: ~2 minutes), as a fresh worker that
-        claims anew; the other workers must not wait for that."""
+    def _worker_requeued(self, worker_id: int, claims: set[int]) -> None:
+        """Reopen the worker's ``claims`` (those read before the scheduler showed its job
+        requeued): it was killed, and its job starts again only later (SLURM: ~2
+        minutes), as a fresh worker that claims anew; the others must not wait for that."""
         ending = "its job was requeued by the scheduler (killed, to start again later)"
-        held = [n for n, c in self.chunks.items() if c.held and c.worker == worker_id]
+        held = [n for n in sorted(claims)
+                if self.chunks[n].held and self.chunks[n].worker == worker_id]
         tail = self.work_dir.log_tail(worker_id) if held else ""
         for number in held:
             self.chunks[number].lost(ending, tail)

@@ -344,3 +344,39 @@ def test_workers_queued_before_a_submission_failed_half_way_are_cancelled(tmp_pa
         poolparty.Pool(**options).map(slow_identity, range(3), chunksize=1)
     assert (tmp_path / "calls").read_text().strip() == "2"  # the first was queued
     assert backend.queued_jobs() == []
+
+
+def test_a_worker_that_claims_while_the_scheduler_answers_is_not_taken_for_requeued(
+        work_root):
+    """The scheduler's answer is a snapshot: a worker it shows pending may start and
+    claim before the client reads the claims. Pending and holding a claim would mean
+    requeued, but only for a claim read before the question was asked; here that
+    mistake would reopen a claim under a live worker (with no attempt to spare: fail)."""
+    from poolparty.local import Local
+
+    class SlowAnswer(Local):
+        """Jobs start only while a query is on its way: its answer shows them pending."""
+
+        def __init__(self, max_workers: int) -> None:
+            super().__init__(max_workers)
+            self.held_back: list = []
+
+        def submit(self, work_dir, chunk_ids):
+            with self._lock:
+                for chunk_id in chunk_ids:
+                    self._states[(work_dir.map_id, chunk_id)] = poolparty.State.PENDING
+            self.held_back += [(work_dir, chunk_id) for chunk_id in chunk_ids]
+
+        def query(self, work_dir):
+            answer = super().query(work_dir)
+            if self.held_back:
+                for item in self.held_back:
+                    self._queue.put(item)
+                self._start_slots()
+                self.held_back = []
+                wait_for(lambda: os.listdir(work_dir.path / "claims"), 30, "a claim")
+            return answer
+
+    pool = poolparty.Pool(backend=SlowAnswer(2), work_dir=work_root, polling_interval=0.2,
+                          max_num_resubmissions=0)
+    assert pool.map(slow_identity, [1, 2], chunksize=1) == [1, 2]

@@ -352,6 +352,7 @@ class MapRun:
             self.work_dir.archive(blobs, {})
             self._barren.clear()
             self._barren_deadline = None
+            self._early_crashes = 0
             self._last_chance = {c: t for c, t in self._last_chance.items()
                                  if not self.chunks[c].done}
             # before the first submission: results left by an earlier client
@@ -615,9 +616,9 @@ class MapRun:
                                      and self._work_waiting()):
                 self._barren.append(worker_id)
                 self._barren_logs[worker_id] = self.work_dir.log_tail(worker_id)
-            if crash is not None:
+            if crash is not None and crash.task is None:  # before its first task
                 self._early_crashes += 1
-                if self._early_crashes > 1:  # every worker would die so
+                if self._early_crashes > 1:  # every worker would die so (none delivered)
                     self._raise_crash(None, crash, True, worker_id)
             return
         tail = self.work_dir.log_tail(worker_id)

@@ -495,8 +495,10 @@ class MapRun:
             # watch and to cancel at its end
             for worker_id in set(worker_ids) & set(self.work_dir.recorded_chunks()):
                 self.workers[worker_id] = WorkerStatus()
-            if first or not self.scheduler.is_transient(error):
+            if first or not (self.scheduler.is_transient(error) or self._any_live()):
                 raise  # refused for good (an unknown partition): retrying can't help
+            # refused now (a limit of jobs per user reached?) while workers still run:
+            # they may finish the map; a replacement is asked for again at the next poll
             self.log.warning("could not submit workers now, trying again later: %s", error)
             return
         for worker_id in worker_ids:
@@ -504,6 +506,9 @@ class MapRun:
         self._last_query = time.monotonic()
         self.events.submitted(worker_ids)
         self.log.info("submitted %d worker(s) to %s", len(worker_ids), self.scheduler.name)
+
+    def _any_live(self) -> bool:
+        return any(w.live for w in self.workers.values())
 
     def _poll(self) -> Iterator[Arrival]:
         """Ask the scheduler once; note the workers that ended, reopen their claims,
@@ -583,7 +588,7 @@ class MapRun:
         worker, or one this map's records do not: a hand-started worker, a submission
         that failed half-way), once no worker of the map is queued: nobody else would
         ever run them, and the map would wait for ever."""
-        if any(w.live for w in self.workers.values()):
+        if self._any_live():
             return
         self._reopen_abandoned("it was claimed by a worker this map does not know, and "
                                "none of the map's workers runs", unknown_holders=True)

@@ -319,27 +319,35 @@ def test_a_claim_listed_only_after_its_worker_was_lost_is_run_again(dummy, tmp_p
         assert mapped.result(timeout=120) == ["rerun"]
 
 
-def test_workers_queued_before_a_submission_failed_half_way_are_cancelled(tmp_path, work_root):
-    """Per-job SLURM submits one sbatch per worker: when the second is refused, the map
-    fails with the scheduler's message, and the job the first one queued is cancelled,
-    not left to run for nobody."""
+def refusing_second_sbatch(backend, tmp_path: Path, message: str, **options) -> dict:
+    """Pool options whose sbatch refuses its second call, for good, with ``message``."""
+    import shlex
     import sys
 
-    from conftest import dummy_backend
-
-    backend = dummy_backend("slurm", work_root, tmp_path / "queue")
-    options = backend.pool_options(processes=3)
+    options = backend.pool_options(**options)
     sbatch = tmp_path / "sbatch"
     sbatch.write_text(
         "#!/bin/sh\n"
         f"calls={tmp_path}/calls\n"
         "n=$(cat $calls 2>/dev/null || echo 0); n=$((n + 1)); echo $n > $calls\n"
-        "if [ $n -eq 2 ]; then echo 'sbatch: error: Batch job submission failed: Invalid account"
-        " or account/partition combination specified' >&2; exit 1; fi\n"
+        f"if [ $n -eq 2 ]; then echo {shlex.quote('sbatch: error: ' + message)} >&2; exit 1; fi\n"
         f"exec {sys.executable} -m poolparty.dummy_schedulers.sbatch --queue {tmp_path / 'queue'}"
         " \"$@\"\n")
     sbatch.chmod(0o755)
     options["commands"] = {**options["commands"], "sbatch": [str(sbatch)]}
+    return options
+
+
+def test_workers_queued_before_a_submission_failed_half_way_are_cancelled(tmp_path, work_root):
+    """Per-job SLURM submits one sbatch per worker: when the second is refused, the map
+    fails with the scheduler's message, and the job the first one queued is cancelled,
+    not left to run for nobody."""
+    from conftest import dummy_backend
+
+    backend = dummy_backend("slurm", work_root, tmp_path / "queue")
+    options = refusing_second_sbatch(
+        backend, tmp_path, "Batch job submission failed: Invalid account or "
+        "account/partition combination specified", processes=3)
     with pytest.raises(poolparty.SchedulerCommandError, match="Invalid account"):
         poolparty.Pool(**options).map(slow_identity, range(3), chunksize=1)
     assert (tmp_path / "calls").read_text().strip() == "2"  # the first was queued
@@ -380,3 +388,21 @@ def test_a_worker_that_claims_while_the_scheduler_answers_is_not_taken_for_reque
     pool = poolparty.Pool(backend=SlowAnswer(2), work_dir=work_root, polling_interval=0.2,
                           max_num_resubmissions=0)
     assert pool.map(slow_identity, [1, 2], chunksize=1) == [1, 2]
+
+
+def test_a_replacement_refused_while_workers_run_does_not_end_the_map(tmp_path, work_root):
+    """A worker is lost and its replacement refused (the user's limit of queued jobs
+    reached): the worker still running finishes the map instead of it failing."""
+    from conftest import dummy_backend
+
+    backend = dummy_backend("slurm-array", work_root, tmp_path / "queue")
+    options = refusing_second_sbatch(
+        backend, tmp_path, "Batch job submission failed: Job violates accounting/QOS policy"
+        " (job submit limit, user's size and/or time limits)", processes=2)
+    with ThreadPoolExecutor(1) as thread:
+        mapped = thread.submit(poolparty.Pool(**options).map, slow_identity, range(4),
+                               chunksize=1)
+        wait_for(lambda: backend.running_count() >= 2, 20, "two running workers")
+        assert len(backend.kill_running(1)) == 1
+        assert mapped.result(timeout=120) == [0, 1, 2, 3]
+    assert int((tmp_path / "calls").read_text()) >= 2  # the replacement was refused

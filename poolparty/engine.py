@@ -52,6 +52,7 @@ from .crashes import Crash, crash_of
 from .errors import (
     ChunksLostError,
     PoolTerminated,
+    RemoteError,
     RemoteTraceback,
     ResultsReusedWarning,
     SchedulerCommandError,
@@ -321,8 +322,10 @@ class MapRun:
         tasks raised are run again: the cause may have been fixed since."""
         recovered = []
         for number, blob in sorted(self.work_dir.archived_results().items()):
-            start, outcomes = pickle.loads(blob)
-            tasks = range(start, start + len(outcomes))
+            loaded = self._load_result(number, blob)
+            if loaded is None:
+                continue
+            tasks, outcomes = loaded
             chunk = self.chunks.setdefault(number, ChunkStatus(tasks))
             if all(outcome[0] for outcome in outcomes):
                 chunk.done = True
@@ -342,8 +345,11 @@ class MapRun:
             blobs[number] = self.work_dir.read_result(number)
         arrived = []
         for number, blob in sorted(blobs.items()):
-            start, outcomes = pickle.loads(blob)
-            tasks = range(start, start + len(outcomes))
+            loaded = self._load_result(number, blob)
+            if loaded is None:  # its claim is not readable yet: at a later look
+                del blobs[number]
+                continue
+            tasks, outcomes = loaded
             chunk = self.chunks.setdefault(number, ChunkStatus(tasks))
             chunk.done = True
             self._mark_done(tasks)
@@ -358,6 +364,31 @@ class MapRun:
             # before the first submission: results left by an earlier client
             self.events.gathered(arrived, recovered=not self._started)
         return [(tasks, outcomes) for _, tasks, outcomes in arrived]
+
+    def _load_result(self, number: int, blob: bytes) -> Arrival | None:
+        """A result's tasks and outcomes. One that does not unpickle here (a class the
+        client can't import, a value whose rebuilding raises) is an error for each of its
+        tasks, naming why; its bytes stay in results.zip. None when that claim's range
+        can't be read yet."""
+        try:
+            start, outcomes = pickle.loads(blob)
+            return range(start, start + len(outcomes)), outcomes
+        except Exception as error:  # noqa: BLE001 - one bad result must not stop the map
+            tasks = self._tasks_of_claim(number)
+            if tasks is None:
+                return None
+            problem = RemoteError(
+                f"the result of task(s) {tasks.start}..{tasks.stop - 1} could not be "
+                f"unpickled here ({type(error).__name__}: {error}); its bytes are kept as "
+                f"{number}.pkl in results.zip of {self.work_dir.path}")
+            return tasks, [(False, problem, "")] * len(tasks)
+
+    def _tasks_of_claim(self, number: int) -> range | None:
+        chunk = self.chunks.get(number)
+        if chunk is not None:
+            return chunk.tasks
+        info = self.board.read(number, 0)
+        return None if info.start is None or info.stop is None else range(info.start, info.stop)
 
     def _say_what_is_reused(self) -> None:
         """Results of an earlier run, used instead of computing them: the user must know

@@ -82,7 +82,22 @@ def failure(error: BaseException, task_index: int, verb: str) -> Outcome:
     text = traceback.format_exc()
     if isinstance(error, SystemExit):
         error = TaskCrashedError(task_index, f"{verb} sys.exit({error.code!r})")
-    return (False, error, text)
+    return (False, rebuildable(error, task_index), text)
+
+
+def rebuildable(error: BaseException, task_index: int) -> BaseException:
+    """The exception, or a RemoteError saying what it was when it would not unpickle
+    (an exception class whose ``__init__`` takes other arguments than its ``args``
+    cannot be rebuilt): the caller must see the task's error, not a broken result."""
+    import cloudpickle
+
+    try:
+        pickle.loads(cloudpickle.dumps(error))
+        return error
+    except Exception as problem:  # noqa: BLE001 - anything: the caller must hear of it
+        return RemoteError(f"task {task_index} raised {type(error).__name__}: {error} (the "
+                           f"exception itself could not be sent back: unpickling it raised "
+                           f"{type(problem).__name__}: {problem})")
 
 
 def encode_outcomes(outcomes: list[Outcome], first_task: int) -> bytes:

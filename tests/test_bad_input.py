@@ -164,6 +164,49 @@ def test_a_function_returning_something_unpicklable_names_the_task(backend):
         backend.make_pool().map(result, range(5), chunksize=5)
 
 
+class TwoArguments(Exception):
+    """Unpickling calls TwoArguments(*args) with the one message: it raises TypeError."""
+
+    def __init__(self, what, why):
+        super().__init__(f"{what} failed: {why}")
+
+
+def raise_two_arguments(x):
+    if x == 2:
+        raise TwoArguments("task 2", "no luck")
+    return x
+
+
+def test_an_exception_that_cannot_be_rebuilt_still_reaches_the_caller(backend):
+    """multiprocessing hangs or fails oddly on such an exception; here the caller gets
+    its type and message, and the map is not lost."""
+    with pytest.raises(poolparty.RemoteError,
+                       match="task 2 raised TwoArguments: task 2 failed: no luck"):
+        backend.make_pool().map(raise_two_arguments, range(4), chunksize=2)
+
+
+def rebuild_refuses():
+    raise RuntimeError("this class can't be rebuilt in the client")
+
+
+class RefusesToUnpickle:
+    def __reduce__(self):
+        return rebuild_refuses, ()
+
+
+def test_a_result_that_does_not_unpickle_in_the_client_is_an_error_and_is_kept(work_root):
+    pool = poolparty.Pool(backend="local", work_dir=work_root)
+    with pytest.raises(poolparty.RemoteError,
+                       match=r"task\(s\) 2..3 could not be unpickled here \(RuntimeError"):
+        pool.map(lambda x: RefusesToUnpickle() if x == 3 else x, range(4), chunksize=2)
+    (map_dir,) = [p for p in work_root.iterdir() if p.name.startswith("map-")]
+    import zipfile
+
+    with zipfile.ZipFile(map_dir / "results.zip") as results:  # kept, for another python
+        assert sorted(results.namelist()) == ["0.pkl", "1.pkl"]
+    assert pool.map(abs, [-1]) == [1]  # the pool still works
+
+
 def test_a_work_dir_root_writable_by_others_is_refused(tmp_path):
     shared = tmp_path / "shared"
     shared.mkdir()

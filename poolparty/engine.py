@@ -496,13 +496,20 @@ class MapRun:
         except SchedulerCommandError as error:
             self.log.warning("could not ask the scheduler which workers still run: %s", error)
             queued = {}
+        in_error = []
         for worker_id in self.work_dir.recorded_chunks():
             status = self.workers[worker_id] = WorkerStatus()
             state = queued.get(worker_id)
             if state in (State.PENDING, State.RUNNING):
                 status.seen(state)
+            elif state is State.ERROR:  # it would stay queued (held) for ever
+                status.ending = "the scheduler put its job in an error state"
+                in_error.append(worker_id)
             else:
                 status.ending = "it ended while no client watched the map"
+        if in_error:
+            self.log.warning("worker(s) %s in an error state: cancelling them", in_error)
+            self._cancel_quietly(in_error)
         self._reopen_abandoned("its worker ended while no client watched the map",
                                unknown_holders=True)
         live = sum(1 for w in self.workers.values() if w.live)
@@ -588,7 +595,7 @@ class MapRun:
         if in_error:
             self.log.warning("worker(s) %s in an error state or stuck: cancelling them",
                              in_error)
-            self.scheduler.cancel(self.work_dir, in_error)
+            self._cancel_quietly(in_error)
         for worker_id in in_error + ended:
             self._worker_ended(worker_id, crashes.get(worker_id))
         self._gather_logs(in_error + ended)
@@ -751,12 +758,22 @@ class MapRun:
         idle = [w for w, status in self.workers.items()
                 if status.live and w not in holders
                 and (status.requeued or not self.events.worker_started(w))]
-        if not idle:
+        if not idle or not self._cancel_quietly(idle):
             return
-        self.scheduler.cancel(self.work_dir, idle)
         for worker_id in idle:
             self.workers[worker_id].ending = "cancelled by the pool: no work left for it"
         self.log.info("cancelled %d idle worker(s): no work left for them", len(idle))
+
+    def _cancel_quietly(self, worker_ids: list[int]) -> bool:
+        """Cancel these workers; whether that worked. A scheduler that fails to answer
+        (retried already) must not end a map that is running: logged, tried again at
+        a later poll where that applies."""
+        try:
+            self.scheduler.cancel(self.work_dir, worker_ids)
+            return True
+        except SchedulerCommandError as error:
+            self.log.warning("could not cancel workers %s now: %s", worker_ids, error)
+            return False
 
     def _end_workers(self, finished: bool) -> None:
         """The map is over: cancel every worker still queued. On success none has work

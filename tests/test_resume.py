@@ -80,3 +80,36 @@ def kill_and_resume(backend, tmp_path: Path,
     assert all(runs[x] == 1 for x in finished_before_kill), runs
     if backend.name != "local":  # queued and running jobs were left alone, not rerun
         assert set(runs.values()) == {1}, runs
+
+
+@pytest.mark.parametrize("param", ["dummy-slurm-array", "dummy-sge"])
+def test_a_job_in_an_error_state_when_the_client_comes_back_is_cancelled(param, work_root,
+                                                                        tmp_path):
+    """A job that went into an error state while no client watched would stay queued
+    (held) for ever: the client that resumes the map cancels it, and finishes the map."""
+    with made_backend(param, work_root, tmp_path) as backend:
+        backend.queue.inject(error_state=1)
+        script = tmp_path / "client.py"
+        script.write_text(CLIENT)
+        ran = tmp_path / "ran"
+        ran.mkdir()
+
+        def argv(**options) -> list[str]:
+            options = {k: str(v) if isinstance(v, Path) else v
+                       for k, v in backend.pool_options(processes=4, **options).items()}
+            return [sys.executable, str(script), str(ran), json.dumps(options)]
+
+        # the first client never polls, so never sees the error state
+        first = subprocess.Popen(argv(polling_interval=600), stdout=subprocess.PIPE,
+                                 cwd=tmp_path)
+        deadline = time.monotonic() + 120
+        while len(os.listdir(ran)) < 3:
+            assert time.monotonic() < deadline, "no task finished in time"
+            time.sleep(0.05)
+        assert any(job["state"] != "RUNNING" for job in backend.queue.jobs())
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        second = subprocess.run(argv(), stdout=subprocess.PIPE, cwd=tmp_path, timeout=240,
+                                check=True)
+        assert json.loads(second.stdout) == [x * 10 for x in range(12)]
+        assert backend.queued_jobs() == []

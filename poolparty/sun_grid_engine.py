@@ -52,12 +52,13 @@ def state_of(code: str, error_state_indicator: str = "E") -> State:
     ``E`` means the job will never run by itself. ``d`` (being deleted: by an admin,
     or stuck as ``dt`` when its execd is gone) means it will not deliver a result:
     both are errors, and the engine resubmits the chunk, as is a code holding
-    ``error_state_indicator`` (pypoolparty's option; "E" by default). Running and
-    transferring jobs are left alone; everything else waits.
+    ``error_state_indicator`` (pypoolparty's option; "E" by default). Running,
+    transferring and suspended (``s``, ``S``, ``T``: they go on where they stopped,
+    holding their claims) jobs are left alone; everything else waits.
     """
     if "E" in code or "d" in code or error_state_indicator in code:
         return State.ERROR
-    if "r" in code or "t" in code:
+    if any(letter in code for letter in "rtsST"):  # running, transferring, suspended
         return State.RUNNING
     return State.PENDING
 

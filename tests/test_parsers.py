@@ -61,6 +61,7 @@ def test_a_held_job_is_pending_not_an_error():
     ("12_3|TIMEOUT|None", State.ERROR),
     ("12_3|COMPLETING|None", State.RUNNING),
     ("12_3|REQUEUED|BeginTime", State.PENDING),
+    ("12_3|SUSPENDED|None", State.RUNNING),  # holds its claim: not taken for requeued
     ("12_3|SOME_NEW_STATE|None", State.RUNNING),
 ])
 def test_states_map_onto_the_small_enum(line, state):
@@ -109,7 +110,8 @@ def test_qstat_xml_shows_real_eqw_jobs_as_errors():
 @pytest.mark.parametrize("code, state", [
     ("qw", State.PENDING), ("hqw", State.PENDING), ("r", State.RUNNING), ("t", State.RUNNING),
     ("Rr", State.RUNNING), ("Eqw", State.ERROR), ("dr", State.ERROR), ("dt", State.ERROR),
-    ("s", State.PENDING),
+    ("s", State.RUNNING), ("rs", State.RUNNING), ("S", State.RUNNING), ("T", State.RUNNING),
+    ("dS", State.ERROR),  # a suspended job still holds its claim; not a requeued one
 ])
 def test_sge_state_codes(code, state):
     assert state_of(code) is state

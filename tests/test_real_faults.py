@@ -438,6 +438,34 @@ def test_slurm_requeued_worker_loses_its_claim_at_once_and_job_over_its_time_lim
 
 @real_slurm
 @pytest.mark.timeout(150)
+def test_slurm_suspended_worker_keeps_its_claim_and_finishes_it(slurm, work_root, ran):
+    """``scontrol suspend`` (preemption by suspension) stops a worker mid-task; resumed,
+    it goes on where it stopped. Shown SUSPENDED meanwhile, it is not taken for a
+    requeued job: its claim is not reopened and nothing runs twice."""
+    pool = slurm.make_pool(keep_work_dir=True, polling_interval=0.5)
+    victim = 1
+    with pool:
+        result = pool.map_async(
+            functools.partial(faulty, ran=str(ran), seconds=4), range(4), chunksize=1)
+        map_dir = the_map_dir(work_root)
+        element = wait_for(lambda: attempts(ran, victim) == 1
+                           and claim_holder(map_dir, victim) in running_slurm_elements(map_dir)
+                           and claim_holder(map_dir, victim), 60,
+                           f"the job running task {victim}")
+        run(["scontrol", "suspend", element])
+        try:
+            wait_for(lambda: "SUSPENDED" in run(["squeue", "-h", "-o", "%T", "-j", element]),
+                     10, f"{element} suspended")
+            time.sleep(3)  # several polls see it suspended
+        finally:
+            run(["scontrol", "resume", element])
+        assert result.get(timeout=MAP_DEADLINE) == [0, 10, 20, 30]
+    assert [attempts(ran, task) for task in range(4)] == [1, 1, 1, 1]
+    assert reopened_claims(map_dir) == Counter()
+
+
+@real_slurm
+@pytest.mark.timeout(150)
 def test_slurm_worker_killed_by_a_signal_once_is_resubmitted(slurm, work_root, ran):
     pool = slurm.make_pool(keep_work_dir=True)
     victim = 3

@@ -42,8 +42,10 @@ STATES: dict[str, State] = {
     "REQUEUED": State.PENDING,
     "REQUEUE_HOLD": State.PENDING,
     "REQUEUE_FED": State.PENDING,
-    "SUSPENDED": State.PENDING,
-    "STOPPED": State.PENDING,
+    # suspended (preemption by suspension, scontrol suspend): it keeps its claim and
+    # goes on where it stopped; taken for pending it would look requeued
+    "SUSPENDED": State.RUNNING,
+    "STOPPED": State.RUNNING,
     "RESV_DEL_HOLD": State.PENDING,
     "CONFIGURING": State.RUNNING,
     "RUNNING": State.RUNNING,

@@ -275,7 +275,22 @@ class WorkDir(MapFiles):
         _make_private_dir(self.logs_dir, exist_ok=True)
         self._load_job_records()
         self._repair_archives()
+        self._restore_claims()
         return True
+
+    def _restore_claims(self) -> None:
+        """Put back the claims a map that ended archived (archive_claims), before any
+        worker of this run starts: a map run again with tasks left to do (futures
+        cancelled the first time) needs its chain of claims, or its workers would find
+        no claims/ and end at once, again and again."""
+        if (self.path / CLAIMS).is_dir():
+            return
+        archived = self.archived_claims()
+        ClaimBoard(self.path, 0).create()
+        for name, blob in archived.items():
+            descriptor = os.open(self.path / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "wb") as file:
+                file.write(blob)
 
     def _locks_this_directory(self, descriptor: int) -> bool:
         """Whether the lock file we locked is still the one at our path: a holder

@@ -118,3 +118,21 @@ def test_a_map_directory_someone_else_made_is_never_resumed(tmp_path):
     assert work_dir.path == tmp_path / "map-abc-2"
     assert not work_dir.resumed
     work_dir.remove()
+
+
+def test_a_map_run_again_after_it_archived_its_claims_gets_them_back(tmp_path):
+    """A map that ended keeps its claims in logs.zip only; run again (tasks it left
+    undone), its workers need that chain: the resuming client puts it back first."""
+    import poolparty
+
+    poolparty.Pool(backend="local", keep_work_dir=True, work_dir=tmp_path).map(
+        abs, range(-6, 0), chunksize=2)
+    (map_dir,) = [p for p in tmp_path.iterdir() if p.name.startswith("map-")]
+    assert not (map_dir / "claims").exists()
+    resumed = WorkDir.create(tmp_path, map_dir.name)
+    assert resumed.resumed
+    claims = map_dir / "claims"
+    assert sorted(os.listdir(claims)) == ["0", "1", "2"]
+    assert all(path.stat().st_mode & 0o777 == 0o600 for path in claims.iterdir())
+    check_private(claims)
+    resumed.release()

@@ -6,7 +6,9 @@ Layout, in a map's directory (all three made 0700 by the client with the map)::
                                 [start, stop) with start = the stop of claim c-1 (0 for
                                 claim 0); one JSON line: start, stop, attempt 0, who
                                 claimed it (worker id, host, pid, the scheduler's job
-                                variables), claim time; its mtime is the heartbeat
+                                variables), claim time; its mtime is meant as the
+                                heartbeat of hand-started workers (issue 15): nothing
+                                touches or reads it yet
     claims/.<worker>.<c>.tmp    the temporary file a worker links as claims/<c>
     requeue/<c>.<attempt>       made by the client when the worker of claim c's previous
                                 attempt was lost (attempt >= 1): one JSON line with the
@@ -222,7 +224,8 @@ class Claim(ClaimRecord):
 
     def touch(self) -> None:
         """The heartbeat: set the claim's mtime to now (the file server's clock on NFS),
-        which the client reads as the claim's age."""
+        which ClaimInfo.age reads. Not called yet: workers the scheduler lists need none
+        (issue 15's hand-started workers will)."""
         os.utime(self.path)
 
 

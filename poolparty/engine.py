@@ -99,7 +99,8 @@ class WorkerStatus:
     running_since: float | None = None
     #: how it ended, for the error the user sees; None while it may still be queued
     ending: str | None = None
-    #: pending again since the scheduler requeued it: its log shows an earlier start
+    #: pending again after the scheduler showed it running (requeued): it will start
+    #: again as a fresh worker, so its claims were reopened
     requeued: bool = False
 
     @property
@@ -488,7 +489,6 @@ class MapRun:
     def _attach(self) -> None:
         """Re-attach to the work_dir of a client that died: its workers still queued
         go on (adopted), the claims of those gone without a result are reopened."""
-        self._read_claims()
         if not self.work_dir.resumed:
             return
         try:
@@ -510,6 +510,7 @@ class MapRun:
         if in_error:
             self.log.warning("worker(s) %s in an error state: cancelling them", in_error)
             self._cancel_quietly(in_error)
+        self._read_claims()  # now that the workers are known: those that ran
         self._reopen_abandoned("its worker ended while no client watched the map",
                                unknown_holders=True)
         live = sum(1 for w in self.workers.values() if w.live)

@@ -33,7 +33,6 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "slurm-array": ("poolparty.slurm.array", "SlurmArray"),
     "slurm": ("poolparty.slurm", "SlurmJobs"),
     "sge": ("poolparty.sun_grid_engine", "SunGridEngine"),
-    "external": ("poolparty.external", "External"),
 }
 #: the backend ``auto`` falls back on when no scheduler is found here
 FALLBACK = "local"

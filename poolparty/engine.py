@@ -212,6 +212,8 @@ class MapRun:
     stop: threading.Event = field(default_factory=threading.Event)
     #: print what the tasks printed as each worker's log is gathered (relay_output)
     relay_output: bool = False
+    #: False: submit nothing, the map waits for workers started by hand (poolparty worker)
+    submit_workers: bool = True
     #: at the end, wait for the cancelled workers to leave the queue (a kept work_dir)
     settle_workers: bool = False
     #: set once the map is over and, unless it succeeded, its workers were cancelled: a
@@ -268,7 +270,7 @@ class MapRun:
         """Whether this map never had a worker (its first submission was refused, or it
         was stopped before): then its fresh work_dir holds nothing worth keeping. Never
         so for a map that waits for workers started by hand: they may have claimed."""
-        return (self.scheduler.submits_workers and not self.work_dir.resumed
+        return (self.submit_workers and not self.work_dir.resumed
                 and not self.work_dir.recorded_chunks())
 
     # ------------------------------------------------------------------ the loop
@@ -530,12 +532,12 @@ class MapRun:
         """Submit workers for the work waiting, up to the capacity, in one submission.
         The first submission of a map raises when refused or when the scheduler is
         away; later ones are tried again at the next poll."""
-        if not self.scheduler.submits_workers:
+        if not self.submit_workers:
             if first:
                 self.log.warning(
-                    "no worker is submitted (backend %r): run `poolparty worker %s` where "
-                    "that directory is seen, as many times as you want workers",
-                    self.scheduler.name, self.work_dir.path)
+                    "no worker is submitted (submit_workers=False): run `poolparty worker "
+                    "%s` where that directory is seen, once for each worker wanted",
+                    self.work_dir.path)
             return
         live = sum(1 for w in self.workers.values() if w.live)
         wanted = min(self.capacity, live + self._work_waiting()) - live

@@ -72,9 +72,6 @@ class Scheduler(abc.ABC):
     query_command: ClassVar[str | None] = None
     #: whether its jobs wait in a scheduler's queue (a status may ask that queue)
     is_cluster: ClassVar[bool] = False
-    #: whether the pool submits workers through it; False: the maps wait for workers
-    #: started by hand (``poolparty worker``), as with the ``external`` backend
-    submits_workers: ClassVar[bool] = True
     #: a line the scheduler itself writes into a job's log (SLURM's note that the job
     #: was cancelled): not the tasks' output, so never printed as theirs
     own_log_line: ClassVar[re.Pattern[bytes] | None] = None

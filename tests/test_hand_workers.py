@@ -1,5 +1,5 @@
 """Workers started by hand (``poolparty worker MAP_DIR``) join a map and drain it; with
-``backend="external"`` they are the only workers. Their claims carry a heartbeat: one
+``submit_workers=False`` they are the only workers. Their claims carry a heartbeat: one
 killed mid-claim gives its claim back to the others once the heartbeat stops."""
 
 from __future__ import annotations
@@ -39,8 +39,9 @@ def hang_first_time(x: int, folder: str) -> int:
     return x + 100
 
 
-def test_an_external_map_is_run_by_workers_started_by_hand(work_root, caplog):
-    pool = poolparty.Pool(backend="external", work_dir=work_root, polling_interval=0.2)
+def test_a_map_that_submits_no_worker_is_run_by_workers_started_by_hand(work_root, caplog):
+    pool = poolparty.Pool(backend="local", submit_workers=False, work_dir=work_root,
+                          polling_interval=0.2)
     with caplog.at_level(logging.WARNING, logger="poolparty"), ThreadPoolExecutor(1) as thread, \
             pool:
         mapped = thread.submit(pool.map, square_slowly, range(40))
@@ -61,7 +62,8 @@ def test_a_hand_worker_killed_mid_claim_gives_it_back_once_its_heartbeat_stops(
     from poolparty import engine
 
     monkeypatch.setattr(engine, "HEARTBEAT_TIMEOUT_SECONDS", 2.0)
-    pool = poolparty.Pool(backend="external", work_dir=work_root, polling_interval=0.2)
+    pool = poolparty.Pool(backend="local", submit_workers=False, work_dir=work_root,
+                          polling_interval=0.2)
     with ThreadPoolExecutor(1) as thread, pool:  # a failed assert ends the map (terminate)
         mapped = thread.submit(pool.map, lambda x: hang_first_time(x, str(tmp_path)), range(3),
                                chunksize=1)

@@ -12,7 +12,7 @@ every ``--heartbeat`` seconds (default 10); the client gives a claim whose heart
 stopped for ``HEARTBEAT_TIMEOUT_SECONDS`` (60 s) back to the other workers: a worker
 killed mid-claim loses nothing.
 
-With ``Pool(backend="external")`` the pool submits no worker at all: its maps wait for
+With ``Pool(submit_workers=False)`` the pool submits no worker at all: its maps wait for
 workers started this way (the client logs each map's directory to give them).
 """
 

@@ -96,3 +96,49 @@ def test_a_bad_heartbeat_is_refused(tmp_path, heartbeat):
     done = subprocess.run([sys.executable, "-m", "poolparty.cli", "worker", str(tmp_path),
                            "--heartbeat", heartbeat], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "heartbeat" in done.stderr
+
+
+def submit_hand_job(param: str, map_dir: Path, log: Path) -> str:
+    """A job the pool knows nothing of, running ``poolparty worker`` on the map: its
+    scheduler's job id."""
+    worker = [sys.executable, "-m", "poolparty.cli", "worker", str(map_dir), "--heartbeat", "0.5"]
+    if param.endswith("sge"):
+        argv = ["qsub", "-terse", "-b", "y", "-V", "-cwd", "-j", "y", "-o", str(log),
+                "-N", "pp-hand-worker", *worker]
+    else:
+        argv = ["sbatch", "--parsable", "--job-name=pp-hand-worker", f"--output={log}",
+                "--wrap", " ".join(worker)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True)
+    return done.stdout.strip().split(".")[0]
+
+
+@pytest.mark.parametrize("param", [pytest.param("real-slurm-array", marks=pytest.mark.real_slurm),
+                                   pytest.param("real-sge", marks=pytest.mark.real_sge)])
+@pytest.mark.timeout(240)
+def test_jobs_the_pool_does_not_know_run_its_map_and_one_cancelled_gives_its_claim_back(
+        param, work_root, tmp_path, monkeypatch):
+    """On a real scheduler: with submit_workers=False the pool submits nothing, and two
+    jobs submitted by hand run the map; the first, cancelled mid-claim, stops its
+    heartbeat, and its claim goes to the second."""
+    import functools
+
+    from conftest import made_backend
+
+    from poolparty import engine
+
+    monkeypatch.setattr(engine, "HEARTBEAT_TIMEOUT_SECONDS", 3.0)
+    cancel = ["qdel"] if param.endswith("sge") else ["scancel"]
+    with made_backend(param, work_root, tmp_path) as backend:
+        pool = backend.make_pool(submit_workers=False)
+        with ThreadPoolExecutor(1) as thread, pool:
+            mapped = thread.submit(pool.map, functools.partial(hang_first_time,
+                                                               folder=str(tmp_path)),
+                                   range(3), chunksize=1)
+            map_dir = the_map_dir(work_root, holding="map.json")
+            first = submit_hand_job(param, map_dir, tmp_path / "first.log")
+            wait_for(lambda: (tmp_path / "started").exists(), 120, "task 0 to start")
+            assert backend.queued_jobs() == []  # the pool submitted nothing
+            subprocess.run([*cancel, first], check=True, timeout=30, capture_output=True)
+            wait_for(lambda: os.listdir(map_dir / "requeue"), 60, "the claim given back")
+            submit_hand_job(param, map_dir, tmp_path / "second.log")
+            assert mapped.result(timeout=120) == [100, 101, 102]

@@ -99,6 +99,8 @@ SETTINGS: dict[str, Setting] = {setting.name: setting for setting in [
     Setting("progress", BOOL, False, "show a tqdm progress bar"),
     Setting("relay_output", BOOL, True, "print what tasks print (stdout and stderr) on "
             "the caller's stdout as their results arrive"),
+    Setting("submit_workers", BOOL, True, "submit the maps' workers to the scheduler; "
+            "false: the maps wait for workers started by hand (poolparty worker MAP_DIR)"),
     Setting("core_dumps", BOOL, False, "let a job's process that crashes write a core file "
             "(in the job's directory: the caller's)"),
     *backends.backend_settings(),  # each backend declares its own (its class's settings)

@@ -80,6 +80,10 @@ STUCK_AFTER_SECONDS = 600.0
 #: result still on its way before the map fails: NFS clients cache directory listings
 #: for up to 60 s (acdirmax), longer than short jobs take to be lost four times over
 LATE_RESULT_SECONDS = 60.0
+#: a claim held by a worker no scheduler lists for this map (started by hand) goes back
+#: to the others once its heartbeat (the claim file's mtime, set every 10 s by such a
+#: worker) is this old: six missed beats, and room for clocks that differ
+HEARTBEAT_TIMEOUT_SECONDS = 60.0
 #: Outcomes of a map's tasks, as the engine hands them out: the tasks' positions, then
 #: one outcome per task (see poolparty.worker)
 Arrival = tuple[range, list]
@@ -152,8 +156,9 @@ class ChunkStatus:
     tasks: range
     #: the newest attempt opened: 0 is the claim itself, each reopening adds one
     attempt: int = 0
-    #: the worker holding the newest attempt; None while a reopened attempt waits
-    worker: int | None = None
+    #: the worker holding the newest attempt (a worker started by hand: its random
+    #: id); None while a reopened attempt waits
+    worker: int | str | None = None
     #: how each earlier attempt ended, for the error the user sees
     endings: list[str] = field(default_factory=list)
     #: the attempts that ended in a task killing its worker's process
@@ -207,6 +212,8 @@ class MapRun:
     stop: threading.Event = field(default_factory=threading.Event)
     #: print what the tasks printed as each worker's log is gathered (relay_output)
     relay_output: bool = False
+    #: False: submit nothing, the map waits for workers started by hand (poolparty worker)
+    submit_workers: bool = True
     #: at the end, wait for the cancelled workers to leave the queue (a kept work_dir)
     settle_workers: bool = False
     #: set once the map is over and, unless it succeeded, its workers were cancelled: a
@@ -261,8 +268,10 @@ class MapRun:
 
     def submitted_nothing(self) -> bool:
         """Whether this map never had a worker (its first submission was refused, or it
-        was stopped before): then its fresh work_dir holds nothing worth keeping."""
-        return not self.work_dir.resumed and not self.work_dir.recorded_chunks()
+        was stopped before): then its fresh work_dir holds nothing worth keeping. Never
+        so for a map that waits for workers started by hand: they may have claimed."""
+        return (self.submit_workers and not self.work_dir.resumed
+                and not self.work_dir.recorded_chunks())
 
     # ------------------------------------------------------------------ the loop
     def outcomes(self) -> Iterator[Arrival]:
@@ -421,7 +430,10 @@ class MapRun:
                 continue
             self._claims_read.add((number, attempt))
             chunk = self.chunks.setdefault(number, ChunkStatus(range(info.start, info.stop)))
+            # a worker started by hand has no number: its random id names it
             worker = info.identity.get("worker_number")
+            if worker is None:
+                worker = info.identity.get("worker")
             if worker in self.workers:  # it ran, whether or not a poll saw it running
                 self.workers[worker].ran = True
             if attempt >= chunk.attempt:  # done or not: whose output to relay
@@ -511,8 +523,7 @@ class MapRun:
             self.log.warning("worker(s) %s in an error state: cancelling them", in_error)
             self._cancel_quietly(in_error)
         self._read_claims()  # now that the workers are known: those that ran
-        self._reopen_abandoned("its worker ended while no client watched the map",
-                               unknown_holders=True)
+        self._reopen_abandoned("its worker ended while no client watched the map")
         live = sum(1 for w in self.workers.values() if w.live)
         self.log.info("re-attached to %s: %d of %d task(s) done, %d worker(s) still queued",
                       self.work_dir.path, self._done_count, self.num_tasks, live)
@@ -521,6 +532,13 @@ class MapRun:
         """Submit workers for the work waiting, up to the capacity, in one submission.
         The first submission of a map raises when refused or when the scheduler is
         away; later ones are tried again at the next poll."""
+        if not self.submit_workers:
+            if first:
+                self.log.warning(
+                    "no worker is submitted (submit_workers=False): run `poolparty worker "
+                    "%s` where that directory is seen, once for each worker wanted",
+                    self.work_dir.path)
+            return
         live = sum(1 for w in self.workers.values() if w.live)
         wanted = min(self.capacity, live + self._work_waiting()) - live
         if wanted <= 0 or self._barren_deadline is not None:
@@ -602,41 +620,37 @@ class MapRun:
         self._gather_logs(in_error + ended)
         self._give_up_on_late_results()
         self._check_barren()
-        self._reopen_orphans()
+        self._reopen_silent()
         self._top_up()
         self._cancel_idle()
 
-    def _reopen_abandoned(self, ending: str | None = None,
-                          unknown_holders: bool = False) -> None:
-        """Reopen the claims held by a worker known to have ended (and, with
-        ``unknown_holders``, by one this map's records do not name). On NFS a claim can
-        be listed only after its worker was taken for gone, holding nothing then: nobody
-        else would ever run it, and the map would wait for ever."""
+    def _reopen_abandoned(self, ending: str | None = None) -> None:
+        """Reopen the claims held by a worker of this map known to have ended. On NFS a
+        claim can be listed only after its worker was taken for gone, holding nothing
+        then: nobody else would ever run it, and the map would wait for ever."""
         for number, chunk in sorted(self.chunks.items()):
-            if chunk.worker is None or chunk.done:  # not held
+            holder = self.workers.get(chunk.worker) if chunk.held else None  # type: ignore[arg-type]
+            if holder is None or holder.live:
                 continue
-            holder = self.workers.get(chunk.worker)
-            if (holder.live if holder is not None else not unknown_holders):
-                continue
-            reason = ending or (holder.ending if holder else None) or "its worker ended"
+            reason = ending or holder.ending or "its worker ended"
             chunk.lost(reason)
             self._reopen(number, reason)
 
-    def _reopen_orphans(self) -> None:
-        """Claims without a result whose worker is not known (its claim file names no
-        worker, or one this map's records do not: a hand-started worker, a submission
-        that failed half-way), once no worker of the map is queued: nobody else would
-        ever run them, and the map would wait for ever."""
-        if self._any_live():
-            return
-        self._reopen_abandoned("it was claimed by a worker this map does not know, and "
-                               "none of the map's workers runs", unknown_holders=True)
+    def _reopen_silent(self) -> None:
+        """Claims held by a worker no scheduler lists for this map (started by hand with
+        ``poolparty worker``, or a job whose record was lost) go back to the others once
+        their heartbeat is older than HEARTBEAT_TIMEOUT_SECONDS: such a worker touches
+        the claim it runs, and nothing else says whether it still runs."""
         for number, chunk in sorted(self.chunks.items()):
-            if not chunk.done and chunk.worker is None and chunk.attempt == 0 and (
-                    number not in self._last_chance):
-                chunk.lost("it was claimed by a worker this map does not know")
-                self._reopen(number, "it was claimed by a worker this map does not know, "
-                                     "and none of the map's workers runs")
+            if not chunk.held or chunk.worker in self.workers or number in self._last_chance:
+                continue
+            age = self.board.read(number, chunk.attempt).age
+            if age is None or age <= HEARTBEAT_TIMEOUT_SECONDS:
+                continue
+            reason = (f"its worker, which no scheduler lists for this map (started by hand?), "
+                      f"has not touched it for {age:.0f} s")
+            chunk.lost(reason)
+            self._reopen(number, reason)
 
     def _stuck_workers(self, now: float) -> list[int]:
         """Workers shown running for STUCK_AFTER_SECONDS that never started (a worker

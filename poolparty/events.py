@@ -177,7 +177,7 @@ class WorkerEvents(EventWriter):
     """The events of one worker (one job), marked lines in its job's log (the worker's
     standard error; see the module doc)."""
 
-    def __init__(self, worker_id: int, descriptor: int = 2) -> None:
+    def __init__(self, worker_id: int | None, descriptor: int = 2) -> None:
         super().__init__()
         self.worker_id = worker_id
         self.descriptor = descriptor

@@ -51,6 +51,8 @@ class MapSettings:
     max_num_resubmissions: int
     progress: bool
     relay_output: bool
+    #: False: no worker is submitted, the maps wait for workers started by hand
+    submit_workers: bool
     #: the chunksize of a map given none, from its number of tasks (a pool decides);
     #: None: claims sized by the workers
     default_chunksize: Callable[[int], int | None]
@@ -133,6 +135,7 @@ class Maps:
                      self.settings.polling_interval, self.settings.max_num_resubmissions,
                      map_log, capacity=self._workers(num_tasks, block), block=block,
                      relay_output=self.settings.relay_output,
+                     submit_workers=self.settings.submit_workers,
                      settle_workers=self.settings.keep_work_dir)
         return PreparedMap(work_dir, num_tasks, run, map_log)
 

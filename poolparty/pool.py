@@ -100,6 +100,10 @@ class Pool:
     as each chunk's results arrive (``relay_output=False``: not), as multiprocessing's
     workers print to the caller's terminal.
 
+    ``submit_workers=False`` submits nothing: the maps wait for workers started by hand
+    (``poolparty worker MAP_DIR``: in an allocation you hold, on another partition, on a
+    workstation that sees the work_dir), each map logging the command to run.
+
     An option left unset (None) comes from a ``POOLPARTY_*`` environment variable, a
     ``poolparty.toml`` / ``[tool.poolparty]`` file, or the default (see
     ``poolparty.config``); backend options from there are ignored by backends that
@@ -124,6 +128,7 @@ class Pool:
         progress: bool | None = None,
         relay_output: bool | None = None,
         core_dumps: bool | None = None,
+        submit_workers: bool | None = None,
         **backend_options: Any,
     ) -> None:
         values, resolved = config.pool_values({
@@ -132,7 +137,7 @@ class Pool:
             "python_path": python_path,
             "polling_interval": polling_interval, "max_num_resubmissions": max_num_resubmissions,
             "verbose": verbose, "progress": progress, "relay_output": relay_output,
-            "core_dumps": core_dumps,
+            "core_dumps": core_dumps, "submit_workers": submit_workers,
             **backend_options,
         })
         processes, polling_interval = values["processes"], values["polling_interval"]
@@ -160,6 +165,7 @@ class Pool:
             max_num_resubmissions=check_max_num_resubmissions(values["max_num_resubmissions"]),
             progress=values["progress"],
             relay_output=values["relay_output"],
+            submit_workers=values["submit_workers"],
             default_chunksize=chunksize_rule(self),
             capacity=self._max_running,
             initializer=initializer,

@@ -221,9 +221,38 @@ class Pace:
         return self.clock() + needed < self.deadline
 
 
-def run_worker(work_dir: MapFiles, worker_id: int, environ: dict[str, str] | None = None) -> int:
+class Heartbeat:
+    """For a worker no scheduler lists (started by hand, ``poolparty worker``): the
+    mtime of the claim it runs is set every ``interval`` seconds by a thread, so the
+    client can tell it lives; a claim whose heartbeat stops goes back to the others.
+    (Workers the pool submits need none: the scheduler says whether they run.)"""
+
+    def __init__(self, interval: float) -> None:
+        import threading
+
+        self.interval = interval
+        self.claim: Any = None
+        self._stopped = threading.Event()
+        threading.Thread(target=self._beat, daemon=True, name="poolparty-heartbeat").start()
+
+    def _beat(self) -> None:
+        while not self._stopped.wait(self.interval):
+            claim = self.claim
+            if claim is not None:
+                try:
+                    claim.touch()
+                except OSError:  # the map ended and archived its claims
+                    pass
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+
+def run_worker(work_dir: MapFiles, worker_id: int | None, environ: dict[str, str] | None = None,
+               heartbeat: Heartbeat | None = None) -> int:
     """Claim and run chunks until no work is open (or the time limit is near); returns
-    how many claims this worker ran.
+    how many claims this worker ran. ``worker_id`` None: started by hand, no scheduler
+    lists it (its claims name it by its random id, and carry ``heartbeat``).
 
     A failure to set up (a module missing on this node, an initializer raising) is
     reported as the outcome of every task of the first claim, and the worker stops: the
@@ -252,6 +281,8 @@ def run_worker(work_dir: MapFiles, worker_id: int, environ: dict[str, str] | Non
         if claim is None:
             break
         claims += 1
+        if heartbeat is not None:
+            heartbeat.claim = claim
         if broken is not None:
             outcomes = [broken] * (claim.stop - claim.start)
             for task_index in range(claim.start, claim.stop):
@@ -266,6 +297,8 @@ def run_worker(work_dir: MapFiles, worker_id: int, environ: dict[str, str] | Non
         sys.stdout.flush()
         sys.stderr.flush()
         work_dir.write_result(claim.number, encode_outcomes(outcomes, claim.start))
+        if heartbeat is not None:
+            heartbeat.claim = None
         if broken is not None:
             break
     events.finished(ok=ok, failed=failed)

@@ -99,6 +99,8 @@ class WorkerStatus:
     last_seen: State | None = None
     #: known to have run: the scheduler showed it running, or a claim names it
     ran: bool = False
+    #: cancelled by the pool: it may stay listed (COMPLETING) a moment after that
+    cancelled: bool = False
     #: when the scheduler first showed it running (monotonic)
     running_since: float | None = None
     #: how it ended, for the error the user sees; None while it may still be queued
@@ -785,6 +787,8 @@ class MapRun:
         a later poll where that applies."""
         try:
             self.scheduler.cancel(self.work_dir, worker_ids)
+            for worker_id in worker_ids:
+                self.workers[worker_id].cancelled = True
             return True
         except SchedulerCommandError as error:
             self.log.warning("could not cancel workers %s now: %s", worker_ids, error)
@@ -799,17 +803,19 @@ class MapRun:
         Best effort: a failure here must not hide the exception being raised."""
         try:
             live = [w for w, status in self.workers.items() if status.live]
-            if not live:
-                return
-            self.scheduler.cancel(self.work_dir, live)
-            for worker_id in live:
-                self.workers[worker_id].ending = "cancelled by the pool: the map was over"
-            if finished and not self._abandoned:
-                self.log.info("cancelled %d worker(s) left with no work", len(live))
-            else:
-                self.log.warning("cancelled the %d worker(s) of this map", len(live))
-            if self.settle_workers:
-                self._wait_until_gone(live)
+            if live:
+                self.scheduler.cancel(self.work_dir, live)
+                for worker_id in live:
+                    self.workers[worker_id].ending = "cancelled by the pool: the map was over"
+                    self.workers[worker_id].cancelled = True
+                if finished and not self._abandoned:
+                    self.log.info("cancelled %d worker(s) left with no work", len(live))
+                else:
+                    self.log.warning("cancelled the %d worker(s) of this map", len(live))
+            # those cancelled earlier too (idle ones): still COMPLETING, they write logs
+            cancelled = [w for w, status in self.workers.items() if status.cancelled]
+            if self.settle_workers and cancelled:
+                self._wait_until_gone(cancelled)
         except Exception as error:  # noqa: BLE001
             self.log.error("could not cancel workers of this map: %s", error)
 

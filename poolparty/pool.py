@@ -301,10 +301,12 @@ class Pool:
             raise ValueError("Pool not running")
 
     def _in_background(self, target: Callable[[], None]) -> None:
+        """Started under the lock: a terminate() from another thread joins every
+        thread it sees, and joining one not yet started raises."""
         thread = threading.Thread(target=self._forget_when_done, args=(target,), daemon=True)
         with self._lock:
             self._threads.add(thread)
-        thread.start()
+            thread.start()
 
     def _forget_when_done(self, target: Callable[[], None]) -> None:
         try:

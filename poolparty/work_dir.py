@@ -726,23 +726,34 @@ def _read_zip(path: Path) -> Iterator[tuple[str, bytes]]:
 
 
 def _salvage_zip(data: bytes) -> Iterator[tuple[str, bytes]]:
-    """Read complete members of a zip whose central directory is missing or torn."""
+    """Read complete members of a zip whose central directory is missing or torn.
+
+    zipfile writes a member's local header with sizes and CRC 0 and rewrites it once the
+    member is written: a header that still says 0 is a member the writer never finished,
+    and the salvage stops there, unless another member's header follows at once (then it
+    was a complete empty member). A member whose bytes do not inflate to the size and CRC
+    its header names ends the salvage too."""
     header = struct.Struct("<4sHHHHHIIIHH")
     position = 0
     while position + header.size <= len(data):
-        fields = header.unpack_from(data, position)
-        if fields[0] != b"PK\x03\x04":
+        signature, _, flags, method, _, _, crc, size, full_size, name_length, extra_length = (
+            header.unpack_from(data, position)
+        )
+        if signature != b"PK\x03\x04" or flags & 0x08:
             return
-        method, crc, size = fields[3], fields[6], fields[7]
-        name_length, extra_length = fields[9], fields[10]
         name_start = position + header.size
         data_start = name_start + name_length + extra_length
+        if size == 0 and data[data_start : data_start + 4] != b"PK\x03\x04":
+            return
         raw = data[data_start : data_start + size]
         if len(raw) < size:
             return
         name = data[name_start : name_start + name_length].decode("utf-8", errors="replace")
-        blob = zlib.decompress(raw, -15) if method == zipfile.ZIP_DEFLATED else raw
-        if zlib.crc32(blob) != crc:
+        try:
+            blob = zlib.decompress(raw, -15) if method == zipfile.ZIP_DEFLATED else raw
+        except zlib.error:
+            return
+        if len(blob) != full_size or zlib.crc32(blob) != crc:
             return
         yield name, blob
         position = data_start + size

@@ -45,6 +45,37 @@ def test_results_survive_a_client_killed_before_closing_its_archive(tmp_path):
         assert sorted(archive.namelist()) == ["0.pkl", "1.pkl", "2.pkl"]
 
 
+@pytest.mark.parametrize("method", [zipfile.ZIP_DEFLATED, zipfile.ZIP_STORED])
+def test_results_survive_a_client_killed_while_writing_a_member(tmp_path, method):
+    """zipfile writes a member's header with sizes 0 first and fixes it when the member
+    is closed: a client killed in between leaves a header that lies. The complete
+    members before it are kept (an empty one too) and the map is taken over; the torn
+    one is neither read as an empty result nor crashes the takeover."""
+    script = (
+        "import os, random, sys, zipfile\n"
+        "from poolparty.work_dir import WorkDir\n"
+        "work_dir = WorkDir.create(sys.argv[1], 'map-same')\n"
+        "work_dir.archive({0: b'first'}, logs={'0/empty.log': b''})\n"
+        "archive = work_dir._zips['results.zip']\n"
+        "member = zipfile.ZipInfo('1.pkl')\n"
+        "member.compress_type = int(sys.argv[2])\n"
+        "with archive.open(member, 'w') as dest:\n"
+        "    dest.write(random.Random(1).randbytes(100_000))\n"
+        "    archive.fp.flush()\n"
+        "    os._exit(0)  # killed before the header is rewritten\n"
+    )
+    subprocess.run([sys.executable, "-c", script, str(tmp_path), str(method)], check=True)
+    resumed = WorkDir.create(tmp_path, "map-same")
+    assert resumed.resumed
+    assert resumed.archived_results() == {0: b"first"}
+    assert resumed.archived_logs("0/empty.log") == [b""]
+    resumed.archive({1: b"second"})
+    resumed.close_archives()
+    with zipfile.ZipFile(tmp_path / "map-same" / "results.zip") as archive:
+        assert sorted(archive.namelist()) == ["0.pkl", "1.pkl"]
+        assert archive.read("1.pkl") == b"second"
+
+
 def test_a_work_dir_held_by_a_live_client_is_not_shared(tmp_path):
     first = WorkDir.create(tmp_path, "map-same")
     second = WorkDir.create(tmp_path, "map-same")

@@ -44,6 +44,7 @@ from .settings import (
     POSITIVE_INT,
     PROGRAM,
     SECONDS,
+    SECONDS_OR_ZERO,
     STRING_LIST,
     Expected,
     Kind,
@@ -101,6 +102,8 @@ SETTINGS: dict[str, Setting] = {setting.name: setting for setting in [
             "the caller's stdout as their results arrive"),
     Setting("submit_workers", BOOL, True, "submit the maps' workers to the scheduler; "
             "false: the maps wait for workers started by hand (poolparty worker MAP_DIR)"),
+    Setting("idle_timeout", SECONDS_OR_ZERO, 10.0, "seconds a worker with nothing left to do "
+            "waits for the pool's next map (warm workers); 0: it exits at once"),
     Setting("core_dumps", BOOL, False, "let a job's process that crashes write a core file "
             "(in the job's directory: the caller's)"),
     *backends.backend_settings(),  # each backend declares its own (its class's settings)

@@ -43,7 +43,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from .claims import ClaimBoard
@@ -59,6 +59,7 @@ from .errors import (
     TaskCrashedError,
 )
 from .events import FINISHED, ClientEvents, output_of_tasks
+from .lobby import Lobby
 from .scheduler import Scheduler, State
 from .work_dir import WorkDir
 
@@ -224,6 +225,17 @@ class MapRun:
     #: when callers stop waiting for ``ended`` (monotonic): set by the first wait, shared
     #: by later ones, so a hung cancel delays an interrupted client once, not per wait
     give_up_at: float | None = None
+    #: the pool's lobby (warm workers, poolparty.lobby): workers waiting there join this
+    #: map, so fewer are submitted; None: no warm workers
+    lobby: Lobby | None = None
+    #: this run's name in the lobby (the same map run again gets another)
+    lobby_key: str = ""
+    #: the ids of the pool's maps running now (a worker still serving one is busy)
+    running_maps: Callable[[], set[str]] = set
+    #: called when the map is stopped (Ctrl-C, terminate): ends the pool's warm workers
+    end_pool_workers: Callable[[], None] | None = None
+    #: workers left running when the map succeeded: they wait in the lobby
+    kept_warm: list[int] = field(init=False, default_factory=list)
     chunks: dict[int, ChunkStatus] = field(init=False, default_factory=dict)
     workers: dict[int, WorkerStatus] = field(init=False, default_factory=dict)
     _last_query: float = field(init=False, default=0.0)
@@ -246,6 +258,8 @@ class MapRun:
         #: when to give up on workers that all die before claiming (see _check_barren)
         self._barren_deadline: float | None = None
         self._logs_gathered: set[int] = set()
+        #: workers of the pool's lobby were counted on (they may have claimed)
+        self._had_guests = False
         self.events = ClientEvents(self.work_dir)  # what poolparty status reads
 
     # ------------------------------------------------------------------ progress
@@ -272,7 +286,7 @@ class MapRun:
         """Whether this map never had a worker (its first submission was refused, or it
         was stopped before): then its fresh work_dir holds nothing worth keeping. Never
         so for a map that waits for workers started by hand: they may have claimed."""
-        return (self.submit_workers and not self.work_dir.resumed
+        return (self.submit_workers and not self.work_dir.resumed and not self._had_guests
                 and not self.work_dir.recorded_chunks())
 
     # ------------------------------------------------------------------ the loop
@@ -310,6 +324,7 @@ class MapRun:
             try:
                 self._end_workers(finished)
                 self._gather_logs(list(self.workers))
+                self._gather_guest_logs()
                 self.events.map_ended(finished, sys.exc_info()[1])
             finally:
                 self.ended.set()
@@ -542,7 +557,9 @@ class MapRun:
                     self.work_dir.path)
             return
         live = sum(1 for w in self.workers.values() if w.live)
-        wanted = min(self.capacity, live + self._work_waiting()) - live
+        waiting = self._work_waiting()
+        warm = self._warm_workers() if waiting else 0
+        wanted = min(self.capacity, live + warm + waiting) - live - warm
         if wanted <= 0 or self._barren_deadline is not None:
             return
         start = max([*self.workers, *self.work_dir.recorded_chunks(), -1]) + 1
@@ -565,6 +582,15 @@ class MapRun:
         self._last_query = time.monotonic()
         self.events.submitted(worker_ids)
         self.log.info("submitted %d worker(s) to %s", len(worker_ids), self.scheduler.name)
+
+    def _warm_workers(self) -> int:
+        """Workers of the pool's lobby this map can count on instead of submitting."""
+        if self.lobby is None:
+            return 0
+        warm = self.lobby.warm_workers(self.lobby_key, self.running_maps())
+        if warm:
+            self._had_guests = True
+        return warm
 
     def _any_live(self) -> bool:
         return any(w.live for w in self.workers.values())
@@ -803,6 +829,15 @@ class MapRun:
         Best effort: a failure here must not hide the exception being raised."""
         try:
             live = [w for w, status in self.workers.items() if status.live]
+            if finished and self.lobby is not None and not self.settle_workers:
+                # running ones wait in the lobby for the pool's next map (warm)
+                self._read_claims()  # those that claimed run, whether or not a poll saw it
+                self.kept_warm = [w for w in live if not self.workers[w].requeued and (
+                    self.workers[w].ran or self.workers[w].last_seen is State.RUNNING
+                    or self.events.worker_started(w))]
+                live = [w for w in live if w not in self.kept_warm]
+            elif self.stop.is_set() and self.end_pool_workers is not None:
+                self.end_pool_workers()  # Ctrl-C, terminate: the lobby's workers too
             if live:
                 self.scheduler.cancel(self.work_dir, live)
                 for worker_id in live:
@@ -848,6 +883,21 @@ class MapRun:
         except Exception as error:  # noqa: BLE001 - the results matter more than the logs
             self.log.warning("could not archive the workers' logs: %s", error)
 
+    def _gather_guest_logs(self) -> None:
+        """As _gather_logs, for the logs of the pool's warm workers that visited this
+        map (``logs/guest-<worker>.log``, named by the random id their claims carry)."""
+        try:
+            logs = self.work_dir.guest_logs()
+            if not logs:
+                return
+            if self.relay_output:
+                self._read_claims()
+                self._relay_output(logs)
+            self.events.fold_logs(logs.values())
+            self.work_dir.archive_logs(logs)
+        except Exception as error:  # noqa: BLE001 - the results matter more than the logs
+            self.log.warning("could not archive the warm workers' logs: %s", error)
+
     def _relay_output(self, logs: dict[str, bytes]) -> None:
         """Print what the workers' tasks printed (``logs`` as ``logs_of`` gives them,
         ``<worker>/<log>``), only for tasks whose result came from that worker: to
@@ -855,7 +905,7 @@ class MapRun:
         multiprocessing's workers print to the caller's terminal. Never fails the map."""
         try:
             for name, log in logs.items():
-                worker_id = int(name.split("/", 1)[0])
+                worker_id = worker_of_log(name)
                 delivered = {index for chunk in self.chunks.values()
                              if chunk.done and chunk.worker == worker_id for index in chunk.tasks}
                 output = self.scheduler.without_own_lines(output_of_tasks(log, delivered))
@@ -864,6 +914,15 @@ class MapRun:
             sys.stdout.flush()
         except Exception as error:  # noqa: BLE001 - a closed stdout must not lose results
             self.log.warning("could not print the tasks' output: %s", error)
+
+
+def worker_of_log(name: str) -> int | str:
+    """Whose log a name in logs.zip is: ``<worker>/<log>`` (a worker the map submitted),
+    or ``guest/guest-<id>.log`` (a warm worker of the pool, by its random id)."""
+    folder, _, file = name.partition("/")
+    if folder == "guest":
+        return file.removeprefix("guest-").removesuffix(".log")
+    return int(folder)
 
 
 def changed_versions(work_dir: WorkDir) -> str:

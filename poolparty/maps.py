@@ -29,12 +29,15 @@ from . import chunking
 from .code_identity import installed_versions, user_code_digest
 from .engine import MapRun, raise_task_error
 from .errors import InvalidInputError, UnpicklableError
+from .lobby import Lobby
 from .log import close_map_logger, map_logger
 from .scheduler import Scheduler
 from .work_dir import WorkDir, resolve_root
 from .worker import Outcome, apply_call
 
 log = logging.getLogger("poolparty")
+#: how long closing a pool waits for its idle workers to leave by themselves
+WARM_EXIT_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,8 @@ class MapSettings:
     default_chunksize: Callable[[int], int | None]
     #: how many workers may run at once
     capacity: int = 8
+    #: how long a worker with nothing to do waits for the pool's next map (0: not at all)
+    idle_timeout: float = 0.0
     initializer: Callable | None = None
     initargs: tuple = ()
 
@@ -89,6 +94,12 @@ class Maps:
         self._lock = threading.Lock()
         self._running: set[MapRun] = set()
         self._stopped = False  # after stop_all, a map that starts stops at once
+        self._closing = False  # after close: the warm workers end with the last map
+        #: where the pool's workers wait for its next map (made with the first map)
+        self._lobby: Lobby | None = None
+        #: workers left running by maps that succeeded (warm): their run's key in the
+        #: lobby, their map's work_dir (which names their jobs), their numbers
+        self._warm: list[tuple[str, WorkDir, list[int]]] = []
 
     # ------------------------------------------------------------------ preparing
     def prepare(self, func: Callable, tasks: Iterable, chunksize: int | None = None,
@@ -119,8 +130,12 @@ class Maps:
             except InvalidInputError:  # no room: nothing worth keeping was written
                 work_dir.remove()
                 raise
-        work_dir.write_job_script(self.settings.python_path, self.settings.core_dumps)
-        return self._prepared(work_dir, len(tasks), block)
+        lobby = self._lobby_of_pool()
+        # the same map may run again (same work_dir): each run has its own key there
+        run_key = f"{work_dir.map_id}.{os.urandom(4).hex()}"
+        waiting = None if lobby is None else (lobby.path, self.settings.idle_timeout, run_key)
+        work_dir.write_job_script(self.settings.python_path, self.settings.core_dumps, waiting)
+        return self._prepared(work_dir, len(tasks), block, run_key)
 
     def prepare_calls(self, calls: Iterable[tuple[Callable, tuple, dict]],
                       chunksize: int | None = None) -> PreparedMap | None:
@@ -129,15 +144,80 @@ class Maps:
         checked = [(function, tuple(args), dict(kwargs or {})) for function, args, kwargs in calls]
         return self.prepare(apply_call, checked, chunksize, star=True)
 
-    def _prepared(self, work_dir: WorkDir, num_tasks: int, block: int) -> PreparedMap:
+    def _prepared(self, work_dir: WorkDir, num_tasks: int, block: int,
+                  run_key: str = "") -> PreparedMap:
         map_log = map_logger(work_dir.path / "client.log.jsonl", work_dir.map_id)
         run = MapRun(self.settings.scheduler, work_dir, num_tasks,
                      self.settings.polling_interval, self.settings.max_num_resubmissions,
                      map_log, capacity=self._workers(num_tasks, block), block=block,
                      relay_output=self.settings.relay_output,
                      submit_workers=self.settings.submit_workers,
-                     settle_workers=self.settings.keep_work_dir)
+                     settle_workers=self.settings.keep_work_dir,
+                     lobby=self._lobby, lobby_key=run_key, running_maps=self._running_ids,
+                     end_pool_workers=self._end_warm_workers)
         return PreparedMap(work_dir, num_tasks, run, map_log)
+
+    # ------------------------------------------------------------------ warm workers
+    def _lobby_of_pool(self) -> Lobby | None:
+        """The pool's lobby, made with its first map; None without warm workers (an
+        idle_timeout of 0, or workers started by hand)."""
+        if self.settings.idle_timeout <= 0 or not self.settings.submit_workers:
+            return None
+        with self._lock:
+            if self._lobby is None:
+                self._lobby = Lobby(resolve_root(self.settings.work_root))
+            return self._lobby
+
+    def _running_ids(self) -> set[str]:
+        with self._lock:
+            return {run.lobby_key for run in self._running}
+
+    def _end_warm_workers(self, close: bool = False) -> None:
+        """Cancel the workers that wait in the lobby (or serve a map of the pool);
+        ``close``: and close the lobby, so none waits there any more. Best effort: a
+        scheduler that does not answer is logged, never raised."""
+        with self._lock:
+            warm, self._warm = self._warm, []
+            lobby = self._lobby
+        if lobby is not None and close:
+            lobby.close()
+            warm = self._still_present(lobby, warm)
+        for _, work_dir, worker_ids in warm:
+            try:
+                self.settings.scheduler.cancel(work_dir, worker_ids)
+            except Exception as error:  # noqa: BLE001
+                log.warning("could not cancel the pool's waiting workers %s: %s",
+                            worker_ids, error)
+        if warm:
+            log.info("cancelled the pool's %d waiting worker(s)",
+                     sum(len(w) for _, _, w in warm))
+        if lobby is not None and close:
+            lobby.remove()
+
+    @staticmethod
+    def _still_present(lobby: Lobby, warm: list[tuple[str, WorkDir, list[int]]]
+                       ) -> list[tuple[str, WorkDir, list[int]]]:
+        """The lobby is closed: idle workers leave by themselves at their next look (a
+        clean exit, no scheduler call). Wait WARM_EXIT_SECONDS at most for that; the
+        ones still present then (busy with a claim) are returned, to be cancelled."""
+        deadline = time.monotonic() + WARM_EXIT_SECONDS
+        while True:
+            present = lobby.present()
+            left = [(key, work_dir, [w for w in ids if (key, w) in present])
+                    for key, work_dir, ids in warm]
+            left = [entry for entry in left if entry[2]]
+            if not left or time.monotonic() > deadline:
+                return left
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        """No more maps: the warm workers end now, or with the last map running."""
+        with self._lock:
+            self._closing = True
+            idle = not self._running
+        if idle:
+            self._end_warm_workers(close=True)
+
 
     def _workers(self, num_tasks: int, block: int) -> int:
         """How many workers a map gets at most: the capacity, or one per block."""
@@ -204,6 +284,8 @@ class Maps:
             if self._stopped:
                 prepared.run.stop.set()
             self._running.add(prepared.run)
+        if self._lobby is not None:
+            self._lobby.announce(prepared.run.lobby_key, prepared.work_dir.path)
         bar = (progress_bar(prepared.num_tasks, prepared.work_dir.map_id)
                if self.settings.progress else None)
         prepared.log.info("map of %d task(s) in %s", prepared.num_tasks,
@@ -230,6 +312,14 @@ class Maps:
         stopped before; then nothing is worth keeping)."""
         with self._lock:
             self._running.discard(prepared.run)
+            if prepared.run.kept_warm:
+                self._warm.append((prepared.run.lobby_key, prepared.work_dir,
+                                   prepared.run.kept_warm))
+            last_of_closed_pool = self._closing and not self._running
+        if self._lobby is not None:
+            self._lobby.withdraw(prepared.run.lobby_key)
+        if last_of_closed_pool:
+            self._end_warm_workers(close=True)
         if bar is not None:
             bar.close()
         discard = ((not self.settings.keep_work_dir) if succeeded
@@ -284,6 +374,7 @@ class Maps:
             self._stopped = True
             runs = list(self._running)
         stop_and_wait(runs, timeout)
+        self._end_warm_workers(close=True)
 
 
 def stop_and_wait(runs: Iterable[MapRun], timeout: float) -> None:

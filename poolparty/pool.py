@@ -104,6 +104,12 @@ class Pool:
     (``poolparty worker MAP_DIR``: in an allocation you hold, on another partition, on a
     workstation that sees the work_dir), each map logging the command to run.
 
+    A worker with nothing left to do waits ``idle_timeout`` seconds (default 10) for the
+    pool's next map, ``apply_async`` or ``Executor.submit``, which then starts at once
+    on it instead of queueing new jobs (warm workers; ``0``: workers exit as soon as
+    their map's work is done). ``close()``, ``terminate()``, leaving ``with``, Ctrl-C
+    and the client's exit end them.
+
     An option left unset (None) comes from a ``POOLPARTY_*`` environment variable, a
     ``poolparty.toml`` / ``[tool.poolparty]`` file, or the default (see
     ``poolparty.config``); backend options from there are ignored by backends that
@@ -129,6 +135,7 @@ class Pool:
         relay_output: bool | None = None,
         core_dumps: bool | None = None,
         submit_workers: bool | None = None,
+        idle_timeout: float | None = None,
         **backend_options: Any,
     ) -> None:
         values, resolved = config.pool_values({
@@ -138,7 +145,7 @@ class Pool:
             "polling_interval": polling_interval, "max_num_resubmissions": max_num_resubmissions,
             "verbose": verbose, "progress": progress, "relay_output": relay_output,
             "core_dumps": core_dumps, "submit_workers": submit_workers,
-            **backend_options,
+            "idle_timeout": idle_timeout, **backend_options,
         })
         processes, polling_interval = values["processes"], values["polling_interval"]
         if initializer is not None and not callable(initializer):
@@ -166,6 +173,7 @@ class Pool:
             progress=values["progress"],
             relay_output=values["relay_output"],
             submit_workers=values["submit_workers"],
+            idle_timeout=values["idle_timeout"],
             default_chunksize=chunksize_rule(self),
             capacity=self._max_running,
             initializer=initializer,
@@ -240,9 +248,11 @@ class Pool:
 
     # ------------------------------------------------------------------ life cycle
     def close(self) -> None:
-        """No more work will be given; running maps go on."""
+        """No more work will be given; running maps go on. The workers waiting for the
+        pool's next map end now, or with the last map running."""
         if self._state == RUN:
             self._state = CLOSE
+            self.maps.close()
 
     def terminate(self) -> None:
         """Stop now: every running map cancels its jobs (and keeps its work_dir)."""

@@ -96,6 +96,20 @@ def _positive_float_text(text: str) -> float:
     return _positive_float(number)
 
 
+def _float_at_least_zero(value: Any, base: Path | None = None) -> float:
+    expect(isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+           and value != float("inf"), "a number >= 0", value)
+    return float(value)
+
+
+def _float_at_least_zero_text(text: str) -> float:
+    try:
+        number = float(text.strip())
+    except ValueError:
+        raise ValueError(f"expected a number >= 0, got {text!r}") from None
+    return _float_at_least_zero(number)
+
+
 def _int_or_string(value: Any, base: Path | None = None) -> int | str:
     expect(isinstance(value, (int, str)) and not isinstance(value, bool),
             "an int or a string (e.g. 2 or 'a100:2')", value)
@@ -177,6 +191,7 @@ BOOL = Kind("bool (variable: 1/0, true/false, yes/no)", _bool, _bool_text)
 POSITIVE_INT = Kind("int >= 1", _int_at_least(1), _int_text(_int_at_least(1)))
 COUNT = Kind("int >= 0", _int_at_least(0), _int_text(_int_at_least(0)))
 SECONDS = Kind("number > 0", _positive_float, _positive_float_text)
+SECONDS_OR_ZERO = Kind("number >= 0", _float_at_least_zero, _float_at_least_zero_text)
 INT_OR_STRING = Kind("int or string", _int_or_string, _int_or_string_text)
 STRING_LIST = Kind("list of strings (variable: comma-separated or a JSON list)",
                    _string_list, _string_list_text)

@@ -372,8 +372,11 @@ class WorkDir(MapFiles):
         _write_private(self.path / "map.json", json.dumps(metadata, indent=1).encode())
         return len(offsets) - 1
 
-    def write_job_script(self, python_path: str, core_dumps: bool = False) -> Path:
+    def write_job_script(self, python_path: str, core_dumps: bool = False,
+                         lobby: tuple[Path, float, str] | None = None) -> Path:
         """The script every job runs: the fixed worker module, nothing generated.
+        ``lobby``: the pool's lobby, idle timeout and this run's key in the lobby, for
+        warm workers (poolparty.lobby).
 
         Core dumps are off unless asked for: a cluster's execution daemon may allow
         them, and each segfaulting task would leave a core file (megabytes) in the job's
@@ -388,7 +391,10 @@ class WorkDir(MapFiles):
             f"# poolparty map {self.map_id}: runs chunks of tasks; arguments say which.\n"
             + ("" if core_dumps else "ulimit -c 0 2>/dev/null\n")
             + f"{shlex.quote(python_path)} -m poolparty.worker "
-            f"{shlex.quote(str(self.path))} \"$@\"\n"
+            + ("" if lobby is None else
+               f"--lobby {shlex.quote(str(lobby[0]))} --idle-timeout {lobby[1]:g} "
+               f"--run {shlex.quote(lobby[2])} ")
+            + f"{shlex.quote(str(self.path))} \"$@\"\n"
             "status=$?\n"
             "if [ $status -gt 128 ] && [ $status -le 192 ]; then\n"
             "    echo \"poolparty: the worker was killed by signal $((status - 128))\" >&2\n"
@@ -444,6 +450,17 @@ class WorkDir(MapFiles):
                     logs[f"{chunk_id}/{ref.log_name}"] = (self.logs_dir / ref.log_name).read_bytes()
                 except OSError:
                     pass
+        return logs
+
+    def guest_logs(self) -> dict[str, bytes]:
+        """The logs warm workers of the pool wrote while visiting this map, by their
+        name in logs.zip (``guest/guest-<worker>.log``)."""
+        logs = {}
+        for path in sorted(self.logs_dir.glob("guest-*.log")):
+            try:
+                logs[f"guest/{path.name}"] = path.read_bytes()
+            except OSError:
+                pass
         return logs
 
     def archive_logs(self, logs: dict[str, bytes]) -> None:

@@ -1,10 +1,12 @@
 """A worker on a compute node: it pulls a map's tasks from the work_dir until none is left.
 
-    python -m poolparty.worker WORK_DIR WORKER
-    python -m poolparty.worker WORK_DIR --array BASE ENV_VAR
+    python -m poolparty.worker [--lobby DIR --idle-timeout S --run KEY] WORK_DIR WORKER
+    python -m poolparty.worker [--lobby ...] WORK_DIR --array BASE ENV_VAR
 
 The second form is for job arrays: the worker's number is BASE plus the array index
-the scheduler puts in ENV_VAR (SLURM_ARRAY_TASK_ID, SGE_TASK_ID).
+the scheduler puts in ENV_VAR (SLURM_ARRAY_TASK_ID, SGE_TASK_ID). With ``--lobby``, a
+worker that ran out of work waits up to S seconds in its pool's lobby for the pool's
+next map (poolparty.lobby: warm workers).
 
 Each job is a worker: it claims a chunk of tasks (poolparty.claims: atomic on a shared
 file system, no connection to the client needed), runs it, writes its result, and
@@ -32,6 +34,7 @@ import pickle
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from .chunking import claim_size
 from .claims import Claimer
@@ -148,6 +151,18 @@ def load_function(work_dir: MapFiles) -> tuple[Callable, bool]:
     return function, star
 
 
+def set_up(work_dir: MapFiles, metadata: dict
+           ) -> tuple[tuple[Callable, bool] | None, Outcome | None]:
+    """The map's function (and the initializer run), or the failure to report as the
+    outcome of every task of the first claim."""
+    add_client_import_paths(metadata.get("import_paths", []))
+    try:
+        return load_function(work_dir), None
+    except (Exception, SystemExit) as error:  # noqa: BLE001
+        return None, failure(error, 0, "never ran: setting up its worker (the initializer?) "
+                                       "called")
+
+
 def load_tasks(work_dir: MapFiles, start: int, stop: int, block: int) -> list:
     """Tasks ``[start, stop)``, read from the blocks that hold them. Claims end at
     block boundaries (except the map's last), but the tasks are cut to the claim all
@@ -249,51 +264,64 @@ class Heartbeat:
 
 
 def run_worker(work_dir: MapFiles, worker_id: int | None, environ: dict[str, str] | None = None,
-               heartbeat: Heartbeat | None = None) -> int:
+               heartbeat: Heartbeat | None = None, guest: Guest | None = None,
+               code: LoadedCode | None = None) -> int:
     """Claim and run chunks until no work is open (or the time limit is near); returns
-    how many claims this worker ran. ``worker_id`` None: started by hand, no scheduler
-    lists it (its claims name it by its random id, and carry ``heartbeat``).
+    how many claims this worker ran. ``worker_id`` None: started by hand, or a warm
+    worker of the pool visiting a later map (``guest``); no scheduler lists it for this
+    map, so its claims name it by its random id, and carry ``heartbeat``.
 
-    A failure to set up (a module missing on this node, an initializer raising) is
-    reported as the outcome of every task of the first claim, and the worker stops: the
-    caller sees the real exception at once, instead of jobs failing again and again.
+    A guest loads the function at its first claim: looking at a map with no work left
+    costs it nothing. A failure to set up (a module missing on this node, an
+    initializer raising) is reported as the outcome of every task of the first claim,
+    and the worker stops: the caller sees the real exception at once, instead of jobs
+    failing again and again.
 
     Events (started, each task that raised, finished) go to the job's log, as marked
-    lines on standard error; a claim's result is written after its tasks' output.
+    lines on standard error; a claim's result is written after its tasks' output. A
+    guest writes both into ``logs/guest-<its id>.log`` of the map it visits, which that
+    map's client gathers and relays as any worker's log.
     """
     environ = dict(os.environ) if environ is None else environ
     faulthandler.enable()  # a segfault's Python traceback goes into the job's log
     events = WorkerEvents(worker_id)
-    events.started(environ)
+    if guest is None:
+        events.started(environ)
     metadata = work_dir.metadata()
-    add_client_import_paths(metadata.get("import_paths", []))
     claimer = Claimer(work_dir.path, metadata["num_tasks"], environ)
     claimer.identity["worker_number"] = worker_id  # the id the client submitted it as
     pace = Pace(metadata)
-    try:
-        function, star = load_function(work_dir)
-        broken = None
-    except (Exception, SystemExit) as error:  # noqa: BLE001
-        broken = failure(error, 0, "never ran: setting up its worker (the initializer?) called")
+    loaded: tuple[Callable, bool] | None = None
+    broken = None
+    if guest is None:  # a process that dies setting up must do so before it claims
+        loaded, broken = set_up(work_dir, metadata)
+        if code is not None:
+            code.note()
     ok = failed = claims = 0
-    while pace.time_left():
+    while pace.time_left() and (guest is None or guest.still_open()):
         claim = claimer.claim_next(pace.size_for)
         if claim is None:
             break
         claims += 1
+        if claims == 1 and guest is not None:
+            guest.enter(work_dir, claimer.identity["worker"])
+            events.started(environ)
+            loaded, broken = set_up(work_dir, metadata)
         if heartbeat is not None:
             heartbeat.claim = claim
-        if broken is not None:
+        if broken is not None or loaded is None:
             outcomes = [broken] * (claim.stop - claim.start)
             for task_index in range(claim.start, claim.stop):
                 events.task_failed(task_index, broken[1])
         else:
             began = time.monotonic()
             tasks = load_tasks(work_dir, claim.start, claim.stop, pace.block)
-            outcomes = run_tasks(function, tasks, star, claim.start, events)
+            outcomes = run_tasks(loaded[0], tasks, loaded[1], claim.start, events)
             pace.ran(len(tasks), time.monotonic() - began)
         bad = sum(1 for outcome in outcomes if not outcome[0])
         ok, failed = ok + len(outcomes) - bad, failed + bad
+        if code is not None:  # before the result: the caller may change the files after
+            code.note()
         sys.stdout.flush()
         sys.stderr.flush()
         work_dir.write_result(claim.number, encode_outcomes(outcomes, claim.start))
@@ -301,12 +329,158 @@ def run_worker(work_dir: MapFiles, worker_id: int | None, environ: dict[str, str
             heartbeat.claim = None
         if broken is not None:
             break
-    events.finished(ok=ok, failed=failed)
+    if guest is None or claims:
+        events.finished(ok=ok, failed=failed)
+    if guest is not None and claims:
+        guest.leave()
     return claims
+
+
+class Guest:
+    """A warm worker visiting a later map of its pool (poolparty.lobby): while it runs
+    that map's claims its output goes into ``logs/guest-<id>.log`` there, for that map's
+    client to relay, and it stops claiming once the pool's journal says the map ended
+    (succeeded, failed or was interrupted)."""
+
+    def __init__(self, journal: Any) -> None:
+        self.journal = journal
+        self.visiting = ""  # the run key of the map it visits
+        self._saved: tuple[int, int] | None = None
+
+    def still_open(self) -> bool:
+        return self.journal.is_open(self.visiting)
+
+    def enter(self, work_dir: MapFiles, worker: str) -> None:
+        flush_quietly()
+        log = os.open(work_dir.logs_dir / f"guest-{worker}.log",
+                      os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._saved = (os.dup(1), os.dup(2))
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        os.close(log)
+
+    def leave(self) -> None:
+        """Back to the job's own log (idempotent)."""
+        if self._saved is None:
+            return
+        flush_quietly()
+        for target, saved in zip((1, 2), self._saved):
+            os.dup2(saved, target)
+            os.close(saved)
+        self._saved = None
+
+
+def flush_quietly() -> None:
+    """Flush stdout and stderr; a log removed under them (its map ended) is no error."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except OSError:
+            pass
+
+
+class LoadedCode:
+    """The files of the modules this process loaded that can change under it (the
+    user's own, and poolparty's), by their stat signature when first seen: noted after
+    the function is loaded and after each claim's tasks, before its result is written
+    (once the caller has the results it may change the files). A warm
+    worker whose files changed since must not run a later map: it would run the code it
+    loaded before (sys.modules) under the name of the changed code, a wrong result."""
+
+    def __init__(self) -> None:
+        self.signatures: dict[str, tuple[int, ...] | None] = {}
+
+    def note(self) -> None:
+        from .code_identity import user_module_files
+
+        poolparty = os.path.dirname(os.path.realpath(__file__))
+        files = user_module_files() | {
+            os.path.realpath(module.__file__) for name, module in list(sys.modules.items())
+            if name.startswith("poolparty") and isinstance(getattr(module, "__file__", None), str)
+            and os.path.realpath(module.__file__).startswith(poolparty)}
+        for path in files - self.signatures.keys():
+            self.signatures[path] = file_signature(path)
+
+    def changed(self) -> str | None:
+        """A file that changed (or went) since it was noted; None if none did."""
+        for path, signature in self.signatures.items():
+            if file_signature(path) != signature:
+                return path
+        return None
+
+
+def file_signature(path: str) -> tuple[int, ...] | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return (info.st_mtime_ns, info.st_ctime_ns, info.st_size, info.st_ino)
+
+
+def serve_lobby(lobby: str, idle_timeout: float, environ: dict[str, str],
+                presence: Any, code: LoadedCode) -> None:
+    """After its own map: wait up to ``idle_timeout`` seconds in the pool's lobby for
+    another map of the pool, visit each one announced (again only when one of its claims
+    was reopened), and exit when idle that long, when the pool closes, or when code it
+    loaded changed on disk."""
+    from .lobby import LOOK_SECONDS, Journal
+
+    journal = Journal(lobby)
+    guest = Guest(journal)
+    heartbeat = Heartbeat(10.0)
+    visited: dict[str, int | None] = {}  # its own map's run too: a claim may be reopened
+    idle_since, nap = time.monotonic(), LOOK_SECONDS
+    presence.serve(None)
+    while True:
+        journal.refresh()
+        if journal.closed:
+            return
+        for run_key, path in list(journal.open_maps.items()):
+            mark = requeue_mark(Path(path))
+            if run_key in visited and visited[run_key] == mark:
+                continue
+            visited[run_key] = mark
+            changed = code.changed()
+            if changed is not None:
+                print(f"poolparty worker: leaves the pool: {changed} changed since this "
+                      f"worker loaded it", file=sys.stderr, flush=True)
+                return
+            presence.serve(run_key)
+            guest.visiting = run_key
+            try:
+                claims = run_worker(MapFiles(path), None, environ, heartbeat, guest, code)
+            except OSError:  # the map ended and its directory went meanwhile
+                claims = 0
+            finally:
+                guest.leave()
+                presence.serve(None)
+            if claims:
+                idle_since, nap = time.monotonic(), LOOK_SECONDS
+        if time.monotonic() - idle_since >= idle_timeout:
+            return
+        time.sleep(nap)
+        nap = min(nap * 1.5, MAX_LOOK_SECONDS)
+
+
+#: the longest an idle worker sleeps between looks at its pool's journal
+MAX_LOOK_SECONDS = 0.2
+
+
+def requeue_mark(map_dir: Path) -> int | None:
+    """When the map's ``requeue/`` last changed: a claim reopened there since a visit
+    is a reason to visit again."""
+    try:
+        return os.stat(map_dir / "requeue").st_mtime_ns
+    except OSError:
+        return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
+    lobby, idle_timeout, run_key = None, 0.0, ""
+    if arguments[:1] == ["--lobby"] and len(arguments) > 6:
+        lobby, idle_timeout, run_key = arguments[1], float(arguments[3]), arguments[5]
+        arguments = arguments[6:]
     if len(arguments) < 2:
         print(__doc__, file=sys.stderr)
         return 2
@@ -315,7 +489,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     # events.OWN_LINE_PREFIXES: the output relayed to the caller leaves this line out
     print(f"poolparty worker: map {work_dir.map_id} worker {worker_id} on {os.uname().nodename}",
           file=sys.stderr, flush=True)
-    run_worker(work_dir, worker_id)
+    presence, code = None, None
+    if lobby is not None and idle_timeout > 0:
+        from .lobby import Presence
+
+        presence, code = Presence(lobby, run_key, worker_id), LoadedCode()
+    try:
+        run_worker(work_dir, worker_id, code=code)
+        if presence is not None and lobby is not None and code is not None:
+            serve_lobby(lobby, idle_timeout, dict(os.environ), presence, code)
+    finally:
+        if presence is not None:
+            presence.leave()
     return 0
 
 

@@ -110,6 +110,9 @@ def no_user_configuration(tmp_path_factory, monkeypatch) -> None:
     for name in list(os.environ):
         if name.startswith("POOLPARTY_") and name not in config.NON_SETTING_VARIABLES:
             monkeypatch.delenv(name)
+    # Workers leave with their map, as the tests other than test_warm_workers.py assert
+    # (files and jobs left behind, jobs cancelled); those set idle_timeout themselves.
+    monkeypatch.setenv("POOLPARTY_IDLE_TIMEOUT", "0")
 
 
 def wait_for(condition: Callable[[], object], timeout: float, what: str,

@@ -33,7 +33,7 @@ from .version import __version__
 _LAZY = {
     "AsyncResult": "pool",
     "Executor": "executor",
-    "IMapIterator": "pool",
+    "IMapIterator": "imap",
     "Pool": "pool",
     "Scheduler": "scheduler",
     "State": "scheduler",

@@ -236,6 +236,12 @@ class MapRun:
     end_pool_workers: Callable[[], None] | None = None
     #: workers left running when the map succeeded: they wait in the lobby
     kept_warm: list[int] = field(init=False, default_factory=list)
+    #: stopped because nobody wants its results (a dropped imap): its jobs are
+    #: cancelled and its work_dir removed, but the pool's warm workers stay
+    abandoned: bool = field(init=False, default=False)
+    #: every task claimed at the last poll (none waits for a worker): the next segment
+    #: of an imap may start, its workers freed soon (poolparty.imap)
+    all_claimed: bool = field(init=False, default=False)
     chunks: dict[int, ChunkStatus] = field(init=False, default_factory=dict)
     workers: dict[int, WorkerStatus] = field(init=False, default_factory=dict)
     _last_query: float = field(init=False, default=0.0)
@@ -549,6 +555,8 @@ class MapRun:
         """Submit workers for the work waiting, up to the capacity, in one submission.
         The first submission of a map raises when refused or when the scheduler is
         away; later ones are tried again at the next poll."""
+        waiting = self._work_waiting()
+        self.all_claimed = waiting == 0
         if not self.submit_workers:
             if first:
                 self.log.warning(
@@ -557,7 +565,6 @@ class MapRun:
                     self.work_dir.path)
             return
         live = sum(1 for w in self.workers.values() if w.live)
-        waiting = self._work_waiting()
         warm = self._warm_workers() if waiting else 0
         wanted = min(self.capacity, live + warm + waiting) - live - warm
         if wanted <= 0 or self._barren_deadline is not None:
@@ -836,7 +843,8 @@ class MapRun:
                     self.workers[w].ran or self.workers[w].last_seen is State.RUNNING
                     or self.events.worker_started(w))]
                 live = [w for w in live if w not in self.kept_warm]
-            elif self.stop.is_set() and self.end_pool_workers is not None:
+            elif (self.stop.is_set() and self.end_pool_workers is not None
+                  and not self.abandoned):
                 self.end_pool_workers()  # Ctrl-C, terminate: the lobby's workers too
             if live:
                 self.scheduler.cancel(self.work_dir, live)

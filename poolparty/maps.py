@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -100,16 +101,23 @@ class Maps:
         #: workers left running by maps that succeeded (warm): their run's key in the
         #: lobby, their map's work_dir (which names their jobs), their numbers
         self._warm: list[tuple[str, WorkDir, list[int]]] = []
+        #: the group of each prepared map that is part of one call (imap's segments)
+        self._groups: dict[MapRun, object] = {}
 
     # ------------------------------------------------------------------ preparing
-    def prepare(self, func: Callable, tasks: Iterable, chunksize: int | None = None,
-                star: bool = False) -> PreparedMap | None:
-        """Check everything, pickle, write the work_dir: nothing is submitted yet.
-        ``star``: each task is a tuple of arguments. None for no tasks (nothing to
-        do, nothing written)."""
+    def check_map_arguments(self, func: Callable, chunksize: int | None) -> int | None:
+        """The checks made before anything is read or written; the chunksize checked."""
         if not callable(func):
             raise TypeError(f"{func!r} is not callable")
-        chunksize = chunking.check_chunksize(chunksize)
+        return chunking.check_chunksize(chunksize)
+
+    def prepare(self, func: Callable, tasks: Iterable, chunksize: int | None = None,
+                star: bool = False, group: object = None) -> PreparedMap | None:
+        """Check everything, pickle, write the work_dir: nothing is submitted yet.
+        ``star``: each task is a tuple of arguments. None for no tasks (nothing to
+        do, nothing written). ``group``: the maps that are parts of one call (imap's
+        segments): each counts the workers serving the others as its own."""
+        chunksize = self.check_map_arguments(func, chunksize)
         tasks = list(tasks)
         if not tasks:
             return None
@@ -135,7 +143,7 @@ class Maps:
         run_key = f"{work_dir.map_id}.{os.urandom(4).hex()}"
         waiting = None if lobby is None else (lobby.path, self.settings.idle_timeout, run_key)
         work_dir.write_job_script(self.settings.python_path, self.settings.core_dumps, waiting)
-        return self._prepared(work_dir, len(tasks), block, run_key)
+        return self._prepared(work_dir, len(tasks), block, run_key, group)
 
     def prepare_calls(self, calls: Iterable[tuple[Callable, tuple, dict]],
                       chunksize: int | None = None) -> PreparedMap | None:
@@ -145,7 +153,7 @@ class Maps:
         return self.prepare(apply_call, checked, chunksize, star=True)
 
     def _prepared(self, work_dir: WorkDir, num_tasks: int, block: int,
-                  run_key: str = "") -> PreparedMap:
+                  run_key: str = "", group: object = None) -> PreparedMap:
         map_log = map_logger(work_dir.path / "client.log.jsonl", work_dir.map_id)
         run = MapRun(self.settings.scheduler, work_dir, num_tasks,
                      self.settings.polling_interval, self.settings.max_num_resubmissions,
@@ -153,24 +161,38 @@ class Maps:
                      relay_output=self.settings.relay_output,
                      submit_workers=self.settings.submit_workers,
                      settle_workers=self.settings.keep_work_dir,
-                     lobby=self._lobby, lobby_key=run_key, running_maps=self._running_ids,
+                     lobby=self._lobby, lobby_key=run_key,
+                     running_maps=partial(self._running_ids, group),
                      end_pool_workers=self._end_warm_workers)
+        if group is not None:
+            with self._lock:
+                self._groups[run] = group
         return PreparedMap(work_dir, num_tasks, run, map_log)
 
     # ------------------------------------------------------------------ warm workers
     def _lobby_of_pool(self) -> Lobby | None:
         """The pool's lobby, made with its first map; None without warm workers (an
         idle_timeout of 0, or workers started by hand)."""
-        if self.settings.idle_timeout <= 0 or not self.settings.submit_workers:
+        if not self.keeps_workers_warm():
             return None
         with self._lock:
             if self._lobby is None:
                 self._lobby = Lobby(resolve_root(self.settings.work_root))
             return self._lobby
 
-    def _running_ids(self) -> set[str]:
+    def keeps_workers_warm(self) -> bool:
+        """Whether workers wait in the pool's lobby for its next map."""
+        return self.settings.idle_timeout > 0 and self.settings.submit_workers
+
+    def stopped(self) -> bool:
+        """stop_all was called: every map from now on stops at once."""
+        return self._stopped
+
+    def _running_ids(self, group: object = None) -> set[str]:
+        """The lobby keys of the maps running, but those of ``group`` (if any)."""
         with self._lock:
-            return {run.lobby_key for run in self._running}
+            return {run.lobby_key for run in self._running
+                    if group is None or self._groups.get(run) is not group}
 
     def _end_warm_workers(self, close: bool = False) -> None:
         """Cancel the workers that wait in the lobby (or serve a map of the pool);
@@ -217,7 +239,6 @@ class Maps:
             idle = not self._running
         if idle:
             self._end_warm_workers(close=True)
-
 
     def _workers(self, num_tasks: int, block: int) -> int:
         """How many workers a map gets at most: the capacity, or one per block."""
@@ -312,6 +333,7 @@ class Maps:
         stopped before; then nothing is worth keeping)."""
         with self._lock:
             self._running.discard(prepared.run)
+            self._groups.pop(prepared.run, None)
             if prepared.run.kept_warm:
                 self._warm.append((prepared.run.lobby_key, prepared.work_dir,
                                    prepared.run.kept_warm))
@@ -323,7 +345,7 @@ class Maps:
         if bar is not None:
             bar.close()
         discard = ((not self.settings.keep_work_dir) if succeeded
-                   else prepared.run.submitted_nothing())
+                   else prepared.run.abandoned or prepared.run.submitted_nothing())
         if not succeeded and not discard:
             prepared.log.error("a task raised, or the map failed or was interrupted; "
                                "work_dir kept: %s", prepared.work_dir.path)

@@ -11,20 +11,20 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 import warnings
 import weakref
 from collections.abc import Iterable, Sequence
-from functools import partial
 from typing import Any, Callable
 
 from . import config
 from .backends import detect_backend, make_scheduler
-from .engine import MapRun, raise_task_error
+from .engine import MapRun
 from .errors import InvalidInputError
+from .imap import IMapIterator, start_imap
 from .log import configure_verbose
-from .maps import MapPreview, Maps, MapSettings, PreparedMap, stop_and_wait
+from .maps import MapPreview, Maps, MapSettings, PreparedMap
 from .scheduler import Scheduler
+from .waiting import CANCEL_WAIT_SECONDS, cancelled_on_interrupt, wait_in_slices
 from .work_dir import resolve_root
 
 log = logging.getLogger("poolparty")
@@ -232,19 +232,19 @@ class Pool:
     def imap(self, func: Callable, iterable: Iterable,
              chunksize: int | None = None) -> IMapIterator:
         """Results in input order, each as soon as it and those before it arrived. A
-        task that raised raises at its position; iteration can go on after it."""
+        task that raised raises at its position; iteration can go on after it.
+
+        A list or other sized input is one map; any other iterable (a generator) is read
+        as the workers need it, a bounded distance ahead (poolparty.imap): an endless
+        one works, and an exception it raises comes out of next() at its position."""
         self._check_running()
-        iterator = IMapIterator(self.maps, self.maps.prepare(func, iterable, chunksize), True)
-        self._in_background(iterator._run)
-        return iterator
+        return start_imap(self.maps, func, iterable, chunksize, True, self._in_background)
 
     def imap_unordered(self, func: Callable, iterable: Iterable,
                        chunksize: int | None = None) -> IMapIterator:
-        """Results in the order they arrive, chunk by chunk."""
+        """Results in the order they arrive, chunk by chunk; the input read as imap's."""
         self._check_running()
-        iterator = IMapIterator(self.maps, self.maps.prepare(func, iterable, chunksize), False)
-        self._in_background(iterator._run)
-        return iterator
+        return start_imap(self.maps, func, iterable, chunksize, False, self._in_background)
 
     # ------------------------------------------------------------------ life cycle
     def close(self) -> None:
@@ -375,46 +375,6 @@ def _cancel_maps_at_exit() -> None:
         pool._cancel_maps(CANCEL_WAIT_SECONDS)
 
 
-#: how long a caller interrupted while waiting (Ctrl-C) waits for its maps to have
-#: cancelled their jobs before it raises: the background threads that cancel them are
-#: daemons, which die with the interpreter
-CANCEL_WAIT_SECONDS = 10.0
-#: longest single wait on a lock or event: a caller blocked in one does not see an
-#: interrupt that is not a real signal (``_thread.interrupt_main``) until it wakes
-WAIT_SLICE_SECONDS = 0.25
-
-
-class cancelled_on_interrupt:
-    """Every wait for results goes through this: Ctrl-C (KeyboardInterrupt, or another
-    BaseException such as SystemExit from a signal handler) while waiting stops the maps
-    waited on and waits, a few seconds at most, until their jobs are cancelled, then
-    raises on. Without it the maps' background threads would die with the interpreter
-    and leave the jobs running (and local workers would keep the process alive)."""
-
-    def __init__(self, runs: Callable[[], Iterable[MapRun]]) -> None:
-        self._runs = runs
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type[BaseException] | None, *_: object) -> bool:
-        if kind is not None and not issubclass(kind, Exception):
-            stop_and_wait(self._runs(), CANCEL_WAIT_SECONDS)
-        return False
-
-
-def wait_in_slices(wait: Callable[[float], bool], timeout: float | None) -> bool:
-    """``wait(seconds)`` again and again, at most WAIT_SLICE_SECONDS each, until it
-    returns True (True) or ``timeout`` has passed (False)."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        left = WAIT_SLICE_SECONDS if deadline is None else deadline - time.monotonic()
-        if wait(max(0.0, min(left, WAIT_SLICE_SECONDS))):
-            return True
-        if deadline is not None and time.monotonic() >= deadline:
-            return False
-
-
 class ResultHandle:
     """A value or an exception that arrives later: multiprocessing's AsyncResult
     surface (ready, successful, wait, get with a timeout)."""
@@ -492,70 +452,3 @@ class AsyncResult(ResultHandle):
 
     def _runs(self) -> list[MapRun]:
         return [self._prepared.run] if self._prepared is not None else []
-
-
-class IMapIterator:
-    """What imap and imap_unordered return: results as they arrive."""
-
-    def __init__(self, maps: Maps, prepared: PreparedMap | None, ordered: bool) -> None:
-        self._maps = maps
-        self._prepared = prepared
-        self._ordered = ordered
-        self._condition = threading.Condition()
-        self._arrived: dict[int, tuple] = {}  # task index -> outcome
-        self._arrival_order: list[int] = []
-        self._position = 0
-        self._length = prepared.num_tasks if prepared else 0
-        self._failure: BaseException | None = None
-
-    def _run(self) -> None:
-        if self._prepared is None:
-            return
-        try:
-            for tasks, outcomes in self._maps.chunk_outcomes(self._prepared):
-                with self._condition:
-                    for index, outcome in zip(tasks, outcomes):
-                        self._arrived[index] = outcome
-                        self._arrival_order.append(index)
-                    self._condition.notify_all()
-        except BaseException as error:  # noqa: BLE001 - raised to the iterating caller
-            with self._condition:
-                self._failure = error
-                self._condition.notify_all()
-
-    def __iter__(self) -> IMapIterator:
-        return self
-
-    def next(self, timeout: float | None = None) -> Any:
-        """The next result; Ctrl-C while waiting cancels the map's jobs."""
-        with cancelled_on_interrupt(self._runs), self._condition:
-            if self._position >= self._length:
-                raise StopIteration
-            if not wait_in_slices(partial(self._condition.wait_for, self._has_next), timeout):
-                raise multiprocessing.TimeoutError
-            if self._ordered:
-                index = self._position
-            elif self._position < len(self._arrival_order):
-                index = self._arrival_order[self._position]
-            else:
-                index = -1  # woken by a failure, nothing more arrived: raise it
-            if index not in self._arrived and self._failure is not None:
-                failure, self._length = self._failure, self._position
-                raise failure
-            outcome = self._arrived.pop(index)
-            self._position += 1
-        if outcome[0]:
-            return outcome[1]
-        raise_task_error(outcome, index, self._prepared.work_dir if self._prepared else None)
-
-    __next__ = next
-
-    def _runs(self) -> list[MapRun]:
-        return [self._prepared.run] if self._prepared is not None else []
-
-    def _has_next(self) -> bool:
-        if self._failure is not None:
-            return True
-        if self._ordered:
-            return self._position in self._arrived
-        return self._position < len(self._arrival_order)

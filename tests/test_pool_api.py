@@ -7,12 +7,15 @@ the life cycle (close/join/terminate, the with block) and initializers.
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import time
 
 import pytest
 from conftest import make_backend
 from task_functions import TaskFailed, fail_on_three, square
+
+import poolparty.imap
 
 INIT_VALUE = None
 
@@ -46,9 +49,9 @@ def tasks_that_break():
 def make_pool(request, work_root, tmp_path):
     """A factory of pools: multiprocessing's, or poolparty's on one backend."""
     if request.param == "multiprocessing":
-        def make(processes=2, **kwargs):
+        def make_mp(processes=2, **kwargs):
             return multiprocessing.Pool(processes, **kwargs)
-        yield make
+        yield make_mp
         return
     backend = make_backend(request.param, work_root, tmp_path)
 
@@ -128,6 +131,56 @@ def test_imap_next_with_a_timeout(make_pool):
 def test_an_exception_raised_by_the_iterable_itself_reaches_the_caller(make_pool):
     with make_pool() as pool, pytest.raises(OSError, match="vanished"):
         pool.map(square, tasks_that_break())
+
+
+@pytest.mark.parametrize("ordered", [True, False], ids=["imap", "imap_unordered"])
+def test_an_input_that_raises_mid_way_raises_from_next_after_the_results_before_it(
+        make_pool, ordered):
+    """As multiprocessing: imap() itself returns; the input's exception comes out of
+    next() (for imap at its position, after every result before it), once, and the
+    iteration ends after the results read before it."""
+    with make_pool() as pool:
+        call = pool.imap if ordered else pool.imap_unordered
+        iterator = call(square, tasks_that_break())
+        seen, errors = [], []
+        while True:
+            try:
+                seen.append(next(iterator))
+            except StopIteration:
+                break
+            except OSError as error:
+                errors.append(str(error))
+                if ordered:
+                    assert seen == [1, 4]
+        assert sorted(seen) == [1, 4] and errors == ["the input file vanished"]
+
+
+def test_imap_of_an_endless_input_yields_in_order(make_pool):
+    if make_pool.__name__ == "make_mp":
+        pytest.skip("multiprocessing reads an endless input without bound")
+    with make_pool() as pool:
+        taken = list(itertools.islice(pool.imap(square, itertools.count()), 300))
+        assert taken == [x * x for x in range(300)]
+        assert sorted(itertools.islice(pool.imap_unordered(square, itertools.count()), 5)
+                      ) == [x * x for x in range(5)]
+
+
+def test_imap_reads_its_input_a_bounded_distance_ahead(make_pool):
+    """After ten results of a long input, at most one and a half of the largest segment
+    was read beyond them (multiprocessing reads it all)."""
+    if make_pool.__name__ == "make_mp":
+        pytest.skip("multiprocessing reads the whole input ahead")
+    read = []
+
+    def counted():
+        for x in range(100_000):
+            read.append(x)
+            yield x
+
+    with make_pool() as pool:
+        iterator = pool.imap(square, counted())
+        assert [next(iterator) for _ in range(10)] == [x * x for x in range(10)]
+        assert len(read) <= 10 + 1.5 * poolparty.imap.LARGEST_SEGMENT
 
 
 def test_a_closed_pool_refuses_work_and_join_needs_close_first(make_pool):

@@ -239,9 +239,11 @@ class MapRun:
     #: stopped because nobody wants its results (a dropped imap): its jobs are
     #: cancelled and its work_dir removed, but the pool's warm workers stay
     abandoned: bool = field(init=False, default=False)
-    #: every task claimed at the last poll (none waits for a worker): the next segment
-    #: of an imap may start, its workers freed soon (poolparty.imap)
+    #: every task claimed (none waits for a worker): the next segment of an imap may
+    #: start, this one's workers are soon free (poolparty.imap)
     all_claimed: bool = field(init=False, default=False)
+    #: look for all_claimed at every look for results, not only at each poll
+    watch_claims: bool = False
     chunks: dict[int, ChunkStatus] = field(init=False, default_factory=dict)
     workers: dict[int, WorkerStatus] = field(init=False, default_factory=dict)
     _last_query: float = field(init=False, default=0.0)
@@ -320,6 +322,8 @@ class MapRun:
                 self._check_stop()
                 arrived = self._gather()
                 yield from arrived
+                if self.watch_claims and not self.all_claimed:
+                    self.all_claimed = self.board.all_covered()
                 if time.monotonic() - self._last_query >= self._poll_interval():
                     yield from self._poll()
                 nap = MIN_NAP if arrived else min(nap * 1.5, MAX_NAP, self.polling_interval)

@@ -163,7 +163,8 @@ class Maps:
                      settle_workers=self.settings.keep_work_dir,
                      lobby=self._lobby, lobby_key=run_key,
                      running_maps=partial(self._running_ids, group),
-                     end_pool_workers=self._end_warm_workers)
+                     end_pool_workers=self._end_warm_workers,
+                     watch_claims=group is not None)
         if group is not None:
             with self._lock:
                 self._groups[run] = group

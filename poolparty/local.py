@@ -167,9 +167,31 @@ def _kill_group(process: subprocess.Popen) -> None:
         return
     deadline = time.monotonic() + KILL_WAIT_SECONDS
     while time.monotonic() < deadline:
-        if process.poll() is not None:  # reap the shell: a zombie still counts as in the group
-            try:
-                os.killpg(process.pid, 0)
-            except ProcessLookupError:
-                return
+        if process.poll() is not None and not _group_alive(process.pid):  # shell reaped
+            return
         time.sleep(0.01)
+
+
+def _group_alive(group: int) -> bool:
+    """Whether a process of the group is still alive. A killed worker orphaned by its
+    shell stays a zombie until init reaps it, which some containers' init does only
+    every two seconds: a zombie has ended, and does not count."""
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return True  # no /proc here: trust kill()
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if fields[0] != "Z" and int(fields[2]) == group:  # state, ..., process group
+            return True
+    return False

@@ -85,6 +85,11 @@ LATE_RESULT_SECONDS = 60.0
 #: to the others once its heartbeat (the claim file's mtime, set every 10 s by such a
 #: worker) is this old: six missed beats, and room for clocks that differ
 HEARTBEAT_TIMEOUT_SECONDS = 60.0
+#: a map that starts with warm workers of its pool waits this long before it asks the
+#: scheduler for more: a small map is done by then, and submitting workers only to
+#: cancel them at its end costs each round an sbatch and an scancel (and, on a busy
+#: cluster, a place in the queue)
+WARM_GRACE_SECONDS = 1.0
 #: Outcomes of a map's tasks, as the engine hands them out: the tasks' positions, then
 #: one outcome per task (see poolparty.worker)
 Arrival = tuple[range, list]
@@ -268,6 +273,8 @@ class MapRun:
         self._logs_gathered: set[int] = set()
         #: workers of the pool's lobby were counted on (they may have claimed)
         self._had_guests = False
+        #: no submission before this (monotonic): warm workers had the first go
+        self._submit_after = 0.0
         self.events = ClientEvents(self.work_dir)  # what poolparty status reads
 
     # ------------------------------------------------------------------ progress
@@ -324,6 +331,9 @@ class MapRun:
                 yield from arrived
                 if self.watch_claims and not self.all_claimed:
                     self.all_claimed = self.board.all_covered()
+                if self._submit_after and time.monotonic() >= self._submit_after:
+                    self._submit_after = 0.0  # the warm workers had their go
+                    self._top_up()
                 if time.monotonic() - self._last_query >= self._poll_interval():
                     yield from self._poll()
                 nap = MIN_NAP if arrived else min(nap * 1.5, MAX_NAP, self.polling_interval)
@@ -572,6 +582,10 @@ class MapRun:
         warm = self._warm_workers() if waiting else 0
         wanted = min(self.capacity, live + warm + waiting) - live - warm
         if wanted <= 0 or self._barren_deadline is not None:
+            return
+        if first and warm:
+            self._submit_after = time.monotonic() + WARM_GRACE_SECONDS
+        if time.monotonic() < self._submit_after:
             return
         start = max([*self.workers, *self.work_dir.recorded_chunks(), -1]) + 1
         worker_ids = list(range(start, start + wanted))

@@ -23,6 +23,7 @@ import pytest
 from conftest import REAL_QUEUES, wait_for
 
 import poolparty
+import poolparty.engine
 
 IDLE = 60.0
 #: far less than IDLE: workers gone this soon were ended by the pool
@@ -89,6 +90,23 @@ def test_later_maps_and_calls_run_on_the_first_maps_workers_without_a_submission
              "the warm workers to end")
     assert lobbies(work_root) == []
     assert list(work_root.iterdir()) == []  # nothing left behind
+
+
+def test_fewer_warm_workers_than_wanted_take_a_small_map_alone_and_a_long_one_gets_more(
+        backend, work_root, monkeypatch):
+    """Two warm workers, a pool of four: a map they finish within the grace submits
+    nothing (no sbatch now and scancel at its end each round); one that still has work
+    after the grace asks for the other two."""
+    monkeypatch.setattr(poolparty.engine, "WARM_GRACE_SECONDS", 20.0)
+    with backend.make_pool(processes=4, idle_timeout=IDLE) as pool:
+        submissions = Submissions(pool)
+        assert pool.map(slow_square, range(2), chunksize=1) == [0, 1]
+        assert submissions == [2]
+        assert pool.map(say, range(40)) == list(range(40))
+        assert submissions == [2], "a small map submitted workers while warm ones took it"
+        monkeypatch.setattr(poolparty.engine, "WARM_GRACE_SECONDS", 0.5)
+        assert pool.map(slow_square, range(120), chunksize=1) == [x * x for x in range(120)]
+        assert submissions == [2, 2]
 
 
 def test_leaving_with_ends_the_warm_workers_at_once(backend, work_root):

@@ -26,6 +26,7 @@ from __future__ import annotations
 import multiprocessing
 import threading
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sized
 from functools import partial
 from typing import Any
@@ -45,10 +46,11 @@ class Feed:
     """What the threads that read the input and run the segments share with the
     iterator: outcomes by task position, how far the caller has come, how it ends."""
 
-    def __init__(self) -> None:
+    def __init__(self, ordered: bool) -> None:
         self.condition = threading.Condition()
         self.arrived: dict[int, tuple[Any, WorkDir]] = {}  # position -> (outcome, work_dir)
-        self.arrival_order: list[int] = []
+        #: imap_unordered: the positions arrived and not yet handed out, in arrival order
+        self.arrival_order: deque[int] | None = None if ordered else deque()
         self.position = 0  # results handed to the caller
         self.length: int | None = None  # known once the input is read to its end
         self.input_error: tuple[int, BaseException] | None = None
@@ -65,7 +67,8 @@ class Feed:
                 self.length = length
             else:
                 self.input_error = (length, error)
-                self.arrival_order.append(length)
+                if self.arrival_order is not None:
+                    self.arrival_order.append(length)
                 self.length = length + 1
             self.condition.notify_all()
 
@@ -116,7 +119,8 @@ class Feed:
                 with self.condition:
                     for index, outcome in zip(tasks, outcomes):
                         self.arrived[offset + index] = (outcome, prepared.work_dir)
-                        self.arrival_order.append(offset + index)
+                        if self.arrival_order is not None:
+                            self.arrival_order.append(offset + index)
                     self.condition.notify_all()
         except BaseException as error:  # noqa: BLE001 - raised to the iterating caller
             self.fail(error)
@@ -187,7 +191,7 @@ def start_imap(maps: Maps, func: Callable, iterable: Iterable, chunksize: int | 
                ) -> IMapIterator:
     """imap's work: a sized input is prepared here (a task that can't be pickled raises
     from imap() itself, as map's); any other is read by a thread of its own."""
-    feed = Feed()
+    feed = Feed(ordered)
     if isinstance(iterable, Sized):
         prepared = maps.prepare(func, iterable, chunksize)
         feed.end(0 if prepared is None else prepared.num_tasks)
@@ -222,7 +226,7 @@ class IMapIterator:
                 raise multiprocessing.TimeoutError
             if feed.length is not None and feed.position >= feed.length:
                 raise StopIteration
-            index = self._next_index()
+            index = self._take_next_index()
             if feed.input_error is not None and index == feed.input_error[0]:
                 feed.position += 1
                 raise feed.input_error[1]
@@ -237,12 +241,14 @@ class IMapIterator:
 
     __next__ = next
 
-    def _next_index(self) -> int:
+    def _take_next_index(self) -> int:
+        """The position whose result next() hands out (imap_unordered: taken off the
+        arrival queue)."""
         feed = self._feed
         if self._ordered:
             return feed.position
-        if feed.position < len(feed.arrival_order):
-            return feed.arrival_order[feed.position]
+        if feed.arrival_order:
+            return feed.arrival_order.popleft()
         return -1
 
     def _has_next(self) -> bool:
@@ -253,4 +259,4 @@ class IMapIterator:
         if self._ordered:
             return feed.position in feed.arrived or (
                 feed.input_error is not None and feed.input_error[0] == feed.position)
-        return feed.position < len(feed.arrival_order)
+        return bool(feed.arrival_order)

@@ -79,13 +79,13 @@ def crash_in_log(log: bytes) -> Crash | None:
     return Crash(task, status=int(number))
 
 
-def crash_of(work_dir: WorkDir, chunk_id: int) -> Crash | None:
-    """The crash recorded in the log of the chunk's newest job, if any."""
+def newest_log(work_dir: WorkDir, chunk_id: int) -> bytes:
+    """The log of the chunk's newest job, or b"" (none yet, or not readable)."""
     refs = work_dir.jobs_of_chunk(chunk_id)
     if not refs:
-        return None
+        return b""
     try:
-        log = (work_dir.logs_dir / refs[-1].log_name).read_bytes()
+        return (work_dir.logs_dir / refs[-1].log_name).read_bytes()
     except OSError:
-        return None
-    return crash_in_log(log)
+        return b""
+

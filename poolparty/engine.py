@@ -48,7 +48,8 @@ from dataclasses import dataclass, field
 
 from .claims import ClaimBoard
 from .code_identity import installed_versions
-from .crashes import Crash, crash_of
+from .crashes import Crash, crash_in_log, newest_log
+from .endings import MAX_FREE_REOPENINGS, Ending, describe, ending_in_log
 from .errors import (
     ChunksLostError,
     PoolTerminated,
@@ -111,6 +112,8 @@ class WorkerStatus:
     running_since: float | None = None
     #: how it ended, for the error the user sees; None while it may still be queued
     ending: str | None = None
+    #: the class of that ending, where something told it (poolparty.endings)
+    ending_class: Ending | None = None
     #: pending again after the scheduler showed it running (requeued): it will start
     #: again as a fresh worker, so its claims were reopened
     requeued: bool = False
@@ -175,6 +178,8 @@ class ChunkStatus:
     last_worker: int | None = None
     last_log: str = ""
     done: bool = False
+    #: attempts lost to preemptions and failed nodes: not counted against the limit
+    free_reopenings: int = 0
 
     @property
     def held(self) -> bool:
@@ -183,13 +188,17 @@ class ChunkStatus:
 
     def out_of_attempts(self, max_num_resubmissions: int) -> bool:
         """Attempted as often as the limit allows: another loss fails the map."""
-        return self.attempt >= max_num_resubmissions
+        return (self.attempt - self.free_reopenings >= max_num_resubmissions
+                or self.free_reopenings > MAX_FREE_REOPENINGS)
 
-    def lost(self, ending: str, log_tail: str = "") -> None:
-        """Its worker ended without its result."""
+    def lost(self, ending: str, log_tail: str = "", ending_class: Ending | None = None) -> None:
+        """Its worker ended without its result; a preemption or a node lost does not
+        count against the resubmission limit (bounded apart, MAX_FREE_REOPENINGS)."""
         self.endings.append(ending)
         self.last_worker, self.last_log = self.worker, log_tail
         self.worker = None
+        if ending_class is not None and not ending_class.counts_against_the_limit:
+            self.free_reopenings += 1
 
     def crashed(self, crash: Crash, log_tail: str = "") -> bool:
         """A task ended its worker's process. True when the same task did so before:
@@ -651,13 +660,21 @@ class MapRun:
                 worker.ending = "the scheduler put its job in an error state"
                 in_error.append(worker_id)
             elif state is None:
-                crash = crash_of(self.work_dir, worker_id)
+                log = newest_log(self.work_dir, worker_id)
+                crash = crash_in_log(log)
+                told = ending_in_log(log, self.events.worker_started(worker_id))
                 if crash is not None:  # a positive signal: no need to wait for more polls
                     worker.ending = crash.ending
+                    if told is Ending.OUT_OF_MEMORY:
+                        worker.ending = describe(told, crash.ending)
+                    worker.ending_class = told or Ending.CRASHED
                     crashes[worker_id] = crash
                     ended.append(worker_id)
+                elif told is not None:  # the scheduler's own words: positive too
+                    worker.ending, worker.ending_class = describe(told), told
+                    ended.append(worker_id)
                 elif worker.missed():
-                    worker.ending = worker.left_queue()
+                    worker.ending, worker.ending_class = worker.left_queue(), Ending.LOST
                     ended.append(worker_id)
             elif worker.seen(state, now) or state is State.PENDING:
                 # A pending job holding a claim ran before: it was requeued, perhaps
@@ -740,19 +757,20 @@ class MapRun:
                 if again or chunk.out_of_attempts(self.max_num_resubmissions):
                     self._raise_crash(number, crash, again, worker_id)
             else:
-                chunk.lost(ending, tail)
+                chunk.lost(ending, tail, self.workers[worker_id].ending_class)
             self._reopen(number, ending)
 
     def _worker_requeued(self, worker_id: int, claims: set[int]) -> None:
         """Reopen the worker's ``claims`` (those read before the scheduler showed its job
         requeued): it was killed, and its job starts again only later (SLURM: ~2
         minutes), as a fresh worker that claims anew; the others must not wait for that."""
-        ending = "its job was requeued by the scheduler (killed, to start again later)"
+        ending = describe(Ending.PREEMPTED, "shown pending again after running: killed, "
+                                            "to start again later")
         held = [n for n in sorted(claims)
                 if self.chunks[n].held and self.chunks[n].worker == worker_id]
         tail = self.work_dir.log_tail(worker_id) if held else ""
         for number in held:
-            self.chunks[number].lost(ending, tail)
+            self.chunks[number].lost(ending, tail, Ending.PREEMPTED)
             self._reopen(number, ending)
 
     def _finished_cleanly(self, worker_id: int) -> bool:

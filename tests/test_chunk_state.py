@@ -5,6 +5,7 @@ and decides what to do."""
 from __future__ import annotations
 
 from poolparty.crashes import Crash
+from poolparty.endings import MAX_FREE_REOPENINGS, Ending
 from poolparty.engine import (
     MISSING_POLLS_BEFORE_LOST,
     RECHECK_SECONDS,
@@ -138,3 +139,22 @@ def test_a_worker_that_claimed_work_between_two_polls_is_looked_for_again_within
     claimed.missed()
     assert poll_interval_with(claimed) == RECHECK_SECONDS
     assert "while running" in claimed.left_queue()
+
+
+def test_claims_lost_to_preemption_or_a_failed_node_do_not_count_against_the_limit():
+    """max_num_resubmissions=1: a claim preempted three times still has its retry (the
+    preemptions say nothing about the chunk); a time limit counts; so many preemptions
+    that the node must be flapping end it too."""
+    claim = held_claim()
+    for _ in range(3):
+        claim.lost("preempted", ending_class=Ending.PREEMPTED)
+        claim.reopened()
+        assert not claim.out_of_attempts(1)
+    claim.lost("time limit", ending_class=Ending.TIME_LIMIT)
+    claim.reopened()
+    assert claim.out_of_attempts(1)
+    flapping = held_claim()
+    for _ in range(MAX_FREE_REOPENINGS + 1):
+        flapping.lost("node failed", ending_class=Ending.NODE_FAILURE)
+        flapping.reopened()
+    assert flapping.out_of_attempts(100)

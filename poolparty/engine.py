@@ -809,11 +809,16 @@ class MapRun:
         """Fail the map when (1 + max_num_resubmissions) rounds of workers died before
         claiming anything since the last result: they will not get any further. First
         LATE_RESULT_SECONDS pass with nothing submitted: their claims and results may
-        still be on their way (NFS); one that comes lets the map go on."""
+        still be on their way (NFS); one that comes lets the map go on. A worker whose
+        node said it can't run it (no python there, poolparty missing) fails the map at
+        once: every worker would end so until the environment is fixed."""
         limit = (1 + self.max_num_resubmissions) * max(1, min(self.capacity, self.num_tasks))
-        if len(self._barren) < limit or not self._work_waiting():
+        broken = any(self.workers[w].ending_class is Ending.ENVIRONMENT for w in self._barren)
+        if (len(self._barren) < limit and not broken) or not self._work_waiting():
             return
         now = time.monotonic()
+        if broken:
+            self._barren_deadline = now
         if self._barren_deadline is None:
             self._barren_deadline = now + self._grace
             if self._grace > 0:

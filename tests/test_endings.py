@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import os
 import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,26 @@ def test_chunks_lost_error_names_the_time_limit(backend, tmp_path):
             pytest.raises(ChunksLostError) as raised:
         pool.map(task, [3])
     assert str(raised.value).count("its job reached its time limit") == 2, str(raised.value)
+
+
+def test_a_node_without_poolparty_fails_the_map_at_once_with_its_message(dummy, tmp_path):
+    """No round of resubmissions when the node's python can't import poolparty: the
+    error says so, with the node's own words, after the first workers."""
+    python = tmp_path / "python-without-poolparty"
+    python.write_text(  # the client's host has poolparty, the nodes' python has not
+        "#!/bin/sh\n"
+        "case \"$2\" in poolparty.worker) echo \"$0: No module named poolparty\" >&2; "
+        "exit 1;; esac\n"
+        f"exec {sys.executable} \"$@\"\n")
+    python.chmod(0o755)
+    pool = dummy.make_pool(python_path=str(python), max_num_resubmissions=3, processes=2)
+    submitted = []
+    submit = pool.scheduler.submit
+    pool.scheduler.submit = lambda work_dir, ids: (submitted.append(len(ids)),
+                                                   submit(work_dir, ids))[1]
+    with pool, pytest.raises(ChunksLostError) as raised:
+        pool.map(abs, range(4))
+    message = str(raised.value)
+    assert "the node could not start the worker" in message
+    assert "No module named poolparty" in message
+    assert len(submitted) == 1, submitted

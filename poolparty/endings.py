@@ -10,7 +10,8 @@ environment), and the user must be told which. The sources, most trusted first:
 2. what the scheduler showed (a job pending again after running was requeued);
 3. what the scheduler wrote into the job's log: slurmstepd writes
    ``*** JOB 12 ON node CANCELLED AT 2026-12-06T20:00:00 DUE TO TIME LIMIT ***`` (or
-   ``DUE TO PREEMPTION``, ``DUE TO NODE FAILURE``, nothing for a plain scancel), and
+   ``DUE TO PREEMPTION``, ``DUE TO JOB REQUEUE``, ``DUE TO NODE FAILURE``, nothing for
+   a plain scancel), and
    ``Exceeded job memory limit`` or ``oom_kill event`` for memory; the shell writes
    ``No module named`` or ``not found`` when the node's python is not the client's.
 
@@ -53,6 +54,7 @@ _SLURM_CANCELLED = re.compile(
 _SLURM_REASONS = {
     b"TIME LIMIT": Ending.TIME_LIMIT,
     b"PREEMPTION": Ending.PREEMPTED,
+    b"JOB REQUEUE": Ending.PREEMPTED,  # scontrol requeue (captured on the test SLURM)
     b"NODE FAILURE": Ending.NODE_FAILURE,
 }
 _OUT_OF_MEMORY = re.compile(

@@ -158,7 +158,7 @@ def test_an_input_that_raises_mid_way_raises_from_next_after_the_results_before_
 def test_imap_of_an_endless_input_yields_in_order(make_pool):
     if make_pool.__name__ == "make_mp":
         pytest.skip("multiprocessing reads an endless input without bound")
-    with make_pool() as pool:
+    with make_pool(idle_timeout=10) as pool:  # the segments run on the same workers
         taken = list(itertools.islice(pool.imap(square, itertools.count()), 300))
         assert taken == [x * x for x in range(300)]
         assert sorted(itertools.islice(pool.imap_unordered(square, itertools.count()), 5)

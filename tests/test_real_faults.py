@@ -430,8 +430,10 @@ def test_slurm_requeued_worker_loses_its_claim_at_once_and_job_over_its_time_lim
         assert len(runs[number]) == 2 and reopened_claims(map_dir)[number] == 1
         assert job_of_claim(runs[number][1]) != job_of_claim(runs[number][0])
     assert "requeued" in " ".join(reopen_reasons(map_dir)[claim_of_task(map_dir, requeued)])
+    # told by slurmstepd's line in the job's log (poolparty.endings)
+    assert "time limit" in " ".join(reopen_reasons(map_dir)[claim_of_task(map_dir, overrun)])
     log_text = client_log(map_dir)
-    assert "in an error state" in log_text or "left the queue without a result" in log_text
+    assert "its job reached its time limit" in log_text
     wait_for(lambda: not this_maps_jobs(squeue_jobs, map_dir), 10,
              f"the requeued element {element} to be cancelled")
 

@@ -51,6 +51,17 @@ class MapFiles:
     def metadata(self) -> dict[str, Any]:
         return json.loads((self.path / "map.json").read_text())
 
+    def incarnation(self) -> tuple[int, int] | None:
+        """Which making of the map's directory this is: map.json's inode and time of
+        writing (None: gone). A map that succeeded is removed, and the same map called
+        again makes a directory of the same name; a worker of the first, cancelled but
+        not yet dead, must not walk into the second by its path."""
+        try:
+            info = os.stat(self.path / "map.json")
+        except OSError:
+            return None
+        return info.st_ino, info.st_mtime_ns
+
     def read_function(self) -> bytes:
         """The pickled function, after checking nobody else could have written it."""
         return self._read_private(self.path / "function.pkl")

@@ -269,6 +269,9 @@ class Maps:
     def _metadata(self, num_tasks: int, block: int, claim_unit: int | None) -> dict:
         return {
             "num_tasks": num_tasks,
+            # which making of this directory: a job submitted for an earlier one that
+            # starts only now (its map ended, the same map was called again) leaves
+            "incarnation": os.urandom(8).hex(),
             # what the workers need to size their claims (poolparty.worker.Pace)
             "block": block,
             "claim_unit": claim_unit,

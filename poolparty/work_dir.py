@@ -391,6 +391,7 @@ class WorkDir(MapFiles):
             f"# poolparty map {self.map_id}: runs chunks of tasks; arguments say which.\n"
             + ("" if core_dumps else "ulimit -c 0 2>/dev/null\n")
             + f"{shlex.quote(python_path)} -m poolparty.worker "
+            + f"--incarnation {shlex.quote(str(self.metadata().get('incarnation', '-')))} "
             + ("" if lobby is None else
                f"--lobby {shlex.quote(str(lobby[0]))} --idle-timeout {lobby[1]:g} "
                f"--run {shlex.quote(lobby[2])} ")

@@ -298,7 +298,9 @@ def run_worker(work_dir: MapFiles, worker_id: int | None, environ: dict[str, str
         if code is not None:
             code.note()
     ok = failed = claims = 0
-    while pace.time_left() and (guest is None or guest.still_open()):
+    incarnation = work_dir.incarnation()
+    while (pace.time_left() and (guest is None or guest.still_open())
+           and work_dir.incarnation() == incarnation):
         claim = claimer.claim_next(pace.size_for)
         if claim is None:
             break
@@ -329,6 +331,9 @@ def run_worker(work_dir: MapFiles, worker_id: int | None, environ: dict[str, str
             heartbeat.claim = None
         if broken is not None:
             break
+    if work_dir.incarnation() != incarnation:
+        print("poolparty worker: its map ended and its directory is gone or made anew "
+              "(the same map called again): it leaves", file=sys.stderr, flush=True)
     if guest is None or claims:
         events.finished(ok=ok, failed=failed)
     if guest is not None and claims:
@@ -477,6 +482,9 @@ def requeue_mark(map_dir: Path) -> int | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
+    incarnation = None
+    if arguments[:1] == ["--incarnation"] and len(arguments) > 2:
+        incarnation, arguments = arguments[1], arguments[2:]
     lobby, idle_timeout, run_key = None, 0.0, ""
     if arguments[:1] == ["--lobby"] and len(arguments) > 6:
         lobby, idle_timeout, run_key = arguments[1], float(arguments[3]), arguments[5]
@@ -489,6 +497,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # events.OWN_LINE_PREFIXES: the output relayed to the caller leaves this line out
     print(f"poolparty worker: map {work_dir.map_id} worker {worker_id} on {os.uname().nodename}",
           file=sys.stderr, flush=True)
+    if incarnation is not None and not same_incarnation(work_dir, incarnation):
+        print("poolparty worker: submitted for an earlier run of this map, which ended "
+              "(the same map was called again since): it leaves", file=sys.stderr, flush=True)
+        return 0
     presence, code = None, None
     if lobby is not None and idle_timeout > 0:
         from .lobby import Presence
@@ -502,6 +514,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if presence is not None:
             presence.leave()
     return 0
+
+
+def same_incarnation(work_dir: MapFiles, incarnation: str) -> bool:
+    """Whether the map's directory is the one this worker's job was submitted for (a
+    directory gone meanwhile counts as the same: the worker then finds no work)."""
+    try:
+        return work_dir.metadata().get("incarnation", "-") == incarnation
+    except (OSError, ValueError):
+        return True
 
 
 if __name__ == "__main__":

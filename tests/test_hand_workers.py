@@ -4,6 +4,7 @@ killed mid-claim gives its claim back to the others once the heartbeat stops."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -142,3 +143,40 @@ def test_jobs_the_pool_does_not_know_run_its_map_and_one_cancelled_gives_its_cla
             wait_for(lambda: os.listdir(map_dir / "requeue"), 60, "the claim given back")
             submit_hand_job(param, map_dir, tmp_path / "second.log")
             assert mapped.result(timeout=120) == [100, 101, 102]
+
+
+def wait_at_gate(x: int, gate: str, ran: str) -> int:
+    Path(ran, f"{x}-{os.getpid()}").touch()
+    while not Path(gate).exists():
+        time.sleep(0.05)
+    return x
+
+
+def test_a_worker_leaves_a_map_directory_made_anew_under_it(work_root, tmp_path):
+    """A map that succeeded is removed, and the same map called again makes a directory
+    of the same name: a worker of the first that still runs (cancelled, not yet dead)
+    must not claim in the second by its path. Here its map.json is written anew while
+    the worker runs its first claim (one task): it runs no other."""
+    gate, ran = tmp_path / "gate", tmp_path / "ran"
+    ran.mkdir()
+    task = functools.partial(wait_at_gate, gate=str(gate), ran=str(ran))
+    pool = poolparty.Pool(backend="local", submit_workers=False, work_dir=work_root,
+                          polling_interval=0.2)
+    with ThreadPoolExecutor(1) as thread, pool:
+        mapped = thread.submit(pool.map, task, range(6))
+        map_dir = the_map_dir(work_root, holding="map.json")
+        first = hand_worker(map_dir)
+        wait_for(lambda: len(os.listdir(ran)) == 1, 60, "the first worker's first task")
+        made_anew = map_dir / "map.json.new"
+        made_anew.write_bytes((map_dir / "map.json").read_bytes())
+        os.chmod(made_anew, 0o600)
+        os.replace(made_anew, map_dir / "map.json")
+        gate.touch()
+        out, err = first.communicate(timeout=60)
+        assert "made anew" in err
+        assert len(os.listdir(ran)) == 1  # it left after its claim
+        second = hand_worker(map_dir)
+        assert mapped.result(timeout=120) == list(range(6))
+        second.communicate(timeout=60)
+    first_pid = str(first.pid)
+    assert [name for name in os.listdir(ran) if name.endswith(first_pid)] != []

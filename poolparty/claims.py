@@ -58,6 +58,7 @@ import time
 from collections.abc import Callable, Container, Iterable
 from pathlib import Path
 
+from .escalation import OWN, Steps
 from .map_files import check_private
 
 TYPE_CHECKING = False  # typing is not imported at run time: the worker imports this
@@ -240,8 +241,12 @@ class Claimer:
     """
 
     def __init__(self, map_dir: str | os.PathLike, num_tasks: int,
-                 environ: dict[str, str] | None = None, listing: Listing = list_names) -> None:
+                 environ: dict[str, str] | None = None, listing: Listing = list_names,
+                 steps: Steps = OWN) -> None:
+        """``steps``: how often this worker's time and memory were raised; it takes
+        only the reopened claims that need no more (poolparty.escalation)."""
         self.path = Path(map_dir)
+        self.steps = steps
         self.claims_dir = self.path / CLAIMS
         self.requeue_dir = self.path / REQUEUE
         self.retries_dir = self.path / RETRIES
@@ -337,14 +342,20 @@ class Claimer:
     def _claim_requeued(self) -> Claim | None:
         """A claim the client reopened: the newest attempt per claim in a listing of
         ``requeue/`` (an older one was claimed before it was requeued), with the
-        original range."""
+        original range. One reopened for a worker with more time or memory than this
+        one's is left to such a worker; those that need most go first."""
         newest = newest_attempts(self._listing(self.requeue_dir))
+        candidates = []
         for number, attempt in sorted(newest.items()):
             if (number, attempt) in self._tried:
                 continue
             requeued = read_record(self.requeue_dir / entry_name(number, attempt))
             if requeued is None:  # listed but not readable yet: next time
                 continue
+            needs = Steps.parse(requeued.get("needs"))
+            if self.steps.covers(needs):
+                candidates.append((-needs.time - needs.memory, number, attempt, requeued))
+        for _, number, attempt, requeued in sorted(candidates, key=lambda c: c[:3]):
             self._tried.add((number, attempt))
             path = self.retries_dir / entry_name(number, attempt)
             found = self._link_claim(path, {"start": requeued["start"],
@@ -485,10 +496,12 @@ class ClaimBoard:
         """How many attempts the claim was given: 1, plus one per requeue."""
         return self.requeues().get(number, 0) + 1
 
-    def requeue(self, number: int, attempt: int, reason: str = "") -> None:
+    def requeue(self, number: int, attempt: int, reason: str = "", needs: Steps = OWN
+                ) -> None:
         """Open ``attempt`` of claim ``number`` (with its original range) for the
         workers: its worker of ``attempt - 1`` was lost. A name is never reused
-        (FileExistsError). The claim must have been listed and read (claims())."""
+        (FileExistsError). The claim must have been listed and read (claims()).
+        ``needs``: only a worker raised so often may take it (poolparty.escalation)."""
         if attempt < 1:
             raise ValueError(f"attempt {attempt}: attempt 0 is the claim itself")
         if number not in self._ranges and self._range_if_listed(number) is None:
@@ -496,7 +509,8 @@ class ClaimBoard:
         start, stop = self._ranges[number]
         path = self.requeue_dir / entry_name(number, attempt)
         line = json.dumps({"claim": number, "attempt": attempt, "start": start, "stop": stop,
-                           "time": time.time(), "reason": reason})
+                           "time": time.time(), "reason": reason,
+                           "needs": [needs.time, needs.memory]})
         temporary = self.requeue_dir / f".{path.name}.{os.urandom(4).hex()}.tmp"
         if not link_whole(path, line, temporary):
             raise FileExistsError(f"{path} exists: a requeue name is never reused")

@@ -6,7 +6,8 @@ calls for something else (a longer time, more memory, nothing at all, a fix of t
 environment), and the user must be told which. The sources, most trusted first:
 
 1. what the worker and its shell wrote (poolparty.crashes: the signal that killed it,
-   and the task it was running);
+   and the task it was running; the worker's note that its job's time limit was 2 s
+   away, or that a task ran out of the job's address space);
 2. what the scheduler showed (a job pending again after running was requeued);
 3. what the scheduler wrote into the job's log: slurmstepd writes
    ``*** JOB 12 ON node CANCELLED AT 2026-12-06T20:00:00 DUE TO TIME LIMIT ***`` (or
@@ -59,7 +60,10 @@ _SLURM_REASONS = {
 }
 _OUT_OF_MEMORY = re.compile(
     rb"Exceeded (?:job|step) memory limit|exceeded memory limit|oom[-_]kill|"
-    rb"Out of memory: Killed process", re.IGNORECASE)
+    rb"Out of memory: Killed process|^poolparty worker: out of memory:",
+    re.IGNORECASE | re.MULTILINE)
+#: poolparty.worker.TIME_LIMIT_LINE
+_TIME_LIMIT_NEAR = b"poolparty worker: its job's time limit"
 _ENVIRONMENT = re.compile(
     rb"No module named '?(?:poolparty|cloudpickle)|"
     rb"(?:python[\w.]*|\S*/python[\w.]*): (?:command )?not found|"
@@ -69,12 +73,20 @@ _ENVIRONMENT = re.compile(
 
 def ending_in_log(log: bytes, worker_started: bool) -> Ending | None:
     """The class of ending a job's log shows, or None (no sign). ``worker_started``:
-    the worker wrote its first event (then python and poolparty were there)."""
+    the worker wrote its first event (then python and poolparty were there).
+
+    A reason slurmstepd gives comes first; then memory (SLURM cancels a job over its
+    memory with a plain cancel line after saying why); then a plain cancel; then the
+    worker's own note that its time limit came (SGE ends such a job without a word)."""
     reasons = [match.group(1) for match in _SLURM_CANCELLED.finditer(log)]
-    if reasons:
-        return _SLURM_REASONS.get(reasons[-1] or b"", Ending.CANCELLED)
+    if reasons and reasons[-1]:
+        return _SLURM_REASONS.get(reasons[-1], Ending.CANCELLED)
     if _OUT_OF_MEMORY.search(log):
         return Ending.OUT_OF_MEMORY
+    if reasons:
+        return Ending.CANCELLED
+    if _TIME_LIMIT_NEAR in log:
+        return Ending.TIME_LIMIT
     if not worker_started and _ENVIRONMENT.search(log):
         return Ending.ENVIRONMENT
     return None

@@ -59,6 +59,7 @@ from .errors import (
     SchedulerCommandError,
     TaskCrashedError,
 )
+from .escalation import OWN, Steps
 from .events import FINISHED, ClientEvents, output_of_tasks
 from .lobby import Lobby
 from .scheduler import Scheduler, State
@@ -117,6 +118,8 @@ class WorkerStatus:
     #: pending again after the scheduler showed it running (requeued): it will start
     #: again as a fresh worker, so its claims were reopened
     requeued: bool = False
+    #: how often its time and memory were raised (poolparty.escalation)
+    steps: Steps = OWN
 
     @property
     def live(self) -> bool:
@@ -180,6 +183,22 @@ class ChunkStatus:
     done: bool = False
     #: attempts lost to preemptions and failed nodes: not counted against the limit
     free_reopenings: int = 0
+    #: how often its jobs reached their time limit, or ran out of memory, with the
+    #: scheduler able to give more: only a worker raised so often may take it
+    needs: Steps = OWN
+    #: the worker submitted for it with those raised resources
+    raised_worker: int | None = None
+
+    def raise_for(self, ending: Ending | None, scheduler: Scheduler) -> bool:
+        """Ask for more time (memory) for its next attempt when it was lost to a time
+        limit (out of memory) the scheduler can raise; whether it did."""
+        if ending is None or not scheduler.raises(ending):
+            return False
+        if ending is Ending.TIME_LIMIT:
+            self.needs = Steps(self.needs.time + 1, self.needs.memory)
+        else:
+            self.needs = Steps(self.needs.time, self.needs.memory + 1)
+        return True
 
     @property
     def held(self) -> bool:
@@ -513,13 +532,23 @@ class MapRun:
             return
         chunk.reopened()
         try:
-            self.board.requeue(number, chunk.attempt, reason)
+            self.board.requeue(number, chunk.attempt, reason, chunk.needs)
         except FileExistsError:  # an earlier client of this work_dir reopened it
             pass
         self.events.reopened(number, chunk.attempt, reason, chunk.last_worker)
-        self.log.warning("chunk %d (tasks %d..%d): %s; reopened for the other workers "
-                         "(attempt %d)", number, chunk.tasks.start, chunk.tasks.stop - 1,
-                         reason, chunk.attempt + 1)
+        self.log.warning("chunk %d (tasks %d..%d): %s; reopened for %s (attempt %d)",
+                         number, chunk.tasks.start, chunk.tasks.stop - 1, reason,
+                         f"a worker with {self._raised_words(chunk.needs)}" if chunk.needs
+                         else "the other workers", chunk.attempt + 1)
+
+    def _raised_words(self, steps: Steps) -> str:
+        """What a worker raised by ``steps`` is given, for the log."""
+        raised = []
+        if steps.time:
+            raised.append(f"{self.scheduler.time_limit_for(steps):.0f} s of time")
+        if steps.memory:
+            raised.append(f"{self.scheduler.memory_for(steps)} of memory")
+        return " and ".join(raised)
 
     @property
     def _grace(self) -> float:
@@ -575,9 +604,10 @@ class MapRun:
                       self.work_dir.path, self._done_count, self.num_tasks, live)
 
     def _top_up(self, first: bool = False) -> None:
-        """Submit workers for the work waiting, up to the capacity, in one submission.
-        The first submission of a map raises when refused or when the scheduler is
-        away; later ones are tried again at the next poll."""
+        """Submit workers for the work waiting, up to the capacity, in one submission
+        (and one per kind of raised worker the reopened claims need). The first
+        submission of a map raises when refused or when the scheduler is away; later
+        ones are tried again at the next poll."""
         waiting = self._work_waiting()
         self.all_claimed = waiting == 0
         if not self.submit_workers:
@@ -587,35 +617,71 @@ class MapRun:
                     "%s` where that directory is seen, once for each worker wanted",
                     self.work_dir.path)
             return
+        if self._barren_deadline is not None:
+            return
+        raised = self._claims_needing_raised_workers()
+        for steps, numbers in raised.items():
+            room = self.capacity - sum(1 for w in self.workers.values() if w.live)
+            for number, worker_id in zip(numbers, self._submit(min(room, len(numbers)),
+                                                               first, steps)):
+                self.chunks[number].raised_worker = worker_id
+        waiting -= self._raised_waiting()
         live = sum(1 for w in self.workers.values() if w.live)
         warm = self._warm_workers() if waiting else 0
         wanted = min(self.capacity, live + warm + waiting) - live - warm
-        if wanted <= 0 or self._barren_deadline is not None:
+        if wanted <= 0:
             return
         if first and warm:
             self._submit_after = time.monotonic() + WARM_GRACE_SECONDS
         if time.monotonic() < self._submit_after:
             return
+        self._submit(wanted, first)
+
+    def _raised_waiting(self) -> int:
+        """Reopened claims waiting for a raised worker (the pool's own leave them)."""
+        return sum(1 for number, c in self.chunks.items()
+                   if not c.done and c.worker is None and c.attempt > 0 and c.needs
+                   and number not in self._last_chance)
+
+    def _claims_needing_raised_workers(self) -> dict[Steps, list[int]]:
+        """Reopened claims that need a raised worker and have none queued or running."""
+        needing: dict[Steps, list[int]] = {}
+        for number, chunk in sorted(self.chunks.items()):
+            if (chunk.done or chunk.worker is not None or chunk.attempt == 0
+                    or not chunk.needs or number in self._last_chance):
+                continue
+            worker = self.workers.get(chunk.raised_worker)  # type: ignore[arg-type]
+            if worker is None or not worker.live:
+                needing.setdefault(chunk.needs, []).append(number)
+        return needing
+
+    def _submit(self, count: int, first: bool, steps: Steps = OWN) -> list[int]:
+        """Submit ``count`` workers (raised by ``steps``); their ids, none when the
+        scheduler refused for now."""
+        if count <= 0:
+            return []
         start = max([*self.workers, *self.work_dir.recorded_chunks(), -1]) + 1
-        worker_ids = list(range(start, start + wanted))
+        worker_ids = list(range(start, start + count))
         try:
-            self.scheduler.submit(self.work_dir, worker_ids)
+            self.scheduler.submit(self.work_dir, worker_ids, steps)
         except SchedulerCommandError as error:
             # one sbatch per worker may fail half-way: those queued are the map's, to
             # watch and to cancel at its end
             for worker_id in set(worker_ids) & set(self.work_dir.recorded_chunks()):
-                self.workers[worker_id] = WorkerStatus()
+                self.workers[worker_id] = WorkerStatus(steps=steps)
             if first or not (self.scheduler.is_transient(error) or self._any_live()):
                 raise  # refused for good (an unknown partition): retrying can't help
             # refused now (a limit of jobs per user reached?) while workers still run:
             # they may finish the map; a replacement is asked for again at the next poll
             self.log.warning("could not submit workers now, trying again later: %s", error)
-            return
+            return []
         for worker_id in worker_ids:
-            self.workers[worker_id] = WorkerStatus()
+            self.workers[worker_id] = WorkerStatus(steps=steps)
         self._last_query = time.monotonic()
         self.events.submitted(worker_ids)
-        self.log.info("submitted %d worker(s) to %s", len(worker_ids), self.scheduler.name)
+        self.log.info("submitted %d worker(s) to %s%s", len(worker_ids), self.scheduler.name,
+                      f" with {self._raised_words(steps)}" if steps else "")
+        return worker_ids
 
     def _warm_workers(self) -> int:
         """Workers of the pool's lobby this map can count on instead of submitting."""
@@ -750,14 +816,16 @@ class MapRun:
                     self._raise_crash(None, crash, True, worker_id)
             return
         tail = self.work_dir.log_tail(worker_id)
+        ending_class = self.workers[worker_id].ending_class
         for number in held:
             chunk = self.chunks[number]
-            if crash is not None and crash.task in chunk.tasks:
+            raised = chunk.raise_for(ending_class, self.scheduler)
+            if crash is not None and crash.task in chunk.tasks and not raised:
                 again = chunk.crashed(crash, tail)
                 if again or chunk.out_of_attempts(self.max_num_resubmissions):
                     self._raise_crash(number, crash, again, worker_id)
             else:
-                chunk.lost(ending, tail, self.workers[worker_id].ending_class)
+                chunk.lost(ending, tail, ending_class)
             self._reopen(number, ending)
 
     def _worker_requeued(self, worker_id: int, claims: set[int]) -> None:

@@ -16,6 +16,7 @@ import time
 import weakref
 from collections.abc import Iterable, Sequence
 
+from .escalation import OWN, Steps
 from .scheduler import Scheduler, State, Submission
 from .work_dir import WorkDir
 
@@ -46,7 +47,10 @@ class Local(Scheduler):
         self._processes: dict[tuple[str, int], subprocess.Popen] = {}
         self._cancelled: set[tuple[str, int]] = set()
 
-    def submit(self, work_dir: WorkDir, chunk_ids: Sequence[int]) -> None:
+    def submit(self, work_dir: WorkDir, chunk_ids: Sequence[int], steps: Steps = OWN
+               ) -> None:
+        """Start a process per chunk (``steps``: nothing to raise, local processes have
+        no limits)."""
         for chunk_id in chunk_ids:
             key = (work_dir.map_id, chunk_id)
             with self._lock:
@@ -81,7 +85,8 @@ class Local(Scheduler):
                 if process is not None:
                     _kill_group(process)
 
-    def plan(self, work_dir: WorkDir, chunk_ids: Sequence[int]) -> list[Submission]:
+    def plan(self, work_dir: WorkDir, chunk_ids: Sequence[int], steps: Steps = OWN
+             ) -> list[Submission]:
         """One worker process per chunk, logging to a file numbered by its attempt (a
         local log's name needs no job id)."""
         return [

@@ -28,6 +28,7 @@ import cloudpickle
 
 from . import chunking
 from .code_identity import installed_versions, user_code_digest
+from .endings import Ending
 from .engine import MapRun, raise_task_error
 from .errors import InvalidInputError, UnpicklableError
 from .lobby import Lobby
@@ -277,6 +278,9 @@ class Maps:
             "claim_unit": claim_unit,
             "workers": self._workers(num_tasks, block),
             "time_limit_seconds": self.settings.scheduler.time_limit_seconds,
+            # a task's MemoryError under the job's memory limit (SGE's h_vmem) is then
+            # the job running out of memory: its claim runs again with more
+            "memory_raisable": self.settings.scheduler.raises(Ending.OUT_OF_MEMORY),
             "python_path": self.settings.python_path,
             "backend": self.settings.scheduler.name,
             "client_pid": os.getpid(),

@@ -25,8 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
+from .endings import Ending
 from .errors import InvalidInputError, SchedulerCommandError, SchedulerNotFoundError
-from .settings import SECONDS, Setting
+from .escalation import DEFAULT_FACTOR, OWN, Steps, memory_bytes, scaled_memory
+from .settings import FACTOR, SECONDS, STRING, Setting
 
 if TYPE_CHECKING:
     from .work_dir import WorkDir
@@ -97,8 +99,10 @@ class Scheduler(abc.ABC):
         return cls.default_max_running
 
     @abc.abstractmethod
-    def submit(self, work_dir: WorkDir, chunk_ids: Sequence[int]) -> None:
-        """Queue one job per chunk (an array backend makes as few calls as it can)."""
+    def submit(self, work_dir: WorkDir, chunk_ids: Sequence[int], steps: Steps = OWN
+               ) -> None:
+        """Queue one job per chunk (an array backend makes as few calls as it can);
+        ``steps``: with its time and memory raised so often (poolparty.escalation)."""
 
     @abc.abstractmethod
     def query(self, work_dir: WorkDir) -> dict[int, State]:
@@ -133,10 +137,17 @@ class Scheduler(abc.ABC):
     def close(self) -> None:
         """Release what the backend holds (processes, threads); the pool calls it once."""
 
-    def plan(self, work_dir: WorkDir, chunk_ids: Sequence[int]) -> list[Submission]:
+    def plan(self, work_dir: WorkDir, chunk_ids: Sequence[int], steps: Steps = OWN
+             ) -> list[Submission]:
         """The commands :meth:`submit` runs for these chunks, built without running
         them: a dry run shows this plan, so the user sees what would reach the scheduler."""
         raise NotImplementedError(f"{self.name} can't show a submission without making it")
+
+    def raises(self, ending: Ending) -> bool:
+        """Whether a claim lost this way is run again by a worker with more of what it
+        lacked (poolparty.escalation): a time limit, or memory, the pool asked for (a
+        scheduler's default is not known here, so it can't be raised)."""
+        return False
 
 
 @dataclass(frozen=True)
@@ -202,11 +213,21 @@ class CommandLineScheduler(Scheduler):
     #: stderr patterns worth retrying: the scheduler is busy or away
     transient_errors: re.Pattern[str]
     is_cluster = True
-    settings = (Setting("call_timeout", SECONDS, 60.0, "seconds within which a failing "
-                        "scheduler command is retried"),)
+    settings = (
+        Setting("call_timeout", SECONDS, 60.0, "seconds within which a failing "
+                "scheduler command is retried"),
+        Setting("time_escalation", FACTOR, DEFAULT_FACTOR, "a claim whose job reached its "
+                "time limit runs again in a job with this many times the time (1: as before)"),
+        Setting("memory_escalation", FACTOR, DEFAULT_FACTOR, "a claim whose job ran out of "
+                "memory runs again in a job with this many times the memory (1: as before)"),
+        Setting("max_memory", STRING, None, "the most memory a raised job may ask for, "
+                "e.g. '64G' (unset: no cap but max_num_resubmissions)"),
+    )
 
     def __init__(self, max_running: int | None, commands: dict[str, Sequence[str]] | None,
-                 call_timeout: float) -> None:
+                 *, call_timeout: float = 60.0, time_escalation: float = DEFAULT_FACTOR,
+                 memory_escalation: float = DEFAULT_FACTOR, max_memory: str | None = None
+                 ) -> None:
         if max_running is not None:
             self.default_max_running = max_running
         #: a throttle only when the user asks for one: otherwise the scheduler's fair
@@ -219,6 +240,51 @@ class CommandLineScheduler(Scheduler):
         self.commands = {name: [name] for name in self.command_names}
         self.commands.update({k: list(v) for k, v in (commands or {}).items()})
         self.call_timeout = float(call_timeout)
+        self.time_escalation = check_factor("time_escalation", time_escalation)
+        self.memory_escalation = check_factor("memory_escalation", memory_escalation)
+        self.max_memory = max_memory
+
+    #: the time each job asks for (the backend's own words) and the memory, or None
+    asked_time: str | None = None
+    asked_memory: str | None = None
+    #: what a bare memory number counts in (SLURM: megabytes, SGE: bytes)
+    memory_unit: int = 2**20
+
+    def raises(self, ending: Ending) -> bool:
+        if ending is Ending.TIME_LIMIT:
+            return self.time_limit_seconds is not None and self.time_escalation > 1
+        if ending is Ending.OUT_OF_MEMORY:
+            return (memory_bytes(self.asked_memory, self.memory_unit) is not None
+                    and self.memory_escalation > 1)
+        return False
+
+    def time_limit_for(self, steps: Steps) -> float | None:
+        """The run time a job with these steps asks for, in seconds, at most the
+        queue's own limit (:meth:`max_time_seconds`)."""
+        if self.time_limit_seconds is None or not steps.time:
+            return self.time_limit_seconds
+        seconds = self.time_limit_seconds * self.time_escalation ** steps.time
+        cap = self.max_time_seconds()
+        return seconds if cap is None else max(self.time_limit_seconds, min(seconds, cap))
+
+    def memory_for(self, steps: Steps) -> str | None:
+        """The memory a job with these steps asks for, at most ``max_memory``."""
+        if self.asked_memory is None or not steps.memory:
+            return self.asked_memory
+        return scaled_memory(self.asked_memory, self.memory_escalation ** steps.memory,
+                             self.memory_unit, self.max_memory)
+
+    def max_time_seconds(self) -> float | None:
+        """The longest run time the jobs' queue allows (None: not known, no cap)."""
+        return None
+
+    def worker_arguments(self, steps: Steps) -> list[str]:
+        """What a worker raised by ``steps`` is told first: its steps (which reopened
+        claims it may take) and its own time limit."""
+        if not steps:
+            return []
+        limit = self.time_limit_for(steps)
+        return ["--steps", str(steps), *([] if limit is None else ["--time-limit", f"{limit:g}"])]
 
     def check_available(self) -> None:
         for name in self.required_commands:
@@ -260,15 +326,17 @@ class CommandLineScheduler(Scheduler):
         """Run one of the tools, retrying transient failures within call_timeout."""
         return run_command(self.argv(name, arguments), self.call_timeout, self.is_transient)
 
-    def submit(self, work_dir: WorkDir, chunk_ids: Sequence[int]) -> None:
+    def submit(self, work_dir: WorkDir, chunk_ids: Sequence[int], steps: Steps = OWN
+               ) -> None:
         """Run the :meth:`plan`, recording each job once its tool named it."""
-        for submission in self.plan(work_dir, chunk_ids):
+        for submission in self.plan(work_dir, chunk_ids, steps):
             output = run_command(submission.argv, self.call_timeout, self.is_transient)
             job_id = self.job_id_of(output)
             work_dir.record_jobs(job_id, submission.record(job_id))
 
     @abc.abstractmethod
-    def plan(self, work_dir: WorkDir, chunk_ids: Sequence[int]) -> list[Submission]:
+    def plan(self, work_dir: WorkDir, chunk_ids: Sequence[int], steps: Steps = OWN
+             ) -> list[Submission]:
         """The submit commands for these chunks (see :class:`Submission`)."""
 
     @abc.abstractmethod
@@ -296,6 +364,12 @@ class CommandLineScheduler(Scheduler):
                 self.run(name, list(job_ids[start : start + 500]))
             except SchedulerCommandError as error:
                 log.info("%s did not cancel everything: %s", name, error)
+
+
+def check_factor(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 1:
+        raise InvalidInputError(f"{name} must be a number >= 1 (1: never raised), not {value!r}")
+    return float(value)
 
 
 def predecessor_attribute(module: str, name: str) -> Any:
@@ -380,30 +454,3 @@ def _run_once(argv: Sequence[str], timeout: float) -> str | SchedulerCommandErro
     if done.returncode != 0:
         return SchedulerCommandError(argv, done.returncode, stdout, stderr)
     return stdout
-
-
-def duration_seconds(text: str) -> float | None:
-    """SLURM's time formats in seconds: ``minutes``, ``minutes:seconds``,
-    ``hours:minutes:seconds``, ``days-hours[:minutes[:seconds]]``; None when unreadable
-    (then no deadline is kept: SLURM refuses such a time at submission anyway)."""
-    text = str(text).strip()
-    days = 0
-    if "-" in text:
-        head, _, text = text.partition("-")
-        if not head.isdigit():
-            return None
-        days = int(head)
-    parts = text.split(":")
-    if not all(part.isdigit() for part in parts) or len(parts) > 3:
-        return None
-    numbers = [int(part) for part in parts]
-    if days:
-        numbers += [0] * (3 - len(numbers))  # days-hours[:minutes[:seconds]]
-        hours, minutes, seconds = numbers
-    elif len(numbers) == 1:
-        hours, minutes, seconds = 0, numbers[0], 0
-    elif len(numbers) == 2:
-        hours, (minutes, seconds) = 0, numbers
-    else:
-        hours, minutes, seconds = numbers
-    return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)

@@ -82,32 +82,27 @@ def _int_text(check: Callable[[Any], int]) -> Callable[[str], int]:
     return parse
 
 
-def _positive_float(value: Any, base: Path | None = None) -> float:
-    expect(isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0,
-            "a number > 0", value)
-    return float(value)
+def _number_kind(what: str, accepts: Callable[[float], bool]
+                 ) -> tuple[Callable[[Any, Path | None], float], Callable[[str], float]]:
+    """The two parsers (TOML value, variable's text) of a number ``accepts`` allows."""
+    def from_toml(value: Any, base: Path | None = None) -> float:
+        expect(isinstance(value, (int, float)) and not isinstance(value, bool)
+               and value != float("inf") and accepts(value), what, value)
+        return float(value)
+
+    def from_text(text: str) -> float:
+        try:
+            number = float(text.strip())
+        except ValueError:
+            raise ValueError(f"expected {what}, got {text!r}") from None
+        return from_toml(number)
+    return from_toml, from_text
 
 
-def _positive_float_text(text: str) -> float:
-    try:
-        number = float(text.strip())
-    except ValueError:
-        raise ValueError(f"expected a number > 0, got {text!r}") from None
-    return _positive_float(number)
-
-
-def _float_at_least_zero(value: Any, base: Path | None = None) -> float:
-    expect(isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
-           and value != float("inf"), "a number >= 0", value)
-    return float(value)
-
-
-def _float_at_least_zero_text(text: str) -> float:
-    try:
-        number = float(text.strip())
-    except ValueError:
-        raise ValueError(f"expected a number >= 0, got {text!r}") from None
-    return _float_at_least_zero(number)
+_positive_float, _positive_float_text = _number_kind("a number > 0", lambda v: v > 0)
+_float_at_least_zero, _float_at_least_zero_text = _number_kind("a number >= 0",
+                                                               lambda v: v >= 0)
+_factor, _factor_text = _number_kind("a number >= 1", lambda v: v >= 1)
 
 
 def _int_or_string(value: Any, base: Path | None = None) -> int | str:
@@ -192,6 +187,7 @@ POSITIVE_INT = Kind("int >= 1", _int_at_least(1), _int_text(_int_at_least(1)))
 COUNT = Kind("int >= 0", _int_at_least(0), _int_text(_int_at_least(0)))
 SECONDS = Kind("number > 0", _positive_float, _positive_float_text)
 SECONDS_OR_ZERO = Kind("number >= 0", _float_at_least_zero, _float_at_least_zero_text)
+FACTOR = Kind("number >= 1", _factor, _factor_text)
 INT_OR_STRING = Kind("int or string", _int_or_string, _int_or_string_text)
 STRING_LIST = Kind("list of strings (variable: comma-separated or a JSON list)",
                    _string_list, _string_list_text)

@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 from . import scheduler
 from .errors import InvalidInputError, SchedulerCommandError
+from .escalation import OWN, Steps, clock_time, duration_seconds, scaled_memory
 from .ranges import expand_ranges
 from .scheduler import (
     CommandLineScheduler,
     QueuedJob,
     State,
-    duration_seconds,
     refuse_characters,
     states_of_chunks,
 )
@@ -118,6 +118,11 @@ def contiguous_runs(numbers: Iterable[int], max_length: int) -> list[range]:
     return runs
 
 
+#: the resources that limit a job's run time, and those that ask for memory: raised
+#: for a claim whose job reached its time limit, or ran out of memory
+TIME_RESOURCES = ("h_rt", "s_rt")
+MEMORY_RESOURCES = ("h_vmem", "s_vmem", "mem_free", "virtual_free", "h_data", "s_data")
+
 #: what qsub makes of characters in an -o path; it has no way to escape them
 UNUSABLE = {
     "$": "starts $HOME, $USER, $JOB_ID, $TASK_ID and the like, which it replaces",
@@ -168,23 +173,50 @@ class SunGridEngine(CommandLineScheduler):
         qsub_args: Sequence[str] = (),
         error_state_indicator: str = "E",
         commands: dict[str, Sequence[str]] | None = None,
-        call_timeout: float = 60.0,
+        **common: Any,
     ) -> None:
-        super().__init__(max_running, commands, call_timeout)
+        """``common``: what every command line backend takes (call_timeout,
+        time_escalation, memory_escalation, max_memory)."""
+        super().__init__(max_running, commands, **common)
         if not isinstance(error_state_indicator, str) or not error_state_indicator:
             raise InvalidInputError(
                 f"error_state_indicator must be a letter of SGE's job states (e.g. 'E'), "
                 f"not {error_state_indicator!r}")
         self.error_state_indicator = error_state_indicator
-        self.resource_args = ["-q", queue] if queue else []
-        for key, value in (resources or {}).items():
-            self.resource_args += ["-l", f"{key}={value}"]
-        self.time_limit_seconds = sge_time_limit(resources or {})
-        if parallel_environment is not None:
-            pe_name, slots = parallel_environment
-            self.resource_args += ["-pe", str(pe_name), str(slots)]
-        self.resource_args += self.argument_list(qsub_args, "['-P', 'project']", RESERVED)
+        self.queue = queue
+        self.resources = dict(resources or {})
+        self.parallel_environment = parallel_environment
+        self.time_limit_seconds = sge_time_limit(self.resources)
+        self.asked_memory = next((str(self.resources[key]) for key in MEMORY_RESOURCES
+                                  if key in self.resources), None)
+        self.extra_args = self.argument_list(qsub_args, "['-P', 'project']", RESERVED)
         self._max_aj_tasks: int | None = None
+
+    #: a bare memory number counts in bytes
+    memory_unit = 1
+
+    @property
+    def resource_args(self) -> list[str]:
+        """The resources every job of the pool asks for, and the extra arguments."""
+        return self.resource_arguments(OWN)
+
+    def resource_arguments(self, steps: Steps) -> list[str]:
+        """The resources of a job raised by ``steps`` (poolparty.escalation): every
+        time limit (h_rt, s_rt) and memory request (h_vmem, mem_free, ...) given."""
+        arguments = ["-q", self.queue] if self.queue else []
+        for key, value in self.resources.items():
+            if steps.time and key in TIME_RESOURCES and self.time_limit_seconds:
+                factor = (self.time_limit_for(steps) or 0) / self.time_limit_seconds
+                seconds = sge_time_limit({key: value})
+                value = value if seconds is None else clock_time(seconds * factor)
+            elif steps.memory and key in MEMORY_RESOURCES:
+                value = scaled_memory(str(value), self.memory_escalation ** steps.memory,
+                                      self.memory_unit, self.max_memory)
+            arguments += ["-l", f"{key}={value}"]
+        if self.parallel_environment is not None:
+            pe_name, slots = self.parallel_environment
+            arguments += ["-pe", str(pe_name), str(slots)]
+        return arguments + self.extra_args
 
     @classmethod
     def found_here(cls) -> bool:
@@ -224,7 +256,8 @@ class SunGridEngine(CommandLineScheduler):
         refuse_characters(Path.cwd(), UNUSABLE_WD, "qsub in -wd", "the current directory",
                           "Run from a directory whose path has none of them.")
 
-    def plan(self, work_dir: WorkDir, chunk_ids: Sequence[int]) -> list[Submission]:
+    def plan(self, work_dir: WorkDir, chunk_ids: Sequence[int], steps: Steps = OWN
+             ) -> list[Submission]:
         """One array job per contiguous run of chunk ids (task ``i`` runs chunk
         ``base + i``)."""
         throttle = ["-tc", str(self.max_running)] if self.max_running else []
@@ -234,8 +267,10 @@ class SunGridEngine(CommandLineScheduler):
             argv = [
                 "-terse", "-N", self.job_name(work_dir), "-o",
                 f"{work_dir.logs_dir}/$JOB_ID.$TASK_ID.log", "-j", "y", "-V", "-S", "/bin/sh",
-                "-wd", os.getcwd(), "-t", f"1-{len(run)}", *throttle, *self.resource_args,
-                str(work_dir.script_path), "--array", str(base), "SGE_TASK_ID",
+                "-wd", os.getcwd(), "-t", f"1-{len(run)}", *throttle,
+                *self.resource_arguments(steps),
+                str(work_dir.script_path), *self.worker_arguments(steps),
+                "--array", str(base), "SGE_TASK_ID",
             ]
             plan.append(self.submission("qsub", argv, {chunk: chunk - base for chunk in run},
                                         "{job_id}.{index}.log"))

@@ -39,6 +39,7 @@ from pathlib import Path
 from .chunking import claim_size
 from .claims import Claimer
 from .errors import RemoteError, TaskCrashedError
+from .escalation import OWN, Steps
 from .events import WorkerEvents
 from .map_files import MapFiles
 
@@ -193,7 +194,10 @@ class Pace:
     """How much this worker claims next: from what it measured, the map's shape
     (``metadata``: num_tasks, block, claim_unit, workers) and its job's time limit."""
 
-    def __init__(self, metadata: dict, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, metadata: dict, clock: Callable[[], float] = time.monotonic,
+                 started: float | None = None) -> None:
+        """``started``: when the job began (its clock's reading), if before now: a warm
+        worker visiting a later map has used part of its time already."""
         self.block = metadata.get("block", 1)
         #: a chunksize the caller gave: every claim is exactly that many tasks
         self.unit = metadata.get("claim_unit")
@@ -201,7 +205,8 @@ class Pace:
         limit = metadata.get("time_limit_seconds")
         self.clock = clock
         #: when to stop claiming: the job's time limit, less a margin for the result
-        self.deadline = None if limit is None else clock() + limit * 0.95 - 5.0
+        began = clock() if started is None else started
+        self.deadline = None if limit is None else began + limit * 0.95 - margin(limit)
         self.tasks_run = 0
         self.seconds = 0.0
 
@@ -236,6 +241,12 @@ class Pace:
         return self.clock() + needed < self.deadline
 
 
+def margin(time_limit: float) -> float:
+    """Time kept free at the end of a job for writing the last result: 5 s, or a tenth
+    of a limit shorter than 50 s (only tests ask for a limit of a few seconds)."""
+    return min(5.0, time_limit / 10)
+
+
 class Heartbeat:
     """For a worker no scheduler lists (started by hand, ``poolparty worker``): the
     mtime of the claim it runs is set every ``interval`` seconds by a thread, so the
@@ -265,7 +276,8 @@ class Heartbeat:
 
 def run_worker(work_dir: MapFiles, worker_id: int | None, environ: dict[str, str] | None = None,
                heartbeat: Heartbeat | None = None, guest: Guest | None = None,
-               code: LoadedCode | None = None) -> int:
+               code: LoadedCode | None = None, steps: Steps = OWN,
+               time_limit: float | None = None, job_started: float | None = None) -> int:
     """Claim and run chunks until no work is open (or the time limit is near); returns
     how many claims this worker ran. ``worker_id`` None: started by hand, or a warm
     worker of the pool visiting a later map (``guest``); no scheduler lists it for this
@@ -281,6 +293,11 @@ def run_worker(work_dir: MapFiles, worker_id: int | None, environ: dict[str, str
     lines on standard error; a claim's result is written after its tasks' output. A
     guest writes both into ``logs/guest-<its id>.log`` of the map it visits, which that
     map's client gathers and relays as any worker's log.
+
+    ``steps``: a worker the pool submitted with raised resources (poolparty.escalation)
+    may take the claims reopened for such a worker. ``time_limit`` (its job's, when not
+    the map's) and ``job_started`` (monotonic): when its job must end, which a warm
+    worker keeps from map to map.
     """
     environ = dict(os.environ) if environ is None else environ
     faulthandler.enable()  # a segfault's Python traceback goes into the job's log
@@ -288,9 +305,10 @@ def run_worker(work_dir: MapFiles, worker_id: int | None, environ: dict[str, str
     if guest is None:
         events.started(environ)
     metadata = work_dir.metadata()
-    claimer = Claimer(work_dir.path, metadata["num_tasks"], environ)
+    claimer = Claimer(work_dir.path, metadata["num_tasks"], environ, steps=steps)
     claimer.identity["worker_number"] = worker_id  # the id the client submitted it as
-    pace = Pace(metadata)
+    pace = Pace(metadata if time_limit is None else dict(metadata, time_limit_seconds=time_limit),
+                started=job_started)
     loaded: tuple[Callable, bool] | None = None
     broken = None
     if guest is None:  # a process that dies setting up must do so before it claims
@@ -320,6 +338,8 @@ def run_worker(work_dir: MapFiles, worker_id: int | None, environ: dict[str, str
             tasks = load_tasks(work_dir, claim.start, claim.stop, pace.block)
             outcomes = run_tasks(loaded[0], tasks, loaded[1], claim.start, events)
             pace.ran(len(tasks), time.monotonic() - began)
+            if metadata.get("memory_raisable") or steps.memory:
+                leave_if_out_of_memory(outcomes, claim.start)
         bad = sum(1 for outcome in outcomes if not outcome[0])
         ok, failed = ok + len(outcomes) - bad, failed + bad
         if code is not None:  # before the result: the caller may change the files after
@@ -339,6 +359,50 @@ def run_worker(work_dir: MapFiles, worker_id: int | None, environ: dict[str, str
     if guest is not None and claims:
         guest.leave()
     return claims
+
+
+def leave_if_out_of_memory(outcomes: list[Outcome], first_task: int) -> None:
+    """A task's MemoryError under a limit of this job's address space (SGE's h_vmem)
+    is the job out of memory, not the task's failure: the worker leaves without the
+    claim's result, saying so in its log (poolparty.endings), and the pool runs the
+    claim again in a job with more memory."""
+    import resource
+
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    if limit == resource.RLIM_INFINITY:
+        return
+    for offset, outcome in enumerate(outcomes):
+        if not outcome[0] and isinstance(outcome[1], MemoryError):
+            print(f"{OUT_OF_MEMORY_LINE} task {first_task + offset} raised MemoryError under "
+                  f"the job's memory limit ({limit} bytes of address space)",
+                  file=sys.stderr, flush=True)
+            raise SystemExit(1)
+
+
+class TimeLimitWatch:
+    """Says in the job's log, just before its time limit, that the limit is coming
+    while a task runs. Some schedulers end such a job without a word (SGE's h_rt is a
+    SIGKILL): this line tells the client that it was the time limit (poolparty.endings).
+    A daemon thread: it dies with the worker, and says nothing if the worker is done."""
+
+    def __init__(self, job_started: float, time_limit: float) -> None:
+        import threading
+
+        self.before = min(TIME_LIMIT_NOTICE_SECONDS, time_limit / 4)
+        self.at = job_started + time_limit - self.before
+        threading.Thread(target=self._watch, daemon=True, name="poolparty-time-limit").start()
+
+    def _watch(self) -> None:
+        time.sleep(max(0.0, self.at - time.monotonic()))
+        print(f"{TIME_LIMIT_LINE} is {self.before:.3g} s away",
+              file=sys.stderr, flush=True)
+
+
+#: how long before its job's time limit a worker says it is near
+TIME_LIMIT_NOTICE_SECONDS = 2.0
+#: the worker's own words for the two endings it can see coming (poolparty.endings)
+TIME_LIMIT_LINE = "poolparty worker: its job's time limit"
+OUT_OF_MEMORY_LINE = "poolparty worker: out of memory:"
 
 
 class Guest:
@@ -423,7 +487,8 @@ def file_signature(path: str) -> tuple[int, ...] | None:
 
 
 def serve_lobby(lobby: str, idle_timeout: float, environ: dict[str, str],
-                presence: Any, code: LoadedCode) -> None:
+                presence: Any, code: LoadedCode, steps: Steps = OWN,
+                time_limit: float | None = None, job_started: float | None = None) -> None:
     """After its own map: wait up to ``idle_timeout`` seconds in the pool's lobby for
     another map of the pool, visit each one announced (again only when one of its claims
     was reopened), and exit when idle that long, when the pool closes, or when code it
@@ -453,7 +518,8 @@ def serve_lobby(lobby: str, idle_timeout: float, environ: dict[str, str],
             presence.serve(run_key)
             guest.visiting = run_key
             try:
-                claims = run_worker(MapFiles(path), None, environ, heartbeat, guest, code)
+                claims = run_worker(MapFiles(path), None, environ, heartbeat, guest, code,
+                                    steps, time_limit, job_started)
             except OSError:  # the map ended and its directory went meanwhile
                 claims = 0
             finally:
@@ -481,6 +547,7 @@ def requeue_mark(map_dir: Path) -> int | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    job_started = job_start()
     arguments = list(sys.argv[1:] if argv is None else argv)
     incarnation = None
     if arguments[:1] == ["--incarnation"] and len(arguments) > 2:
@@ -493,7 +560,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     work_dir = MapFiles(arguments[0])
-    worker_id = parse_worker_id(arguments[1:], dict(os.environ))
+    steps, time_limit, arguments = raised_resources(arguments[1:])
+    worker_id = parse_worker_id(arguments, dict(os.environ))
     # events.OWN_LINE_PREFIXES: the output relayed to the caller leaves this line out
     print(f"poolparty worker: map {work_dir.map_id} worker {worker_id} on {os.uname().nodename}",
           file=sys.stderr, flush=True)
@@ -507,13 +575,59 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         presence, code = Presence(lobby, run_key, worker_id), LoadedCode()
     try:
-        run_worker(work_dir, worker_id, code=code)
+        if time_limit is None:  # the map's, kept for the maps a warm worker visits
+            time_limit = map_time_limit(work_dir)
+        if time_limit is not None:
+            TimeLimitWatch(job_started, time_limit)
+        run_worker(work_dir, worker_id, code=code, steps=steps, time_limit=time_limit,
+                   job_started=job_started)
         if presence is not None and lobby is not None and code is not None:
-            serve_lobby(lobby, idle_timeout, dict(os.environ), presence, code)
+            serve_lobby(lobby, idle_timeout, dict(os.environ), presence, code, steps,
+                        time_limit, job_started)
     finally:
         if presence is not None:
             presence.leave()
     return 0
+
+
+def job_start() -> float:
+    """When this worker's job began, on the monotonic clock: when its shell (the map's
+    job.sh, this process's parent) started, read from /proc, for python may take
+    seconds to start on a busy node and the scheduler's clock runs from the job's
+    start; now, where that can't be read."""
+    now = time.monotonic()
+    try:
+        parent = os.getppid()
+        with open(f"/proc/{parent}/cmdline", "rb") as cmdline:
+            if b"job.sh" not in cmdline.read():
+                return now
+        with open(f"/proc/{parent}/stat") as stat:
+            ticks = int(stat.read().rpartition(")")[2].split()[19])
+        elapsed = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return now
+    return now - min(max(elapsed, 0.0), 3600.0)
+
+
+def map_time_limit(work_dir: MapFiles) -> float | None:
+    """The time limit of the map's jobs (None: none, or the map is gone)."""
+    try:
+        return work_dir.metadata().get("time_limit_seconds")
+    except (OSError, ValueError):
+        return None
+
+
+def raised_resources(arguments: list[str]) -> tuple[Steps, float | None, list[str]]:
+    """``--steps T,M [--time-limit SECONDS]`` first in a raised worker's arguments
+    (poolparty.escalation): which reopened claims it may take, and its own time limit
+    (not the map's); the arguments after them."""
+    if arguments[:1] != ["--steps"] or len(arguments) < 3:
+        return Steps(), None, arguments
+    steps, arguments = Steps.parse(arguments[1]), arguments[2:]
+    time_limit = None
+    if arguments[:1] == ["--time-limit"] and len(arguments) > 2:
+        time_limit, arguments = float(arguments[1]), arguments[2:]
+    return steps, time_limit, arguments
 
 
 def same_incarnation(work_dir: MapFiles, incarnation: str) -> bool:

@@ -112,8 +112,8 @@ def test_a_node_without_poolparty_fails_the_map_at_once_with_its_message(dummy, 
     pool = dummy.make_pool(python_path=str(python), max_num_resubmissions=3, processes=2)
     submitted = []
     submit = pool.scheduler.submit
-    pool.scheduler.submit = lambda work_dir, ids: (submitted.append(len(ids)),
-                                                   submit(work_dir, ids))[1]
+    pool.scheduler.submit = lambda work_dir, ids, *steps: (submitted.append(len(ids)),
+                                                           submit(work_dir, ids, *steps))[1]
     with pool, pytest.raises(ChunksLostError) as raised:
         pool.map(abs, range(4))
     message = str(raised.value)

@@ -369,7 +369,7 @@ def test_a_worker_that_claims_while_the_scheduler_answers_is_not_taken_for_reque
             super().__init__(max_workers)
             self.held_back: list = []
 
-        def submit(self, work_dir, chunk_ids):
+        def submit(self, work_dir, chunk_ids, steps=None):
             with self._lock:
                 for chunk_id in chunk_ids:
                     self._states[(work_dir.map_id, chunk_id)] = poolparty.State.PENDING

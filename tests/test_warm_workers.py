@@ -49,11 +49,11 @@ class Submissions(list):
         self.names: set[str] = set()
         submit = pool.scheduler.submit
 
-        def counting(work_dir, worker_ids):
+        def counting(work_dir, worker_ids, *steps):
             self.append(len(worker_ids))
             if hasattr(pool.scheduler, "job_name"):  # a cluster backend
                 self.names.add(pool.scheduler.job_name(work_dir))
-            return submit(work_dir, worker_ids)
+            return submit(work_dir, worker_ids, *steps)
 
         pool.scheduler.submit = counting  # type: ignore[method-assign]
 
@@ -171,9 +171,9 @@ CLIENT = textwrap.dedent("""
     pool = poolparty.Pool(2, idle_timeout=60, **options)
     submit = pool.scheduler.submit
 
-    def recording(work_dir, worker_ids):  # which jobs to look for, for the test
+    def recording(work_dir, worker_ids, *steps):  # which jobs to look for, for the test
         Path(out, "names").write_text(pool.scheduler.job_name(work_dir))
-        return submit(work_dir, worker_ids)
+        return submit(work_dir, worker_ids, *steps)
 
     pool.scheduler.submit = recording
     print(json.dumps(pool.map(abs, [-1, -2, -3, -4])), flush=True)

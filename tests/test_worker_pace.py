@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from poolparty.scheduler import duration_seconds
+from poolparty.escalation import duration_seconds
 from poolparty.sun_grid_engine import sge_time_limit
 from poolparty.worker import Pace
 

@@ -50,6 +50,8 @@ def new_job(
     step: int,
     slots: int,
     append_output: bool,
+    time_limit: float | None = None,
+    memory_limit: int | None = None,
 ) -> Job:
     """Return a job record.
 
@@ -69,6 +71,10 @@ def new_job(
         "slots": slots,
         "append_output": append_output,
         "submit_time": time.time(),
+        # enforced by the runner, as the scheduler would: seconds of run time, and
+        # bytes (SLURM: resident memory, watched; SGE: address space, a resource limit)
+        "time_limit": time_limit,
+        "memory_limit": memory_limit,
     }
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -49,6 +50,7 @@ class Runner:
         self.children: dict[int, subprocess.Popen[bytes]] = {}
         self.seen_signature: tuple[int, ...] = ()  # of the state we last read
         self.wake_at = 0.0  # time of the next scheduling round, at the latest
+        self.memory_look_at = 0.0  # when to look at the tasks' memory next
 
     def run(self) -> None:
         """Schedule until the queue has nothing left to run.
@@ -98,8 +100,11 @@ class Runner:
         with transaction(self.queue_dir) as state:
             self.reap(state)
             self.enforce_deadlines(state)
+            self.enforce_memory(state)
             self.start_ready(state)
             deadlines = [task["kill_at"] for task in tasks_in(state, "RUNNING") if task["kill_at"]]
+            if any(job.get("memory_limit") for job in state["jobs"].values()):
+                deadlines.append(self.memory_look_at)
             self.wake_at = min([time.time() + MAX_IDLE_SECONDS, *deadlines])
             if tasks_in(state, "PENDING", "RUNNING") or self.children:
                 return True
@@ -128,13 +133,40 @@ class Runner:
         remove_tasks(self.queue_dir, state, ended)
 
     def enforce_deadlines(self, state: State) -> None:
-        """Kill the tasks an injected ``kill_after`` fault has doomed by now."""
+        """Kill the tasks an injected ``kill_after`` fault has doomed by now, and those
+        past their job's time limit (SLURM says so in the job's log, SGE does not)."""
         now = time.time()
         doomed = [
             task
             for task in tasks_in(state, "RUNNING")
             if task["kill_at"] is not None and task["kill_at"] <= now
         ]
+        for task in doomed:
+            if task.get("kill_reason") == "time" and job_of(state, task)["scheduler"] == "slurm":
+                stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+                note(task, f"slurmstepd: error: *** JOB {task['task_job_id']} ON localhost "
+                           f"CANCELLED AT {stamp} DUE TO TIME LIMIT ***")
+        cancel_tasks(self.queue_dir, state, doomed)
+
+    def enforce_memory(self, state: State) -> None:
+        """Kill the SLURM tasks whose processes hold more memory than their job's
+        ``--mem`` (as jobacct_gather's OverMemoryKill does: it looks now and then, and
+        writes why into the job's log). SGE's h_vmem is a resource limit (launch)."""
+        if time.time() < self.memory_look_at:
+            return
+        self.memory_look_at = time.time() + MEMORY_LOOK_SECONDS
+        doomed = []
+        for task in tasks_in(state, "RUNNING"):
+            job = job_of(state, task)
+            limit = job.get("memory_limit")
+            if limit is None or job["scheduler"] != "slurm" or task["pid"] is None:
+                continue
+            used = group_memory(task["pid"])
+            if used > limit:
+                note(task, f"slurmstepd: error: Job {task['task_job_id']} exceeded memory limit "
+                           f"({used // 1024} > {limit // 1024}), being killed\n"
+                           f"slurmstepd: error: Exceeded job memory limit")
+                doomed.append(task)
         cancel_tasks(self.queue_dir, state, doomed)
 
     def start_ready(self, state: State) -> None:
@@ -168,6 +200,7 @@ class Runner:
         state (Eqw), while SLURM drops the job: ``"error_state"``, ``"vanish"``.
         """
         job = job_of(state, task)
+        address_space = job.get("memory_limit") if job["scheduler"] == "sge" else None
         try:
             with open(task["output"], "ab" if job["append_output"] else "wb") as output:
                 child = subprocess.Popen(
@@ -178,6 +211,10 @@ class Runner:
                     stdout=output,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,  # its own process group, to kill it whole
+                    # SGE's h_vmem: a limit of the address space, set before it starts
+                    preexec_fn=None if address_space is None else (
+                        lambda: resource.setrlimit(resource.RLIMIT_AS,
+                                                   (address_space, address_space))),
                 )
         except OSError as error:
             print(f"runner: cannot start task {task['job_id']}.{task['index']}: {error}",
@@ -190,7 +227,42 @@ class Runner:
             seconds, count = kill_after
             task["kill_at"] = task["start_time"] + seconds
             state["faults"]["kill_after"] = [seconds, count - 1] if count > 1 else None
+        limit = job.get("time_limit")
+        if limit is not None and (task["kill_at"] is None
+                                  or task["start_time"] + limit < task["kill_at"]):
+            task.update(kill_at=task["start_time"] + limit, kill_reason="time")
         return None
+
+
+#: how often the memory of SLURM tasks with a --mem is looked at
+MEMORY_LOOK_SECONDS = 0.25
+
+
+def note(task: Task, line: str) -> None:
+    """Append what the scheduler says of a task to its log."""
+    try:
+        with open(task["output"], "a") as output:
+            output.write(line + "\n")
+    except OSError:
+        pass
+
+
+def group_memory(group: int) -> int:
+    """Bytes resident in the processes of a process group."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    total = 0
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as stat:
+                fields = stat.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        # after the command: state, ppid, pgrp, ... rss is the 24th field of the line
+        if len(fields) > 21 and int(fields[2]) == group:
+            total += int(fields[21]) * page
+    return total
 
 
 def hold_until_exit(path: Path) -> None:

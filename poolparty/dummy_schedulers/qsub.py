@@ -13,6 +13,7 @@ import socket
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..escalation import duration_seconds, memory_bytes
 from ._cli import ArgumentParser, CommandError, run_command
 from ._jobs import add_job, allocate_job_ids, new_job, new_task, spool_path
 from ._ranges import expand, parse_range
@@ -98,6 +99,8 @@ def submit(queue_dir: Path, args: argparse.Namespace) -> str:
             step=args.range[2] if args.range else 1,
             slots=int(args.pe[1]) if args.pe else 1,
             append_output=True,  # SGE appends to an existing output file
+            time_limit=_resource_seconds(args.resources, "h_rt"),
+            memory_limit=_resource_bytes(args.resources, "h_vmem"),
         )
         tasks = [
             new_task(
@@ -111,6 +114,27 @@ def submit(queue_dir: Path, args: argparse.Namespace) -> str:
         ]
         add_job(queue_dir, state, job_id, job, tasks, args.script_bytes)
     return _submitted_message(args, job_id, name)
+
+
+def _resource(resources: list[str], name: str) -> str | None:
+    """The value of ``-l name=value`` (the last one given), or None."""
+    values = [item.partition("=")[2] for item in ",".join(resources).split(",")
+              if item.partition("=")[0].strip() == name]
+    return values[-1] if values else None
+
+
+def _resource_seconds(resources: list[str], name: str) -> float | None:
+    """A time resource (``h_rt=0:0:30`` or ``h_rt=30``) in seconds."""
+    value = _resource(resources, name)
+    if value is None:
+        return None
+    return float(value) if value.isdigit() else duration_seconds(value)
+
+
+def _resource_bytes(resources: list[str], name: str) -> int | None:
+    """A memory resource (``h_vmem=2G``; a bare number is bytes) in bytes."""
+    value = _resource(resources, name)
+    return None if value is None else memory_bytes(value, 1)
 
 
 def _job_env(args: argparse.Namespace, job_id: int, name: str, cwd: str) -> dict[str, str]:

@@ -12,6 +12,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..escalation import duration_seconds, memory_bytes
 from . import _clusters
 from ._cli import ArgumentParser, CommandError, run_command
 from ._jobs import add_job, allocate_job_ids, new_job, new_task, spool_path
@@ -111,6 +112,10 @@ def submit(queue_dir: Path, args: argparse.Namespace) -> str:
             step=1,
             slots=args.cpus_per_task,
             append_output=False,  # sbatch's default --open-mode=truncate
+            # SLURM's limits are whole minutes; the dummy keeps seconds (--time=0:05 is
+            # 5 s here), so that a test can reach one fast
+            time_limit=None if args.time is None else duration_seconds(args.time),
+            memory_limit=None if args.mem is None else memory_bytes(args.mem, 2**20),
         )
         if args.cluster_names:
             job["cluster"] = args.cluster_names[0]

@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import scheduler
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, SchedulerCommandError
+from ..escalation import OWN, Steps, clock_time, duration_seconds
 from ..ranges import expand_ranges
 from ..scheduler import (
     CommandLineScheduler,
     QueuedJob,
     State,
-    duration_seconds,
     refuse_characters,
     states_of_chunks,
 )
@@ -145,6 +145,19 @@ def parse_max_array_size(text: str, default: int = 1001) -> int:
     return int(match.group(1)) if match else default
 
 
+def parse_max_time(text: str, partition: str | None) -> float | None:
+    """MaxTime of ``partition`` (None: the default one) in ``scontrol show partition``
+    output, in seconds; None when UNLIMITED or not found."""
+    for block in re.split(r"\n\s*\n", text):
+        name = re.search(r"PartitionName=(\S+)", block)
+        if name is None or (partition is None and "Default=YES" not in block) or (
+                partition is not None and name.group(1) != partition):
+            continue
+        limit = re.search(r"MaxTime=(\S+)", block)
+        return None if limit is None else duration_seconds(limit.group(1))
+    return None
+
+
 def cluster_arguments(clusters: str | Sequence[str] | None) -> list[str]:
     """``--clusters=NAME`` for every SLURM command, or nothing.
 
@@ -194,19 +207,49 @@ class SlurmBase(CommandLineScheduler):
         sbatch_args: Sequence[str] = (),
         clusters: str | Sequence[str] | None = None,
         commands: dict[str, Sequence[str]] | None = None,
-        call_timeout: float = 60.0,
+        **common: Any,
     ) -> None:
-        super().__init__(max_running, commands, call_timeout)
+        """``common``: what every command line backend takes (call_timeout,
+        time_escalation, memory_escalation, max_memory)."""
+        super().__init__(max_running, commands, **common)
         self.cluster_args = cluster_arguments(clusters)
-        resources = {
+        self.partition = partition
+        self.resources = {
             "partition": partition, "time": time, "mem": memory,
             "cpus-per-task": cpus_per_task, "gpus": gpus,
         }
-        self.resource_args = [f"--{k}={v}" for k, v in resources.items() if v is not None]
+        self.asked_time, self.asked_memory = time, memory
         # SLURM reads a bare number as minutes, as duration_seconds does
         self.time_limit_seconds = None if time is None else duration_seconds(time)
-        self.resource_args += self.argument_list(sbatch_args, "['--qos=long']", RESERVED,
-                                                 attached_values=True)
+        self.extra_args = self.argument_list(sbatch_args, "['--qos=long']", RESERVED,
+                                             attached_values=True)
+        self._max_time: tuple[float | None] | None = None
+
+    @property
+    def resource_args(self) -> list[str]:
+        """The resources every job of the pool asks for, and the extra arguments."""
+        return self.resource_arguments(OWN)
+
+    def resource_arguments(self, steps: Steps) -> list[str]:
+        """The resources of a job raised by ``steps`` (poolparty.escalation)."""
+        resources = dict(self.resources)
+        if steps.time and self.time_limit_seconds is not None:
+            resources["time"] = clock_time(self.time_limit_for(steps) or 0)
+        if steps.memory:
+            resources["mem"] = self.memory_for(steps)
+        return [f"--{k}={v}" for k, v in resources.items() if v is not None] + self.extra_args
+
+    def max_time_seconds(self) -> float | None:
+        """The partition's MaxTime (asked once; None when unlimited or not known)."""
+        if self._max_time is None:
+            arguments = ["show", "partition", *([self.partition] if self.partition else [])]
+            try:
+                text = self.run("scontrol", arguments)
+            except SchedulerCommandError as error:
+                log.info("could not read the partition's MaxTime: %s", error)
+                text = ""
+            self._max_time = (parse_max_time(text, self.partition),)
+        return self._max_time[0]
 
     def argv(self, name: str, arguments: Sequence[str]) -> list[str]:
         """Every SLURM command goes to the chosen cluster (its options come first)."""
@@ -216,11 +259,12 @@ class SlurmBase(CommandLineScheduler):
         refuse_characters(root, UNESCAPABLE, "sbatch in --output")
 
     def sbatch(self, work_dir: WorkDir, options: Sequence[str], script_args: Sequence[str],
-               chunks: dict[int, int | None], log_pattern: str) -> Submission:
+               chunks: dict[int, int | None], log_pattern: str, steps: Steps) -> Submission:
         """One sbatch of the job script, named as every job of the map."""
         argv = [
             "--parsable", f"--job-name={self.job_name(work_dir)}", *options,
-            *self.resource_args, str(work_dir.script_path), *script_args,
+            *self.resource_arguments(steps), str(work_dir.script_path),
+            *self.worker_arguments(steps), *script_args,
         ]
         return self.submission("sbatch", argv, chunks, log_pattern)
 
@@ -253,9 +297,11 @@ class SlurmJobs(SlurmBase):
 
     name = "slurm"
 
-    def plan(self, work_dir: WorkDir, chunk_ids: Sequence[int]) -> list[Submission]:
+    def plan(self, work_dir: WorkDir, chunk_ids: Sequence[int], steps: Steps = OWN
+             ) -> list[Submission]:
         output = output_option(work_dir, "%j.log")
-        return [self.sbatch(work_dir, [output], [str(chunk_id)], {chunk_id: None}, "{job_id}.log")
+        return [self.sbatch(work_dir, [output], [str(chunk_id)], {chunk_id: None}, "{job_id}.log",
+                            steps)
                 for chunk_id in chunk_ids]
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from .. import scheduler
 from ..errors import SchedulerCommandError
+from ..escalation import OWN, Steps
 from ..ranges import compress_ranges
 from ..scheduler import Submission
 from ..work_dir import WorkDir
@@ -52,7 +53,8 @@ class SlurmArray(SlurmBase):
                 self._max_array_size = 1001
         return self._max_array_size
 
-    def plan(self, work_dir: WorkDir, chunk_ids: Sequence[int]) -> list[Submission]:
+    def plan(self, work_dir: WorkDir, chunk_ids: Sequence[int], steps: Steps = OWN
+             ) -> list[Submission]:
         """One array per block of MaxArraySize chunk ids."""
         blocks: dict[int, list[int]] = defaultdict(list)
         for chunk_id in chunk_ids:
@@ -68,7 +70,8 @@ class SlurmArray(SlurmBase):
             ]
             script_args = ["--array", str(base), "SLURM_ARRAY_TASK_ID"]
             plan.append(self.sbatch(work_dir, options, script_args,
-                                    {base + i: i for i in indices}, "{job_id}_{index}.log"))
+                                    {base + i: i for i in indices}, "{job_id}_{index}.log",
+                                    steps))
         return plan
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 
 from .errors import (
+    AllocationEndedError,
     ChunksLostError,
     InvalidInputError,
     InvalidOptionError,
@@ -40,6 +41,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "AllocationEndedError",
     "AsyncResult",
     "ChunksLostError",
     "Executor",

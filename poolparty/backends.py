@@ -30,6 +30,7 @@ log = logging.getLogger("poolparty")
 #: in which ``backend="auto"`` looks for a scheduler
 REGISTRY: dict[str, tuple[str, str]] = {
     "local": ("poolparty.local", "Local"),
+    "slurm-steps": ("poolparty.slurm.steps", "SlurmSteps"),
     "slurm-array": ("poolparty.slurm.array", "SlurmArray"),
     "slurm": ("poolparty.slurm", "SlurmJobs"),
     "sge": ("poolparty.sun_grid_engine", "SunGridEngine"),
@@ -51,20 +52,27 @@ def backend_class(name: str) -> type[Scheduler]:
     return getattr(importlib.import_module(module), class_name)
 
 
-def detect_backend() -> str:
+#: the backend that runs workers in the allocation the client runs in (use_allocation)
+IN_ALLOCATION = "slurm-steps"
+
+
+def detect_backend(use_allocation: bool = True) -> str:
     """The best scheduler installed here, in :data:`REGISTRY`'s order; the choice is
-    logged (each class's ``found_here`` says what it found)."""
+    logged (each class's ``found_here`` says what it found). ``use_allocation``
+    False: never the steps of the allocation the client runs in."""
     for name in REGISTRY:
-        if name != FALLBACK and backend_class(name).found_here():
+        if name in (FALLBACK, *(() if use_allocation else (IN_ALLOCATION,))):
+            continue
+        if backend_class(name).found_here():
             return name
     log.info("no batch scheduler found (no sbatch, no SGE qsub on PATH): "
              "running on local processes")
     return FALLBACK
 
 
-def chosen(backend: str) -> str:
+def chosen(backend: str, use_allocation: bool = True) -> str:
     """A backend's name, ``auto`` replaced by the one detected here."""
-    return detect_backend() if backend == "auto" else backend
+    return detect_backend(use_allocation) if backend == "auto" else backend
 
 
 def make_scheduler(backend: str | Scheduler, processes: int | None, options: dict,

@@ -82,8 +82,11 @@ BACKEND = Kind(f"{', '.join(backends.BACKENDS[:-1])} or {backends.BACKENDS[-1]}"
 
 
 SETTINGS: dict[str, Setting] = {setting.name: setting for setting in [
-    Setting("backend", BACKEND, "auto", "where jobs run; auto: SLURM arrays if sbatch is on "
-            "PATH, else SGE if its qsub is, else local processes"),
+    Setting("backend", BACKEND, "auto", "where jobs run; auto: steps of the SLURM allocation "
+            "the client runs in, else SLURM arrays if sbatch is on PATH, else SGE if its qsub "
+            "is, else local processes"),
+    Setting("use_allocation", BOOL, True, "inside a SLURM allocation (salloc, an sbatch "
+            "script) backend auto runs the workers as its job steps; false: submits jobs"),
     Setting("processes", POSITIVE_INT, None, "the most workers (jobs) of a map at once (unset: "
             "local uses every core, 8 on a cluster)"),
     Setting("work_dir", PATH, None, "where maps keep their files (unset: ./.poolparty); on "

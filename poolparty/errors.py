@@ -181,6 +181,11 @@ def describe_log_tail(tail: str) -> list[str]:
     return ["  the end of its last log:", *("    " + line for line in tail.splitlines()[-15:])]
 
 
+class AllocationEndedError(PoolpartyError):
+    """The SLURM allocation a pool runs its workers in (backend ``slurm-steps``) ended:
+    the tasks it did not finish can't run there."""
+
+
 class PoolTerminated(PoolpartyError):
     """The pool was terminated (or its ``with`` block left) while this map ran."""
 

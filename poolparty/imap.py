@@ -143,7 +143,8 @@ class Feed:
 
 def read_lazily(feed: Feed, maps: Maps, func: Callable, iterable: Iterable,
                 chunksize: int | None,
-                start_thread: Callable[[Callable[[], None]], None]) -> None:
+                start_thread: Callable[[Callable[[], None]], None],
+                resources: dict | None = None) -> None:
     """The reading thread: segment after segment, as room is made (see the module's
     docstring). It holds no reference to the iterator: one dropped by its caller is
     collected, and the reading stops."""
@@ -157,7 +158,8 @@ def read_lazily(feed: Feed, maps: Maps, func: Callable, iterable: Iterable,
             batch, error = read_batch(source, size)
             if batch:
                 try:
-                    prepared = maps.prepare(func, batch, chunksize, group=feed)
+                    prepared = maps.prepare(func, batch, chunksize, group=feed,
+                                            resources=resources)
                 except Exception as bad_input:  # noqa: BLE001 - a task that can't be pickled
                     feed.end(read, bad_input)
                     return
@@ -187,20 +189,20 @@ def read_batch(source: Iterator, size: int) -> tuple[list, Exception | None]:
 
 
 def start_imap(maps: Maps, func: Callable, iterable: Iterable, chunksize: int | None,
-               ordered: bool, start_thread: Callable[[Callable[[], None]], None]
-               ) -> IMapIterator:
+               ordered: bool, start_thread: Callable[[Callable[[], None]], None],
+               resources: dict | None = None) -> IMapIterator:
     """imap's work: a sized input is prepared here (a task that can't be pickled raises
     from imap() itself, as map's); any other is read by a thread of its own."""
     feed = Feed(ordered)
     if isinstance(iterable, Sized):
-        prepared = maps.prepare(func, iterable, chunksize)
+        prepared = maps.prepare(func, iterable, chunksize, resources=resources)
         feed.end(0 if prepared is None else prepared.num_tasks)
         if prepared is not None:
             feed.start_segment(maps, prepared, 0, start_thread)
     else:
-        maps.check_map_arguments(func, chunksize)
+        maps.check_map_arguments(func, chunksize, resources)
         start_thread(partial(read_lazily, feed, maps, func, iterable, chunksize,
-                             start_thread))
+                             start_thread, resources))
     return IMapIterator(feed, ordered)
 
 

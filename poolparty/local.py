@@ -83,24 +83,38 @@ class Local(Scheduler):
                 self._states.pop(key, None)
                 process = self._processes.pop(key, None)
                 if process is not None:
-                    _kill_group(process)
+                    self.stop_process(process)
 
     def plan(self, work_dir: WorkDir, chunk_ids: Sequence[int], steps: Steps = OWN
              ) -> list[Submission]:
         """One worker process per chunk, logging to a file numbered by its attempt (a
         local log's name needs no job id)."""
         return [
-            Submission("sh", ("/bin/sh", str(work_dir.script_path), str(chunk_id)),
+            Submission(self.launcher[0] if self.launcher else "sh",
+                       (*self.launcher_for(work_dir), "/bin/sh", str(work_dir.script_path),
+                        str(chunk_id)),
                        {chunk_id: None},
                        f"{chunk_id}.local.{len(work_dir.jobs_of_chunk(chunk_id))}.log")
             for chunk_id in chunk_ids
         ]
 
+    @staticmethod
+    def stop_process(process: subprocess.Popen) -> None:
+        """End a worker's process and everything it started."""
+        _kill_group(process)
+
+    #: the command each worker's shell runs under (none: a plain child process)
+    launcher: tuple[str, ...] = ()
+
+    def launcher_for(self, work_dir: WorkDir) -> tuple[str, ...]:
+        """:attr:`launcher` for this map's workers."""
+        return self.launcher
+
     def close(self) -> None:
         with self._lock:
             self._cancelled.update(self._states)
             for process in self._processes.values():
-                _kill_group(process)
+                self.stop_process(process)
             slots, self._slots = self._slots, []
         for _ in slots:
             self._queue.put(None)

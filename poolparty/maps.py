@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import cloudpickle
 
@@ -36,6 +36,9 @@ from .log import close_map_logger, map_logger
 from .scheduler import Scheduler
 from .work_dir import WorkDir, resolve_root
 from .worker import Outcome, apply_call
+
+#: a map's own resources (``pool.map(..., resources={...})``), None: the pool's
+Resources = Optional[dict[str, Any]]
 
 log = logging.getLogger("poolparty")
 #: how long closing a pool waits for its idle workers to leave by themselves
@@ -106,19 +109,32 @@ class Maps:
         self._groups: dict[MapRun, object] = {}
 
     # ------------------------------------------------------------------ preparing
-    def check_map_arguments(self, func: Callable, chunksize: int | None) -> int | None:
+    def check_map_arguments(self, func: Callable, chunksize: int | None,
+                            resources: Resources = None) -> int | None:
         """The checks made before anything is read or written; the chunksize checked."""
         if not callable(func):
             raise TypeError(f"{func!r} is not callable")
+        self.scheduler_for(resources)
         return chunking.check_chunksize(chunksize)
 
+    def scheduler_for(self, resources: Resources) -> Scheduler:
+        """The pool's backend, asking for a map's own ``resources`` (checked now)."""
+        if resources is not None and not isinstance(resources, dict):
+            raise TypeError(f"resources must be a dict, e.g. {{'time': '2:00:00', "
+                            f"'memory': '8G'}}, not {resources!r}")
+        return self.settings.scheduler.with_resources(resources or {})
+
     def prepare(self, func: Callable, tasks: Iterable, chunksize: int | None = None,
-                star: bool = False, group: object = None) -> PreparedMap | None:
+                star: bool = False, group: object = None, resources: Resources = None
+                ) -> PreparedMap | None:
         """Check everything, pickle, write the work_dir: nothing is submitted yet.
         ``star``: each task is a tuple of arguments. None for no tasks (nothing to
         do, nothing written). ``group``: the maps that are parts of one call (imap's
-        segments): each counts the workers serving the others as its own."""
-        chunksize = self.check_map_arguments(func, chunksize)
+        segments): each counts the workers serving the others as its own.
+        ``resources``: the map's own (time, memory, ...): its workers are its own too,
+        neither warm workers of the pool's other maps nor kept warm for them."""
+        chunksize = self.check_map_arguments(func, chunksize, resources)
+        scheduler = self.scheduler_for(resources)
         tasks = list(tasks)
         if not tasks:
             return None
@@ -135,34 +151,36 @@ class Maps:
         if not work_dir.has_inputs():
             try:
                 work_dir.write_inputs(function_blob, chunk_blobs,
-                                      self._metadata(len(tasks), block, chunksize))
+                                      self._metadata(len(tasks), block, chunksize, scheduler))
             except InvalidInputError:  # no room: nothing worth keeping was written
                 work_dir.remove()
                 raise
-        lobby = self._lobby_of_pool()
+        lobby = None if resources else self._lobby_of_pool()
         # the same map may run again (same work_dir): each run has its own key there
         run_key = f"{work_dir.map_id}.{os.urandom(4).hex()}"
         waiting = None if lobby is None else (lobby.path, self.settings.idle_timeout, run_key)
         work_dir.write_job_script(self.settings.python_path, self.settings.core_dumps, waiting)
-        return self._prepared(work_dir, len(tasks), block, run_key, group)
+        return self._prepared(work_dir, len(tasks), block, run_key, group, scheduler, lobby)
 
     def prepare_calls(self, calls: Iterable[tuple[Callable, tuple, dict]],
-                      chunksize: int | None = None) -> PreparedMap | None:
+                      chunksize: int | None = None, resources: Resources = None
+                      ) -> PreparedMap | None:
         """``prepare`` for calls shaped as apply's and submit's: each one is
         ``(function, args, kwargs)``, run as ``function(*args, **kwargs)``."""
         checked = [(function, tuple(args), dict(kwargs or {})) for function, args, kwargs in calls]
-        return self.prepare(apply_call, checked, chunksize, star=True)
+        return self.prepare(apply_call, checked, chunksize, star=True, resources=resources)
 
     def _prepared(self, work_dir: WorkDir, num_tasks: int, block: int,
-                  run_key: str = "", group: object = None) -> PreparedMap:
+                  run_key: str = "", group: object = None, scheduler: Scheduler | None = None,
+                  lobby: Lobby | None = None) -> PreparedMap:
         map_log = map_logger(work_dir.path / "client.log.jsonl", work_dir.map_id)
-        run = MapRun(self.settings.scheduler, work_dir, num_tasks,
+        run = MapRun(scheduler or self.settings.scheduler, work_dir, num_tasks,
                      self.settings.polling_interval, self.settings.max_num_resubmissions,
                      map_log, capacity=self._workers(num_tasks, block), block=block,
                      relay_output=self.settings.relay_output,
                      submit_workers=self.settings.submit_workers,
                      settle_workers=self.settings.keep_work_dir,
-                     lobby=self._lobby, lobby_key=run_key,
+                     lobby=lobby, lobby_key=run_key,
                      running_maps=partial(self._running_ids, group),
                      end_pool_workers=self._end_warm_workers,
                      watch_claims=group is not None)
@@ -267,7 +285,8 @@ class Maps:
                                f"level or avoid capturing open files, locks or connections.")
             raise
 
-    def _metadata(self, num_tasks: int, block: int, claim_unit: int | None) -> dict:
+    def _metadata(self, num_tasks: int, block: int, claim_unit: int | None,
+                  scheduler: Scheduler) -> dict:
         return {
             "num_tasks": num_tasks,
             # which making of this directory: a job submitted for an earlier one that
@@ -277,10 +296,10 @@ class Maps:
             "block": block,
             "claim_unit": claim_unit,
             "workers": self._workers(num_tasks, block),
-            "time_limit_seconds": self.settings.scheduler.time_limit_seconds,
+            "time_limit_seconds": scheduler.time_limit_seconds,
             # a task's MemoryError under the job's memory limit (SGE's h_vmem) is then
             # the job running out of memory: its claim runs again with more
-            "memory_raisable": self.settings.scheduler.raises(Ending.OUT_OF_MEMORY),
+            "memory_raisable": scheduler.raises(Ending.OUT_OF_MEMORY),
             "python_path": self.settings.python_path,
             "backend": self.settings.scheduler.name,
             "client_pid": os.getpid(),
@@ -313,8 +332,8 @@ class Maps:
             if self._stopped:
                 prepared.run.stop.set()
             self._running.add(prepared.run)
-        if self._lobby is not None:
-            self._lobby.announce(prepared.run.lobby_key, prepared.work_dir.path)
+        if prepared.run.lobby is not None:  # not a map with resources of its own
+            prepared.run.lobby.announce(prepared.run.lobby_key, prepared.work_dir.path)
         bar = (progress_bar(prepared.num_tasks, prepared.work_dir.map_id)
                if self.settings.progress else None)
         prepared.log.info("map of %d task(s) in %s", prepared.num_tasks,
@@ -346,8 +365,8 @@ class Maps:
                 self._warm.append((prepared.run.lobby_key, prepared.work_dir,
                                    prepared.run.kept_warm))
             last_of_closed_pool = self._closing and not self._running
-        if self._lobby is not None:
-            self._lobby.withdraw(prepared.run.lobby_key)
+        if prepared.run.lobby is not None:
+            prepared.run.lobby.withdraw(prepared.run.lobby_key)
         if last_of_closed_pool:
             self._end_warm_workers(close=True)
         if bar is not None:

@@ -38,11 +38,12 @@ def pool_options() -> list[str]:
 
 
 def configured_scheduler(backend: str | Scheduler, processes: int | None,
-                         resolved: dict[str, config.Resolved], keywords: dict) -> Scheduler:
+                         resolved: dict[str, config.Resolved], keywords: dict,
+                         use_allocation: bool = True) -> Scheduler:
     """make_scheduler with the backend options of the environment and config files
     that apply to the chosen backend (so it is detected first); keywords win."""
     if backend == "auto":
-        backend = detect_backend()
+        backend = detect_backend(use_allocation)
     name = backend if isinstance(backend, str) else None
     return make_scheduler(backend, processes, {**config.scheduler_options(resolved, name),
                                                **keywords}, pool_options())
@@ -136,6 +137,7 @@ class Pool:
         core_dumps: bool | None = None,
         submit_workers: bool | None = None,
         idle_timeout: float | None = None,
+        use_allocation: bool | None = None,
         **backend_options: Any,
     ) -> None:
         values, resolved = config.pool_values({
@@ -145,7 +147,7 @@ class Pool:
             "polling_interval": polling_interval, "max_num_resubmissions": max_num_resubmissions,
             "verbose": verbose, "progress": progress, "relay_output": relay_output,
             "core_dumps": core_dumps, "submit_workers": submit_workers,
-            "idle_timeout": idle_timeout, **backend_options,
+            "idle_timeout": idle_timeout, "use_allocation": use_allocation, **backend_options,
         })
         processes, polling_interval = values["processes"], values["polling_interval"]
         if initializer is not None and not callable(initializer):
@@ -156,7 +158,7 @@ class Pool:
             raise ValueError("maxtasksperchild must be a positive int or None")
         configure_verbose(values["verbose"])
         self._scheduler = configured_scheduler(values["backend"], processes, resolved,
-                                               backend_options)
+                                               backend_options, values["use_allocation"])
         self._scheduler.check_available()
         self._scheduler.check_work_dir(resolve_root(values["work_dir"]))
         self._max_running = processes or self._scheduler.default_max_running
@@ -185,52 +187,65 @@ class Pool:
         _live_pools.add(self)
 
     # ------------------------------------------------------------------ blocking calls
-    def map(self, func: Callable, iterable: Iterable, chunksize: int | None = None) -> list:
+    def map(self, func: Callable, iterable: Iterable, chunksize: int | None = None, *,
+            resources: dict | None = None) -> list:
         """``[func(x) for x in iterable]``, computed by jobs; results in input order.
 
         The first task that raises makes map raise its exception (the remote traceback
         as its cause); the map's other jobs are then cancelled.
+
+        ``resources``: what this map's jobs ask for on top of the pool's, e.g.
+        ``{"time": "4:00:00", "memory": "16G", "cpus": 4, "gpus": 1}`` (SLURM; SGE
+        takes time, memory, cpus, queue and its own resource names): checked before
+        anything is submitted; the map gets workers of its own.
         """
-        return self.map_async(func, iterable, chunksize).get()
+        return self.map_async(func, iterable, chunksize, resources=resources).get()
 
-    def starmap(self, func: Callable, iterable: Iterable, chunksize: int | None = None) -> list:
+    def starmap(self, func: Callable, iterable: Iterable, chunksize: int | None = None, *,
+                resources: dict | None = None) -> list:
         """``[func(*args) for args in iterable]``, computed by jobs; in input order."""
-        return self.starmap_async(func, iterable, chunksize).get()
+        return self.starmap_async(func, iterable, chunksize, resources=resources).get()
 
-    def apply(self, func: Callable, args: Sequence = (), kwds: dict | None = None) -> Any:
+    def apply(self, func: Callable, args: Sequence = (), kwds: dict | None = None, *,
+              resources: dict | None = None) -> Any:
         """``func(*args, **kwds)`` in one job, waiting for the result."""
-        return self.apply_async(func, args, kwds).get()
+        return self.apply_async(func, args, kwds, resources=resources).get()
 
     # ------------------------------------------------------------------ in the background
     def apply_async(self, func: Callable, args: Sequence = (), kwds: dict | None = None,
                     callback: Callable | None = None,
-                    error_callback: Callable | None = None) -> AsyncResult:
+                    error_callback: Callable | None = None, *,
+                    resources: dict | None = None) -> AsyncResult:
         self._check_running()
-        prepared = self.maps.prepare_calls([(func, args, kwds)], 1)
+        prepared = self.maps.prepare_calls([(func, args, kwds)], 1, resources)
         result = AsyncResult(self.maps, prepared, callback, error_callback, single=True)
         self._in_background(result._run)
         return result
 
     def map_async(self, func: Callable, iterable: Iterable, chunksize: int | None = None,
                   callback: Callable | None = None,
-                  error_callback: Callable | None = None) -> AsyncResult:
+                  error_callback: Callable | None = None, *,
+                  resources: dict | None = None) -> AsyncResult:
         self._check_running()
-        result = AsyncResult(self.maps, self.maps.prepare(func, iterable, chunksize),
+        result = AsyncResult(self.maps, self.maps.prepare(func, iterable, chunksize,
+                                                          resources=resources),
                              callback, error_callback)
         self._in_background(result._run)
         return result
 
     def starmap_async(self, func: Callable, iterable: Iterable, chunksize: int | None = None,
                       callback: Callable | None = None,
-                      error_callback: Callable | None = None) -> AsyncResult:
+                      error_callback: Callable | None = None, *,
+                      resources: dict | None = None) -> AsyncResult:
         self._check_running()
-        result = AsyncResult(self.maps, self.maps.prepare(func, iterable, chunksize, star=True),
+        result = AsyncResult(self.maps, self.maps.prepare(func, iterable, chunksize, star=True,
+                                                          resources=resources),
                              callback, error_callback)
         self._in_background(result._run)
         return result
 
     def imap(self, func: Callable, iterable: Iterable,
-             chunksize: int | None = None) -> IMapIterator:
+             chunksize: int | None = None, *, resources: dict | None = None) -> IMapIterator:
         """Results in input order, each as soon as it and those before it arrived. A
         task that raised raises at its position; iteration can go on after it.
 
@@ -238,13 +253,16 @@ class Pool:
         as the workers need it, a bounded distance ahead (poolparty.imap): an endless
         one works, and an exception it raises comes out of next() at its position."""
         self._check_running()
-        return start_imap(self.maps, func, iterable, chunksize, True, self._in_background)
+        return start_imap(self.maps, func, iterable, chunksize, True, self._in_background,
+                          resources)
 
     def imap_unordered(self, func: Callable, iterable: Iterable,
-                       chunksize: int | None = None) -> IMapIterator:
+                       chunksize: int | None = None, *,
+                       resources: dict | None = None) -> IMapIterator:
         """Results in the order they arrive, chunk by chunk; the input read as imap's."""
         self._check_running()
-        return start_imap(self.maps, func, iterable, chunksize, False, self._in_background)
+        return start_imap(self.maps, func, iterable, chunksize, False, self._in_background,
+                          resources)
 
     # ------------------------------------------------------------------ life cycle
     def close(self) -> None:

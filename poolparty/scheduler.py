@@ -143,6 +143,17 @@ class Scheduler(abc.ABC):
         them: a dry run shows this plan, so the user sees what would reach the scheduler."""
         raise NotImplementedError(f"{self.name} can't show a submission without making it")
 
+    def with_resources(self, resources: Mapping[str, Any]) -> Scheduler:
+        """This backend for one map that asks for other ``resources`` than the pool's
+        (``pool.map(..., resources={...})``): a copy, checked now, before anything is
+        submitted. Backends without resources to choose take none."""
+        if resources:
+            raise InvalidInputError(
+                f"backend {self.name!r} takes no resources per map (got "
+                f"{sorted(resources)}): its workers are this machine's processes. Use a "
+                f"cluster backend, or leave resources= out.")
+        return self
+
     def raises(self, ending: Ending) -> bool:
         """Whether a claim lost this way is run again by a worker with more of what it
         lacked (poolparty.escalation): a time limit, or memory, the pool asked for (a

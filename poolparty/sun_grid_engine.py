@@ -8,12 +8,13 @@ start at 1, so the array of chunks ``a..b`` has tasks ``1..b-a+1`` and base ``a-
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -194,6 +195,42 @@ class SunGridEngine(CommandLineScheduler):
 
     #: a bare memory number counts in bytes
     memory_unit = 1
+
+    def with_resources(self, resources: Mapping[str, Any]) -> SunGridEngine:
+        """A copy asking for ``resources`` on top of the pool's: ``time`` (``h_rt``),
+        ``memory`` (``h_vmem``), ``cpus`` (slots of the pool's parallel environment),
+        ``queue`` (``-q``), and any of SGE's own resources by name (``-l name=value``)."""
+        if not resources:
+            return self
+        changed = copy.copy(self)
+        changed.resources = dict(self.resources)
+        for name, value in resources.items():
+            if name == "queue":
+                changed.queue = str(value)
+            elif name == "cpus":
+                if self.parallel_environment is None or not (
+                        isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+                    raise InvalidInputError(
+                        f"resources={{'cpus': {value!r}}}: SGE gives a job several slots "
+                        f"through a parallel environment; give the pool one "
+                        f"(parallel_environment=('smp', 1)) and cpus as an int >= 1.")
+                changed.parallel_environment = (self.parallel_environment[0], value)
+            elif name == "gpus":
+                raise InvalidInputError(
+                    "resources={'gpus': ...}: SGE has no standard GPU resource; give your "
+                    "site's by its name, e.g. resources={'gpu': 1} (qsub -l gpu=1).")
+            else:
+                key = {"time": "h_rt", "memory": "h_vmem"}.get(name, name)
+                if not isinstance(value, (str, int, float)) or isinstance(value, bool) or not (
+                        re.fullmatch(r"[A-Za-z_][\w.]*", key)):
+                    raise InvalidInputError(
+                        f"resources={{{name!r}: {value!r}}}: SGE takes -l name=value, e.g. "
+                        f"{{'h_rt': '1:00:00', 'h_vmem': '4G'}}.")
+                changed.resources[key] = value
+        changed.time_limit_seconds = sge_time_limit(changed.resources)
+        changed.asked_memory = next((str(changed.resources[key]) for key in MEMORY_RESOURCES
+                                     if key in changed.resources), None)
+        return changed
 
     @property
     def resource_args(self) -> list[str]:

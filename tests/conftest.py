@@ -8,6 +8,7 @@ then a missing scheduler is a failure, never a silent skip.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import shutil
@@ -274,6 +275,51 @@ def real_backend(backend_name: str, work_root: Path) -> Backend:
                    kill_running)
 
 
+def slurm_allocation_for_tests() -> str:
+    """An allocation of 2 CPUs on the test SLURM for the steps backend, made with
+    ``salloc --no-shell`` at its first use and kept for the session (made again when a
+    test that restarts the daemons ended it); cancelled when the tests end."""
+    global _allocation
+    if _allocation is not None:
+        state = subprocess.run(["squeue", "--noheader", f"--jobs={_allocation}", "--format=%T"],
+                               capture_output=True, text=True, timeout=30).stdout.strip()
+        if state == "RUNNING":
+            return _allocation
+        subprocess.run(["scancel", _allocation], capture_output=True, timeout=30)
+    done = subprocess.run(["salloc", "--no-shell", "--ntasks=2", "--job-name=pp-test-steps"],
+                          capture_output=True, text=True, timeout=120, check=True)
+    _allocation = done.stderr.split("Granted job allocation")[1].split()[0]
+    atexit.register(subprocess.run, ["scancel", _allocation], capture_output=True, timeout=30)
+    return _allocation
+
+
+_allocation: str | None = None
+
+
+def steps_backend(work_root: Path) -> Backend:
+    """Workers as job steps of an allocation (poolparty.slurm.steps), on the real SLURM."""
+    require_scheduler("slurm")
+    allocation = slurm_allocation_for_tests()
+
+    def pool_options(**options: Any) -> dict:
+        options.setdefault("polling_interval", 0.5)
+        options.setdefault("work_dir", work_root)
+        return dict(options, backend="slurm-steps", allocation=allocation)
+
+    def queued_jobs() -> list[str]:  # this test's workers: steps named by its maps
+        return steps_named(allocation, job_names_under(work_root))
+
+    return Backend("real-slurm-steps", pool_options, queued_jobs, lambda: len(queued_jobs()))
+
+
+def steps_named(allocation: str, names: set[str]) -> list[str]:
+    """``JOB.STEP|NAME`` of the steps of an allocation with one of these names."""
+    text = subprocess.run(["squeue", "--noheader", "--steps", f"--jobs={allocation}",
+                           "--format=%i|%j"], capture_output=True, text=True,
+                          timeout=30).stdout
+    return [line for line in text.splitlines() if line.split("|")[-1] in names]
+
+
 CLUSTER_BACKENDS = ["slurm-array", "slurm", "sge"]
 ALL_CLUSTER_PARAMS = [f"{kind}-{name}" for kind in ("dummy", "real") for name in CLUSTER_BACKENDS]
 
@@ -281,6 +327,8 @@ ALL_CLUSTER_PARAMS = [f"{kind}-{name}" for kind in ("dummy", "real") for name in
 def make_backend(param: str, work_root: Path, tmp_path: Path) -> Backend:
     if param == "local":
         return local_backend(work_root)
+    if param == "real-slurm-steps":
+        return steps_backend(work_root)
     kind, name = param.split("-", 1)
     if kind == "dummy":
         return dummy_backend(name, work_root, tmp_path / "queue")
@@ -311,7 +359,7 @@ def made_backend(param: str, work_root: Path, tmp_path: Path) -> Iterator[Backen
 
 
 #: the shared suite's backends: every registered one (tests/test_registry.py checks it)
-BACKEND_PARAMS = ["local", *ALL_CLUSTER_PARAMS]
+BACKEND_PARAMS = ["local", *ALL_CLUSTER_PARAMS, "real-slurm-steps"]
 
 
 @pytest.fixture(params=BACKEND_PARAMS)

@@ -434,6 +434,8 @@ def test_slurm_requeued_worker_loses_its_claim_at_once_and_job_over_its_time_lim
     assert "time limit" in " ".join(reopen_reasons(map_dir)[claim_of_task(map_dir, overrun)])
     log_text = client_log(map_dir)
     assert "its job reached its time limit" in log_text
+    # run again in a job given 1.5 times the time (poolparty.escalation)
+    assert "reopened for a worker with 90 s of time" in log_text
     wait_for(lambda: not this_maps_jobs(squeue_jobs, map_dir), 10,
              f"the requeued element {element} to be cancelled")
 

@@ -24,6 +24,7 @@ PARTITIONS = ("debug",)
 NO_ARRAY_INDEX = "4294967294"
 _TIME = re.compile(r"(UNLIMITED|INFINITE|(\d+-)?\d+(:\d+){0,2})")
 _MEMORY = re.compile(r"\d+[KMGT]?")
+_GPUS = re.compile(r"(\w+:)?(\d+)")
 _FILENAME_PATTERN = re.compile(r"%(\d*)([Aajxu%])")
 
 
@@ -38,7 +39,7 @@ def _parser() -> ArgumentParser:
     parser.add_argument("-t", "--time", default=None)
     parser.add_argument("--mem", default=None)
     parser.add_argument("-c", "--cpus-per-task", type=int, default=1)
-    parser.add_argument("-G", "--gpus", type=int, default=None)
+    parser.add_argument("-G", "--gpus", default=None)
     parser.add_argument("-D", "--chdir", default=None)
     parser.add_argument("--export", choices=["ALL"], default="ALL")
     _clusters.add_option(parser)
@@ -54,6 +55,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
         raise CommandError("sbatch: error: Invalid --time specification")
     if args.mem is not None and not _MEMORY.fullmatch(args.mem):
         raise CommandError("sbatch: error: Invalid --mem specification")
+    if args.gpus is not None and not _GPUS.fullmatch(args.gpus):
+        raise CommandError("sbatch: error: Invalid --gpus specification")
     args.cluster_names = _clusters.named("sbatch", args)
     args.indices, args.throttle = _parse_array(args.array)
     args.script_bytes = _read_script(args.script)
@@ -153,6 +156,9 @@ def _job_env(args: argparse.Namespace, job_id: int, name: str, cwd: str) -> dict
         "SLURM_CPUS_PER_TASK": str(args.cpus_per_task),
         "SLURM_JOB_NUM_NODES": "1",
     }
+    if args.gpus is not None:  # the devices a job sees: as SLURM's gres plugin sets them
+        count = int(_GPUS.fullmatch(args.gpus).group(2))  # type: ignore[union-attr]
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(device) for device in range(count))
     if args.array:
         env.update(
             SLURM_ARRAY_JOB_ID=str(job_id),

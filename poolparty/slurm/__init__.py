@@ -8,16 +8,17 @@ real SLURM in tests/data/. All commands go through :func:`run_command`.
 
 from __future__ import annotations
 
+import copy
 import importlib
 import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import scheduler
 from ..errors import InvalidInputError, SchedulerCommandError
-from ..escalation import OWN, Steps, clock_time, duration_seconds
+from ..escalation import OWN, Steps, clock_time, duration_seconds, memory_bytes
 from ..ranges import expand_ranges
 from ..scheduler import (
     CommandLineScheduler,
@@ -158,6 +159,24 @@ def parse_max_time(text: str, partition: str | None) -> float | None:
     return None
 
 
+def check_resource(option: str, value: Any) -> Any:
+    """A value of sbatch's ``--<option>``, or InvalidInputError in sbatch's words."""
+    valid = {
+        "time": lambda v: isinstance(v, (str, int)) and duration_seconds(str(v)) is not None,
+        "mem": lambda v: isinstance(v, (str, int)) and memory_bytes(v, 2**20) is not None,
+        "cpus-per-task": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+        "gpus": lambda v: (isinstance(v, int) and not isinstance(v, bool) and v >= 0)
+        or (isinstance(v, str) and bool(v.strip())),
+        "partition": lambda v: isinstance(v, str) and bool(v.strip()),
+    }
+    examples = {"time": "'1:30:00' or 90 (minutes)", "mem": "'4G' or '500M'",
+                "cpus-per-task": "4", "gpus": "1 or 'a100:2'", "partition": "'gpu'"}
+    if not valid[option](value):
+        raise InvalidInputError(f"--{option}={value!r} is not something sbatch takes: give "
+                                f"e.g. {examples[option]}.")
+    return str(value)
+
+
 def cluster_arguments(clusters: str | Sequence[str] | None) -> list[str]:
     """``--clusters=NAME`` for every SLURM command, or nothing.
 
@@ -224,6 +243,34 @@ class SlurmBase(CommandLineScheduler):
         self.extra_args = self.argument_list(sbatch_args, "['--qos=long']", RESERVED,
                                              attached_values=True)
         self._max_time: tuple[float | None] | None = None
+
+    #: the names ``resources=`` takes for a map: the pool's option names and sbatch's
+    RESOURCE_NAMES = {"time": "time", "memory": "mem", "mem": "mem", "cpus": "cpus-per-task",
+                      "cpus_per_task": "cpus-per-task", "cpus-per-task": "cpus-per-task",
+                      "gpus": "gpus", "partition": "partition"}
+
+    def with_resources(self, resources: Mapping[str, Any]) -> SlurmBase:
+        """A copy asking for ``resources`` (time, memory, cpus, gpus, partition) on top
+        of the pool's; each checked as sbatch would."""
+        if not resources:
+            return self
+        changed = copy.copy(self)
+        changed.resources = dict(self.resources)
+        for name, value in resources.items():
+            option = self.RESOURCE_NAMES.get(name)
+            if option is None:
+                raise InvalidInputError(
+                    f"resources={{{name!r}: ...}}: SLURM takes time, memory, cpus, gpus and "
+                    f"partition per map (sbatch's --time, --mem, --cpus-per-task, --gpus, "
+                    f"--partition). Other sbatch options go in sbatch_args of the Pool.")
+            changed.resources[option] = check_resource(option, value)
+        changed.asked_time, changed.asked_memory = (changed.resources["time"],
+                                                    changed.resources["mem"])
+        changed.time_limit_seconds = (None if changed.asked_time is None
+                                      else duration_seconds(changed.asked_time))
+        changed.partition = changed.resources["partition"]
+        changed._max_time = None
+        return changed
 
     @property
     def resource_args(self) -> list[str]:

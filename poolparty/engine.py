@@ -716,7 +716,7 @@ class MapRun:
         self._read_claims()
         self._reopen_abandoned()  # claims seen only now, of workers that ended before
         now = time.monotonic()
-        in_error, ended = [], []
+        in_error, ended, requeued = [], [], []
         crashes: dict[int, Crash] = {}
         for worker_id, worker in self.workers.items():
             if not worker.live:
@@ -745,7 +745,9 @@ class MapRun:
             elif worker.seen(state, now) or state is State.PENDING:
                 # A pending job holding a claim ran before: it was requeued, perhaps
                 # before any poll saw it running (a no-op when it holds nothing).
-                self._worker_requeued(worker_id, held_before)
+                if self._worker_requeued(worker_id, held_before) or worker.requeued:
+                    requeued.append(worker_id)
+        self._replace_requeued(requeued)
         in_error += self._stuck_workers(now)
         if in_error:
             self.log.warning("worker(s) %s in an error state or stuck: cancelling them",
@@ -828,10 +830,11 @@ class MapRun:
                 chunk.lost(ending, tail, ending_class)
             self._reopen(number, ending)
 
-    def _worker_requeued(self, worker_id: int, claims: set[int]) -> None:
+    def _worker_requeued(self, worker_id: int, claims: set[int]) -> bool:
         """Reopen the worker's ``claims`` (those read before the scheduler showed its job
         requeued): it was killed, and its job starts again only later (SLURM: ~2
-        minutes), as a fresh worker that claims anew; the others must not wait for that."""
+        minutes), as a fresh worker that claims anew; the others must not wait for that.
+        Whether it held any."""
         ending = describe(Ending.PREEMPTED, "shown pending again after running: killed, "
                                             "to start again later")
         held = [n for n in sorted(claims)
@@ -840,6 +843,23 @@ class MapRun:
         for number in held:
             self.chunks[number].lost(ending, tail, Ending.PREEMPTED)
             self._reopen(number, ending)
+        return bool(held)
+
+    def _replace_requeued(self, worker_ids: list[int]) -> None:
+        """Cancel workers whose jobs were requeued: they would start again only later
+        (SLURM holds a requeued job ~2 minutes), holding a place of the pool's
+        ``processes`` meanwhile; a worker submitted now takes that place."""
+        if not worker_ids:
+            return
+        self.log.warning("worker(s) %s requeued by the scheduler: cancelled, to be replaced "
+                         "now rather than start again later", worker_ids)
+        self._cancel_quietly(worker_ids)
+        for worker_id in worker_ids:
+            worker = self.workers[worker_id]
+            worker.ending = describe(Ending.PREEMPTED, "requeued, then cancelled by the pool "
+                                                       "to be replaced at once")
+            worker.ending_class = Ending.PREEMPTED
+        self._gather_logs(worker_ids)
 
     def _finished_cleanly(self, worker_id: int) -> bool:
         """Whether the worker's log says it ran out of work and exited (then it claimed

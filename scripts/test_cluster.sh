@@ -214,12 +214,23 @@ MpiDefault=none
 # no systemd / cgroups on the test machines
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
-JobAcctGatherType=jobacct_gather/none
+# memory: without cgroups, jobacct_gather/linux looks every second and kills a job
+# over its --mem (OverMemoryKill), as a cluster without cgroups does
+JobAcctGatherType=jobacct_gather/linux
+JobAcctGatherParams=OverMemoryKill
+JobAcctGatherFrequency=task=1
+# preemption: a job of the partition "urgent" requeues one of "debug" that holds the
+# CPUs it needs (tests/test_real_faults.py)
+PreemptType=preempt/partition_prio
+PreemptMode=REQUEUE
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/none
 SchedulerType=sched/backfill
 SelectType=select/cons_tres
-SelectTypeParameters=CR_CPU
+# memory is a resource (--mem is the job's limit, for OverMemoryKill below); a job
+# that asks for none gets 1000 MB a CPU, so 8 jobs fit as before
+SelectTypeParameters=CR_CPU_Memory
+DefMemPerCPU=1000
 # fast scheduling for tests
 SchedulerParameters=sched_interval=1,bf_interval=1,batch_sched_delay=0,sched_min_interval=0
 MaxArraySize=1001
@@ -238,8 +249,9 @@ SlurmctldLogFile=$SLURM_BASE/log/slurmctld.log
 SlurmdLogFile=$SLURM_BASE/log/slurmd.log
 SlurmctldDebug=info
 SlurmdDebug=info
-NodeName=localhost CPUs=8 RealMemory=8000 State=UNKNOWN
-PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+NodeName=localhost CPUs=8 RealMemory=16000 State=UNKNOWN
+PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP PriorityTier=1
+PartitionName=urgent Nodes=localhost Default=NO MaxTime=INFINITE State=UP PriorityTier=10
 EOF
     SLURM_CONF_CHANGED=0
     mkdir -p /etc/slurm

@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -114,6 +115,25 @@ def no_user_configuration(tmp_path_factory, monkeypatch) -> None:
     # Workers leave with their map, as the tests other than test_warm_workers.py assert
     # (files and jobs left behind, jobs cancelled); those set idle_timeout themselves.
     monkeypatch.setenv("POOLPARTY_IDLE_TIMEOUT", "0")
+
+
+#: tests that use a real scheduler: run one after the other on one xdist worker (some
+#: stop and restart the daemons, and the cluster's 8 slots are shared), while the
+#: tests on local processes and dummy schedulers run beside them on the others
+CLUSTER_FILES = ("test_real_", "test_allocation")
+CLUSTER_MARKS = ("real_slurm", "real_sge", "disruptive")
+
+
+def uses_a_real_scheduler(item: pytest.Item) -> bool:
+    return (item.path.name.startswith(CLUSTER_FILES)
+            or any(item.get_closest_marker(mark) for mark in CLUSTER_MARKS)
+            or re.search(r"[\[-]real-", item.nodeid) is not None)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if uses_a_real_scheduler(item):
+            item.add_marker(pytest.mark.xdist_group("cluster"))
 
 
 def wait_for(condition: Callable[[], object], timeout: float, what: str,

@@ -50,37 +50,46 @@ LIMITS = {  # a time limit of 2 s in each scheduler's words, and memory
     "slurm": ({"time": "0:02"}, {"memory": "200M"}),
     "sge": ({"resources": {"h_rt": "2"}}, {"resources": {"h_vmem": "400M"}}),
 }
+#: real SLURM's least time limit is a minute (tests/test_real_faults.py has it); SGE's
+#: h_rt may be seconds, and both enforce memory (OverMemoryKill, h_vmem)
+TIME_PARAMS = ["dummy-slurm-array", "dummy-slurm", "dummy-sge",
+               pytest.param("real-sge", marks=pytest.mark.real_sge)]
+MEMORY_PARAMS = [*TIME_PARAMS, pytest.param("real-slurm-array", marks=pytest.mark.real_slurm)]
 
 
-@pytest.mark.parametrize("name", sorted(LIMITS))
-def test_a_claim_over_its_time_limit_runs_again_with_more_time(name, work_root, tmp_path):
+@pytest.mark.parametrize("param", TIME_PARAMS)
+def test_a_claim_over_its_time_limit_runs_again_with_more_time(param, work_root, tmp_path):
     """Each task needs 2.5 s and the jobs get 2: both claims are killed at their limit,
-    then run by workers given twice the time (time_escalation=2), to their results."""
+    then run by workers given twice the time (time_escalation=2), to their results.
+    Real SGE kills up to a few seconds after h_rt: there the tasks need 5 s, and the
+    raised workers get four times the time."""
     marks = tmp_path / "marks"
     marks.mkdir()
-    task = functools.partial(needs_time, seconds=2.5, marks=str(marks))
-    with made_backend(f"dummy-{name}", work_root, tmp_path) as backend:
-        pool = backend.make_pool(keep_work_dir=True, time_escalation=2,
-                                 max_num_resubmissions=1, **LIMITS[name][0])
+    seconds, factor = (5.0, 4) if param.startswith("real") else (2.5, 2)
+    task = functools.partial(needs_time, seconds=seconds, marks=str(marks))
+    with made_backend(param, work_root, tmp_path) as backend:
+        pool = backend.make_pool(keep_work_dir=True, time_escalation=factor,
+                                 max_num_resubmissions=1, **LIMITS[param.split("-", 1)[1]][0])
         with pool:
             assert pool.map(task, [1, 2], chunksize=1) == [10, 20]
     assert [attempts(marks, x) for x in (1, 2)] == [2, 2]
     log = client_log(work_root)
     assert log.count("its job reached its time limit") == 2, log
-    assert "reopened for a worker with 4 s of time" in log
-    assert "with 4 s of time" in log.split("submitted", 2)[-1]
+    assert f"reopened for a worker with {2 * factor} s of time" in log
+    assert f"with {2 * factor} s of time" in log.split("submitted", 2)[-1]
 
 
-@pytest.mark.parametrize("name", sorted(LIMITS))
-def test_a_claim_out_of_memory_runs_again_with_more_memory(name, work_root, tmp_path):
+@pytest.mark.parametrize("param", MEMORY_PARAMS)
+def test_a_claim_out_of_memory_runs_again_with_more_memory(param, work_root, tmp_path):
     """The task holds 500 MB; the jobs get 200 MB (SLURM, resident) or 400 MB of
     address space (SGE): killed (SLURM) or a MemoryError under the limit (SGE), then
     run by a worker given twice the memory."""
     marks = tmp_path / "marks"
     marks.mkdir()
+    name = param.split("-", 1)[1]
     megabytes = 300 if name.startswith("slurm") else 500
     task = functools.partial(needs_memory, megabytes=megabytes, marks=str(marks))
-    with made_backend(f"dummy-{name}", work_root, tmp_path) as backend:
+    with made_backend(param, work_root, tmp_path) as backend:
         pool = backend.make_pool(keep_work_dir=True, memory_escalation=2,
                                  max_num_resubmissions=1, **LIMITS[name][1])
         with pool:

@@ -168,13 +168,13 @@ def test_ctrl_c_cancels_the_jobs_and_returns_within_seconds(backend_param, way, 
 
 
 def test_ctrl_c_returns_within_seconds_even_when_the_scheduler_hangs(work_root, tmp_path):
-    """scancel hangs for 25 s: the client gives up waiting for it after 10 s, once (not
+    """scancel hangs for 13 s: the client gives up waiting for it after 10 s, once (not
     once in the wait, once leaving ``with Pool`` and once at exit), and says so; the
     cancel goes on and the jobs go when it is done."""
     out = tmp_path / "tasks"
     out.mkdir()
     with made_backend("dummy-slurm-array", work_root, tmp_path) as backend:
-        backend.queue.inject(hang={"scancel": (25, 1)})
+        backend.queue.inject(hang={"scancel": (13, 1)})
         options = dict(client_options(backend, work_root), call_timeout=120)
         client = start_client(tmp_path, "with Pool.imap", options, out)
         took = interrupt_once_started(client, out, tmp_path)

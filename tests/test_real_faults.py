@@ -442,6 +442,32 @@ def test_slurm_requeued_worker_loses_its_claim_at_once_and_job_over_its_time_lim
 
 @real_slurm
 @pytest.mark.timeout(150)
+def test_slurm_worker_preempted_by_a_higher_partition_does_not_use_up_the_resubmissions(
+        slurm, work_root, ran):
+    """The pool's one worker holds all 8 CPUs of the partition "debug"; a job of
+    "urgent" (a higher PriorityTier, PreemptMode=REQUEUE) preempts it: slurmstepd says
+    ``DUE TO PREEMPTION``, its claim is reopened without counting against
+    max_num_resubmissions=0, and another worker runs it."""
+    pool = slurm.make_pool(keep_work_dir=True, processes=1, cpus_per_task=8,
+                           max_num_resubmissions=0)
+    victim = 0
+    with pool:
+        result = pool.map_async(functools.partial(faulty, ran=str(ran), seconds=4), [victim])
+        map_dir = the_map_dir(work_root)
+        wait_for(lambda: attempts(ran, victim) == 1
+                 and claim_holder(map_dir, victim) in running_slurm_elements(map_dir),
+                 60, "the worker running the task")
+        run(["sbatch", "--partition=urgent", "--output=/dev/null", "--job-name=pp-urgent",
+             "--wrap=sleep 1"])
+        assert result.get(timeout=MAP_DEADLINE) == [0]
+    assert attempts(ran, victim) == 2
+    assert "preempted" in " ".join(reopen_reasons(map_dir)[claim_of_task(map_dir, victim)])
+    wait_for(lambda: not this_maps_jobs(squeue_jobs, map_dir), 15,
+             "the requeued worker to be cancelled")
+
+
+@real_slurm
+@pytest.mark.timeout(150)
 def test_slurm_suspended_worker_keeps_its_claim_and_finishes_it(slurm, work_root, ran):
     """``scontrol suspend`` (preemption by suspension) stops a worker mid-task; resumed,
     it goes on where it stopped. Shown SUSPENDED meanwhile, it is not taken for a

@@ -210,13 +210,15 @@ class ChunkStatus:
         return (self.attempt - self.free_reopenings >= max_num_resubmissions
                 or self.free_reopenings > MAX_FREE_REOPENINGS)
 
-    def lost(self, ending: str, log_tail: str = "", ending_class: Ending | None = None) -> None:
+    def lost(self, ending: str, log_tail: str = "", ending_class: Ending | None = None,
+             free: bool = False) -> None:
         """Its worker ended without its result; a preemption or a node lost does not
-        count against the resubmission limit (bounded apart, MAX_FREE_REOPENINGS)."""
+        count against the resubmission limit (bounded apart, MAX_FREE_REOPENINGS), nor
+        does a claim that was never this map's run (``free``)."""
         self.endings.append(ending)
         self.last_worker, self.last_log = self.worker, log_tail
         self.worker = None
-        if ending_class is not None and not ending_class.counts_against_the_limit:
+        if free or (ending_class is not None and not ending_class.counts_against_the_limit):
             self.free_reopenings += 1
 
     def crashed(self, crash: Crash, log_tail: str = "") -> bool:
@@ -288,6 +290,11 @@ class MapRun:
         self._abandoned: set[int] = set()
         self._abandon_lock = threading.Lock()
         self._claims_read: set[tuple[int, int]] = set()
+        #: the making of this map's directory (map.json's "incarnation")
+        try:
+            self._making = self.work_dir.metadata().get("incarnation")
+        except (OSError, ValueError):
+            self._making = None
         self._started = False
         #: claims past the attempt limit, and when to give up on a late result
         self._last_chance: dict[int, float] = {}
@@ -495,6 +502,9 @@ class MapRun:
                 continue
             self._claims_read.add((number, attempt))
             chunk = self.chunks.setdefault(number, ChunkStatus(range(info.start, info.stop)))
+            if self._making and info.identity.get("incarnation") not in (None, self._making):
+                self._reopen_stale(number, attempt)
+                continue
             # a worker started by hand has no number: its random id names it
             worker = info.identity.get("worker_number")
             if worker is None:
@@ -504,6 +514,18 @@ class MapRun:
             if attempt >= chunk.attempt:  # done or not: whose output to relay
                 chunk.attempt = attempt
                 chunk.worker = worker
+
+    def _reopen_stale(self, number: int, attempt: int) -> None:
+        """A claim made by a worker of an earlier run of this map, in this run's
+        directory of the same path, just before that worker saw it made anew and left:
+        no worker of this run holds it; it goes to them at once, not counted."""
+        chunk = self.chunks[number]
+        if chunk.done or attempt < chunk.attempt:
+            return
+        chunk.attempt, chunk.worker = attempt, None
+        reason = "claimed by a worker of an earlier run of this map, which left"
+        chunk.lost(reason, free=True)
+        self._reopen(number, reason)
 
     def _work_waiting(self) -> int:
         """Blocks never claimed, plus reopened claims nobody took yet. None once every

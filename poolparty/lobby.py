@@ -59,6 +59,9 @@ class Journal:
     def __init__(self, lobby: str | os.PathLike) -> None:
         self.path = Path(lobby) / JOURNAL
         self.open_maps: dict[str, str] = {}  # run key -> the map's directory, in order
+        #: run key -> the making of the map's directory it announced (map.json's
+        #: "incarnation"): the same map run again later has the same directory
+        self.incarnations: dict[str, str | None] = {}
         self.closed = False
         self._offset = 0
         self._size = -1
@@ -90,6 +93,7 @@ class Journal:
             return
         if "open" in entry:
             self.open_maps[entry["open"]] = entry["path"]
+            self.incarnations[entry["open"]] = entry.get("incarnation")
         elif "end" in entry:
             self.open_maps.pop(entry["end"], None)
         elif entry.get("closed"):
@@ -186,9 +190,10 @@ class Lobby:
             finally:
                 os.close(descriptor)
 
-    def announce(self, run_key: str, map_dir: Path) -> None:
-        """A map runs (``run_key``: this run of it): the pool's waiting workers join it."""
-        self._append({"open": run_key, "path": str(map_dir)})
+    def announce(self, run_key: str, map_dir: Path, incarnation: str | None = None) -> None:
+        """A map runs (``run_key``: this run of it, ``incarnation``: the making of its
+        directory): the pool's waiting workers join it."""
+        self._append({"open": run_key, "path": str(map_dir), "incarnation": incarnation})
 
     def withdraw(self, run_key: str) -> None:
         """The map's run ended (however): its guests stop claiming from it."""

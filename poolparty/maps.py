@@ -333,7 +333,8 @@ class Maps:
                 prepared.run.stop.set()
             self._running.add(prepared.run)
         if prepared.run.lobby is not None:  # not a map with resources of its own
-            prepared.run.lobby.announce(prepared.run.lobby_key, prepared.work_dir.path)
+            prepared.run.lobby.announce(prepared.run.lobby_key, prepared.work_dir.path,
+                                        prepared.work_dir.metadata().get("incarnation"))
         bar = (progress_bar(prepared.num_tasks, prepared.work_dir.map_id)
                if self.settings.progress else None)
         prepared.log.info("map of %d task(s) in %s", prepared.num_tasks,

@@ -277,7 +277,8 @@ class Heartbeat:
 def run_worker(work_dir: MapFiles, worker_id: int | None, environ: dict[str, str] | None = None,
                heartbeat: Heartbeat | None = None, guest: Guest | None = None,
                code: LoadedCode | None = None, steps: Steps = OWN,
-               time_limit: float | None = None, job_started: float | None = None) -> int:
+               time_limit: float | None = None, job_started: float | None = None,
+               expected: str | None = None) -> int:
     """Claim and run chunks until no work is open (or the time limit is near); returns
     how many claims this worker ran. ``worker_id`` None: started by hand, or a warm
     worker of the pool visiting a later map (``guest``); no scheduler lists it for this
@@ -298,15 +299,28 @@ def run_worker(work_dir: MapFiles, worker_id: int | None, environ: dict[str, str
     may take the claims reopened for such a worker. ``time_limit`` (its job's, when not
     the map's) and ``job_started`` (monotonic): when its job must end, which a warm
     worker keeps from map to map.
+
+    ``expected``: the making of the map's directory this worker is for (map.json's
+    "incarnation"). The same map called again makes its directory anew under the same
+    path: a worker of the earlier one must not run the later one (other resources,
+    another pool's run), so it leaves when the directory is not the one it was
+    started for, or is made anew while it runs; a claim it made in the new one just
+    before it saw that, the new client gives to the others.
     """
     environ = dict(os.environ) if environ is None else environ
     faulthandler.enable()  # a segfault's Python traceback goes into the job's log
     events = WorkerEvents(worker_id)
+    signature = work_dir.incarnation()  # before the metadata: a making after it shows
+    metadata = work_dir.metadata()
+    if expected is not None and metadata.get("incarnation", "-") != expected:
+        print("poolparty worker: the map's directory was made anew (the same map called "
+              "again): it leaves", file=sys.stderr, flush=True)
+        return 0
     if guest is None:
         events.started(environ)
-    metadata = work_dir.metadata()
     claimer = Claimer(work_dir.path, metadata["num_tasks"], environ, steps=steps)
     claimer.identity["worker_number"] = worker_id  # the id the client submitted it as
+    claimer.identity["incarnation"] = metadata.get("incarnation")
     pace = Pace(metadata if time_limit is None else dict(metadata, time_limit_seconds=time_limit),
                 started=job_started)
     loaded: tuple[Callable, bool] | None = None
@@ -316,11 +330,10 @@ def run_worker(work_dir: MapFiles, worker_id: int | None, environ: dict[str, str
         if code is not None:
             code.note()
     ok = failed = claims = 0
-    incarnation = work_dir.incarnation()
     while (pace.time_left() and (guest is None or guest.still_open())
-           and work_dir.incarnation() == incarnation):
+           and work_dir.incarnation() == signature):
         claim = claimer.claim_next(pace.size_for)
-        if claim is None:
+        if claim is None or work_dir.incarnation() != signature:
             break
         claims += 1
         if claims == 1 and guest is not None:
@@ -351,7 +364,7 @@ def run_worker(work_dir: MapFiles, worker_id: int | None, environ: dict[str, str
             heartbeat.claim = None
         if broken is not None:
             break
-    if work_dir.incarnation() != incarnation:
+    if work_dir.incarnation() != signature:
         print("poolparty worker: its map ended and its directory is gone or made anew "
               "(the same map called again): it leaves", file=sys.stderr, flush=True)
     if guest is None or claims:
@@ -519,7 +532,8 @@ def serve_lobby(lobby: str, idle_timeout: float, environ: dict[str, str],
             guest.visiting = run_key
             try:
                 claims = run_worker(MapFiles(path), None, environ, heartbeat, guest, code,
-                                    steps, time_limit, job_started)
+                                    steps, time_limit, job_started,
+                                    journal.incarnations.get(run_key))
             except OSError:  # the map ended and its directory went meanwhile
                 claims = 0
             finally:
@@ -580,7 +594,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if time_limit is not None:
             TimeLimitWatch(job_started, time_limit)
         run_worker(work_dir, worker_id, code=code, steps=steps, time_limit=time_limit,
-                   job_started=job_started)
+                   job_started=job_started, expected=incarnation)
         if presence is not None and lobby is not None and code is not None:
             serve_lobby(lobby, idle_timeout, dict(os.environ), presence, code, steps,
                         time_limit, job_started)

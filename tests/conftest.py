@@ -130,6 +130,7 @@ def uses_a_real_scheduler(item: pytest.Item) -> bool:
             or re.search(r"[\[-]real-", item.nodeid) is not None)
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's, which reads the group marks
 def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
         if uses_a_real_scheduler(item):
@@ -314,6 +315,15 @@ def slurm_allocation_for_tests() -> str:
 
 
 _allocation: str | None = None
+
+
+def release_test_allocation() -> None:
+    """Give the test allocation's CPUs back (a test that needs all 8); the next test
+    of the steps backend makes another."""
+    global _allocation
+    if _allocation is not None:
+        subprocess.run(["scancel", _allocation], capture_output=True, timeout=30)
+        _allocation = None
 
 
 def steps_backend(work_root: Path) -> Backend:

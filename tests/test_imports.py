@@ -22,11 +22,12 @@ PACKAGE = ROOT / "poolparty"
 
 #: the modules a backend may import: the seam between the engine and the schedulers
 SEAM = {"poolparty.errors", "poolparty.ranges", "poolparty.scheduler", "poolparty.settings",
-        "poolparty.work_dir"}
+        "poolparty.work_dir", "poolparty.escalation", "poolparty.endings"}
 
 #: every module ``import poolparty.worker`` brings (poolparty's own, and the others)
 WORKER_MODULES = {
     "poolparty", "poolparty.chunking", "poolparty.claims", "poolparty.errors",
+    "poolparty.escalation",
     "poolparty.events", "poolparty.map_files", "poolparty.ranges", "poolparty.version",
     "poolparty.worker",
     "rename_after_writing", "rename_after_writing.version",

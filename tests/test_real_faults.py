@@ -48,7 +48,14 @@ from typing import Callable
 import cluster_gate
 import conftest
 import pytest
-from conftest import attempts_per_claim, claim_files, make_backend, qstat_jobs, squeue_jobs
+from conftest import (
+    attempts_per_claim,
+    claim_files,
+    make_backend,
+    qstat_jobs,
+    release_test_allocation,
+    squeue_jobs,
+)
 
 import poolparty
 
@@ -448,6 +455,7 @@ def test_slurm_worker_preempted_by_a_higher_partition_does_not_use_up_the_resubm
     "urgent" (a higher PriorityTier, PreemptMode=REQUEUE) preempts it: slurmstepd says
     ``DUE TO PREEMPTION``, its claim is reopened without counting against
     max_num_resubmissions=0, and another worker runs it."""
+    release_test_allocation()  # all 8 CPUs for the pool's worker
     pool = slurm.make_pool(keep_work_dir=True, processes=1, cpus_per_task=8,
                            max_num_resubmissions=0)
     victim = 0

@@ -181,7 +181,8 @@ def test_the_test_command_skips_them_saying_how_to_enable(tmp_path):
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stdout[-3000:]
     summary = done.stdout.strip().splitlines()[-1]
-    assert re.fullmatch(r"=* ?\d+ skipped, \d+ deselected in .*", summary), summary
+    # (in two xdist processes the deselected ones are not counted in the summary)
+    assert re.fullmatch(r"=* ?\d+ skipped(, \d+ deselected)? in .*", summary), summary
     assert "runs only when POOLPARTY_DISRUPTIVE_TESTS=1" in done.stdout
 
 

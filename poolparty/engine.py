@@ -20,6 +20,11 @@ and uneven tasks spread over every worker. Policy lives here and nowhere else:
   other workers, and counts against that claim, not the worker: a claim is attempted at
   most ``1 + max_num_resubmissions`` times; past that, and LATE_RESULT_SECONDS more
   without its result, :class:`ChunksLostError` naming it and each ending.
+- How a worker's job ended is told apart (poolparty.endings). A claim lost to a time
+  limit or to memory the scheduler can raise is reopened for a raised worker only, and
+  one is submitted for it (poolparty.escalation); one lost to a preemption or a failed
+  node is not counted. A requeued worker is cancelled and replaced at once: SLURM would
+  start it again only minutes later.
 - A worker whose log records that a task ended its process (poolparty.crashes) crashed:
   the claim is reopened once; the same task crashing again, or a crash with no attempt
   left, is :class:`TaskCrashedError` at once.

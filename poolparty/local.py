@@ -92,7 +92,7 @@ class Local(Scheduler):
         return [
             Submission(self.launcher[0] if self.launcher else "sh",
                        (*self.launcher_for(work_dir), "/bin/sh", str(work_dir.script_path),
-                        str(chunk_id)),
+                        *self.worker_options(), str(chunk_id)),
                        {chunk_id: None},
                        f"{chunk_id}.local.{len(work_dir.jobs_of_chunk(chunk_id))}.log")
             for chunk_id in chunk_ids
@@ -109,6 +109,10 @@ class Local(Scheduler):
     def launcher_for(self, work_dir: WorkDir) -> tuple[str, ...]:
         """:attr:`launcher` for this map's workers."""
         return self.launcher
+
+    def worker_options(self) -> tuple[str, ...]:
+        """What a worker started now is told before its number (none here)."""
+        return ()
 
     def close(self) -> None:
         with self._lock:

@@ -127,6 +127,28 @@ def fails_soon(x: float) -> float:
 
 @real_slurm
 @pytest.mark.timeout(180)
+def test_the_steps_are_told_the_time_the_allocation_has_left(slurm, tmp_path):
+    """An allocation of 5 minutes: each step's worker gets what is left of them as its
+    time limit (it claims no task the allocation's end would cut)."""
+    done = subprocess.run(["salloc", "--no-shell", "--ntasks=2", "--time=5",
+                           "--job-name=pp-allocation"], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    job_id = done.stderr.split("Granted job allocation")[1].split()[0]
+    try:
+        pool = poolparty.Pool(backend="slurm-steps", allocation=job_id,
+                              work_dir=tmp_path / "work", polling_interval=0.5)
+        options = pool.scheduler.worker_options()
+        assert options[:3] == ("--steps", "0,0", "--time-limit"), options
+        assert 240 < float(options[3]) <= 300, options
+        with pool:
+            assert pool.map(abs, [-1, -2]) == [1, 2]
+    finally:
+        subprocess.run(["scancel", job_id], capture_output=True, timeout=30)
+
+
+@real_slurm
+@pytest.mark.timeout(180)
 def test_a_map_that_fails_leaves_no_step_running(allocation, tmp_path):
     """The steps still running when a task raised are ended on their node, not only
     their srun (whose SIGKILL would leave them running there)."""

@@ -25,6 +25,7 @@ import subprocess
 import time
 
 from ..errors import AllocationEndedError, InvalidInputError, SchedulerCommandError
+from ..escalation import duration_seconds
 from ..local import Local
 from ..scheduler import State, run_command
 from ..settings import POSITIVE_INT, STRING, Setting
@@ -34,6 +35,8 @@ log = logging.getLogger("poolparty")
 
 #: how long a cancelled step's srun gets to end its tasks before it is killed
 STEP_CANCEL_SECONDS = 5.0
+#: how long the time the allocation has left is taken from one squeue
+TIME_LEFT_SECONDS = 30.0
 
 
 def allocation_id(environ: dict[str, str] | None = None) -> str | None:
@@ -91,6 +94,7 @@ class SlurmSteps(Local):
         self.job_id = str(job)
         self.cpus_per_task = cpus_per_task or 1
         self.call_timeout = call_timeout
+        self._time_left: tuple[float | None, float] | None = None
         cpus = allocation_cpus() if allocation is None else self.cpus_of_allocation()
         super().__init__(max_workers or max(1, cpus // self.cpus_per_task))
 
@@ -108,6 +112,28 @@ class SlurmSteps(Local):
         return ("srun", "--exact", "--ntasks=1", "--nodes=1",
                 f"--cpus-per-task={self.cpus_per_task}", f"--jobid={self.job_id}",
                 f"--job-name={self.job_name(work_dir)}", "--quiet")
+
+    def worker_options(self) -> tuple[str, ...]:
+        """The time the allocation has left, as the worker's time limit: it claims no
+        tasks that the allocation's end would cut (``--steps 0,0``: the pool's own
+        resources, see poolparty.worker.raised_resources)."""
+        left = self.time_left()
+        return () if left is None else ("--steps", "0,0", "--time-limit", f"{left:.0f}")
+
+    def time_left(self) -> float | None:
+        """Seconds the allocation has left (squeue's ``%L``, asked at most every
+        TIME_LEFT_SECONDS); None without a limit or when squeue can't say."""
+        now = time.monotonic()
+        if self._time_left is None or now - self._time_left[1] > TIME_LEFT_SECONDS:
+            try:
+                text = run_command(["squeue", "--noheader", f"--jobs={self.job_id}",
+                                    "--format=%L"], self.call_timeout).strip()
+            except SchedulerCommandError as error:
+                log.info("could not read the time the allocation has left: %s", error)
+                text = ""
+            self._time_left = (duration_seconds(text) if text else None, now)
+        seconds, asked = self._time_left
+        return None if seconds is None else max(0.0, seconds - (now - asked))
 
     def query(self, work_dir: WorkDir) -> dict[int, State]:
         """The steps still running (or waiting for CPUs), after asking once whether the

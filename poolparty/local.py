@@ -89,9 +89,10 @@ class Local(Scheduler):
              ) -> list[Submission]:
         """One worker process per chunk, logging to a file numbered by its attempt (a
         local log's name needs no job id)."""
+        launcher = self.launcher_for(work_dir)
         return [
-            Submission(self.launcher[0] if self.launcher else "sh",
-                       (*self.launcher_for(work_dir), "/bin/sh", str(work_dir.script_path),
+            Submission(launcher[0] if launcher else "sh",
+                       (*launcher, "/bin/sh", str(work_dir.script_path),
                         *self.worker_options(), str(chunk_id)),
                        {chunk_id: None},
                        f"{chunk_id}.local.{len(work_dir.jobs_of_chunk(chunk_id))}.log")
@@ -103,12 +104,10 @@ class Local(Scheduler):
         """End a worker's process and everything it started."""
         _kill_group(process)
 
-    #: the command each worker's shell runs under (none: a plain child process)
-    launcher: tuple[str, ...] = ()
-
     def launcher_for(self, work_dir: WorkDir) -> tuple[str, ...]:
-        """:attr:`launcher` for this map's workers."""
-        return self.launcher
+        """The command this map's workers' shells run under (none here: plain child
+        processes; srun for the steps of an allocation)."""
+        return ()
 
     def worker_options(self) -> tuple[str, ...]:
         """What a worker started now is told before its number (none here)."""

@@ -187,9 +187,7 @@ class SunGridEngine(CommandLineScheduler):
         self.queue = queue
         self.resources = dict(resources or {})
         self.parallel_environment = parallel_environment
-        self.time_limit_seconds = sge_time_limit(self.resources)
-        self.asked_memory = next((str(self.resources[key]) for key in MEMORY_RESOURCES
-                                  if key in self.resources), None)
+        self.read_limits()
         self.extra_args = self.argument_list(qsub_args, "['-P', 'project']", RESERVED)
         self._max_aj_tasks: int | None = None
 
@@ -227,10 +225,15 @@ class SunGridEngine(CommandLineScheduler):
                         f"resources={{{name!r}: {value!r}}}: SGE takes -l name=value, e.g. "
                         f"{{'h_rt': '1:00:00', 'h_vmem': '4G'}}.")
                 changed.resources[key] = value
-        changed.time_limit_seconds = sge_time_limit(changed.resources)
-        changed.asked_memory = next((str(changed.resources[key]) for key in MEMORY_RESOURCES
-                                     if key in changed.resources), None)
+        changed.read_limits()
         return changed
+
+    def read_limits(self) -> None:
+        """What the engine and the workers need of :attr:`resources`: the time limit
+        in seconds and the memory asked for (the first memory resource given)."""
+        self.time_limit_seconds = sge_time_limit(self.resources)
+        self.asked_memory = next((str(self.resources[key]) for key in MEMORY_RESOURCES
+                                  if key in self.resources), None)
 
     @property
     def resource_args(self) -> list[str]:

@@ -237,11 +237,18 @@ class SlurmBase(CommandLineScheduler):
             "partition": partition, "time": time, "mem": memory,
             "cpus-per-task": cpus_per_task, "gpus": gpus,
         }
-        self.asked_time, self.asked_memory = time, memory
-        # SLURM reads a bare number as minutes, as duration_seconds does
-        self.time_limit_seconds = None if time is None else duration_seconds(time)
+        self.read_limits()
         self.extra_args = self.argument_list(sbatch_args, "['--qos=long']", RESERVED,
                                              attached_values=True)
+
+    def read_limits(self) -> None:
+        """What the engine and the workers need of :attr:`resources`: the time and
+        memory asked for, and the time limit in seconds (SLURM reads a bare number as
+        minutes, as duration_seconds does); the partition's MaxTime is asked again."""
+        self.asked_time, self.asked_memory = self.resources["time"], self.resources["mem"]
+        self.time_limit_seconds = (None if self.asked_time is None
+                                   else duration_seconds(self.asked_time))
+        self.partition = self.resources["partition"]
         self._max_time: tuple[float | None] | None = None
 
     #: the names ``resources=`` takes for a map: the pool's option names and sbatch's
@@ -264,12 +271,7 @@ class SlurmBase(CommandLineScheduler):
                     f"partition per map (sbatch's --time, --mem, --cpus-per-task, --gpus, "
                     f"--partition). Other sbatch options go in sbatch_args of the Pool.")
             changed.resources[option] = check_resource(option, value)
-        changed.asked_time, changed.asked_memory = (changed.resources["time"],
-                                                    changed.resources["mem"])
-        changed.time_limit_seconds = (None if changed.asked_time is None
-                                      else duration_seconds(changed.asked_time))
-        changed.partition = changed.resources["partition"]
-        changed._max_time = None
+        changed.read_limits()
         return changed
 
     @property

@@ -9,7 +9,8 @@ workers are (:class:`poolparty.local.Local` runs them); their output goes to the
 in the work_dir as for any backend.
 
 Cancelling a step is two SIGINTs to its ``srun`` within a second: srun then kills the
-step's tasks on their node (a SIGKILL of srun alone would leave them running there).
+step's tasks on their node (a SIGKILL of srun alone would leave them running there);
+a step of the map still listed once none of its sruns is left is scancelled.
 Each poll asks ``squeue`` once whether the allocation still runs: when it ended (its
 time limit), the map fails saying so, instead of starting steps that can't start.
 """
@@ -23,6 +24,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterable
 
 from ..errors import AllocationEndedError, InvalidInputError, SchedulerCommandError
 from ..escalation import duration_seconds
@@ -95,6 +97,7 @@ class SlurmSteps(Local):
         self.cpus_per_task = cpus_per_task or 1
         self.call_timeout = call_timeout
         self._time_left: tuple[float | None, float] | None = None
+        self._names: set[str] = set()  # of the maps whose steps it started
         cpus = allocation_cpus() if allocation is None else self.cpus_of_allocation()
         super().__init__(max_workers or max(1, cpus // self.cpus_per_task))
 
@@ -109,6 +112,7 @@ class SlurmSteps(Local):
         return f"poolparty-{work_dir.map_id}"
 
     def launcher_for(self, work_dir: WorkDir) -> tuple[str, ...]:
+        self._names.add(self.job_name(work_dir))
         return ("srun", "--exact", "--ntasks=1", "--nodes=1",
                 f"--cpus-per-task={self.cpus_per_task}", f"--jobid={self.job_id}",
                 f"--job-name={self.job_name(work_dir)}", "--quiet")
@@ -134,6 +138,32 @@ class SlurmSteps(Local):
             self._time_left = (duration_seconds(text) if text else None, now)
         seconds, asked = self._time_left
         return None if seconds is None else max(0.0, seconds - (now - asked))
+
+    def cancel(self, work_dir: WorkDir, chunk_ids: Iterable[int]) -> None:
+        """End the steps' sruns; once none of the map's is left, end any step of the
+        map that is still listed (one whose srun had to be killed leaves it running)."""
+        super().cancel(work_dir, chunk_ids)
+        if not super().query(work_dir):
+            self.cancel_steps_named({self.job_name(work_dir)})
+
+    def close(self) -> None:
+        super().close()
+        self.cancel_steps_named(self._names)
+
+    def cancel_steps_named(self, names: set[str]) -> None:
+        """scancel the allocation's steps with one of these names (best effort: one
+        squeue, one scancel)."""
+        if not names:
+            return
+        try:
+            text = run_command(["squeue", "--noheader", "--steps", f"--jobs={self.job_id}",
+                                "--format=%i|%j"], min(self.call_timeout, 10.0))
+            steps = [line.split("|")[0] for line in text.splitlines()
+                     if line.split("|")[-1].strip() in names]
+            if steps:
+                run_command(["scancel", *steps], min(self.call_timeout, 10.0))
+        except SchedulerCommandError as error:
+            log.info("could not end the steps left of %s: %s", sorted(names), error)
 
     def query(self, work_dir: WorkDir) -> dict[int, State]:
         """The steps still running (or waiting for CPUs), after asking once whether the

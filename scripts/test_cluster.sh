@@ -280,6 +280,26 @@ slurm_fail() {
     die "SLURM: $*"
 }
 
+# Jobs that a slurmctld this run started restored from its saved state, when no slurmstepd runs
+# here are left over from an earlier boot of this one-node cluster: none of
+# their processes exist, yet they hold the node's CPUs (a test allocation of
+# an earlier run, made with salloc --no-shell, filled the node in one CI run,
+# and every real test then waited for CPUs).  They are cancelled.
+purge_slurm_leftovers() {
+    local jobs
+    pgrep -x slurmstepd >/dev/null && return 0
+    jobs="$(squeue -h -o %A 2>/dev/null | sort -u | tr '\n' ' ')"
+    [ -n "${jobs// /}" ] || return 0
+    # shellcheck disable=SC2086
+    scancel $jobs 2>/dev/null || true
+    log "slurm: cancelled job(s) $jobs left in the saved state by an earlier boot (no step of theirs runs)"
+    local i
+    for i in $(seq 1 60); do
+        [ -z "$(squeue -h -o %A 2>/dev/null)" ] && break
+        sleep 0.5
+    done
+}
+
 setup_slurm() {
     local t=$SECONDS i state
     log "=== SLURM ==="
@@ -333,6 +353,7 @@ setup_slurm() {
         *) slurm_fail "node localhost not idle after 60 s (state: '${state:-unknown}')" ;;
     esac
     for i in "${started[@]}"; do mark_started "$i" "$SLURM_BASE/run/$i.pid"; done
+    case " ${started[*]} " in *" slurmctld "*) purge_slurm_leftovers ;; esac
 
     log "slurm: smoke test (sbatch --wrap true)"
     local jid out seen=""
@@ -394,6 +415,18 @@ set_conf_value() {  # set_conf_value FILE KEY VALUE -> 0 if changed
     return 0
 }
 
+# As purge_slurm_leftovers: with no sge_shepherd running here, the jobs a
+# qmaster this run started still lists are left over from an earlier boot and are deleted.
+purge_sge_leftovers() {
+    local jobs
+    pgrep -x sge_shepherd >/dev/null && return 0
+    jobs="$(qstat -u '*' 2>/dev/null | awk 'NR > 2 {print $1}' | sort -u | tr '\n' ' ')"
+    [ -n "${jobs// /}" ] || return 0
+    # shellcheck disable=SC2086
+    qdel -f $jobs >/dev/null 2>&1 || true
+    log "sge: deleted job(s) $jobs left by an earlier boot (no shepherd of theirs runs)"
+}
+
 setup_sge() {
     local t=$SECONDS h i changed
     log "=== Sun Grid Engine ==="
@@ -442,7 +475,7 @@ EOF
         log "sge: wrote act_qmaster"
     fi
 
-    local qmaster_pidfile
+    local qmaster_pidfile qmaster_started=0
     qmaster_pidfile="$(awk '$1=="qmaster_spool_dir" {print $2}' "$SGE_COMMON/bootstrap")/qmaster.pid"
     if sge_master_up || { pid_alive "$qmaster_pidfile" && answers_within 60 sge_master_up; }; then
         log "sge: qmaster already running"
@@ -454,6 +487,7 @@ EOF
         for i in $(seq 1 60); do sge_master_up && break; sleep 1; done
         sge_master_up || sge_fail "sge_qmaster did not come up within 60 s"
         mark_started sge_qmaster "$qmaster_pidfile"
+        qmaster_started=1
     fi
 
     # global configuration: let root (uid/gid 0) run jobs; keep max_aj_tasks
@@ -544,6 +578,8 @@ EOF
     case "$qstate" in
         *d*) qmod -e "$SGE_QUEUE" >/dev/null 2>&1 || true ;;
     esac
+
+    [ "$qmaster_started" = 1 ] && purge_sge_leftovers
 
     log "sge: smoke test (qsub -b y true)"
     local jid out st=""

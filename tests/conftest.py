@@ -8,7 +8,6 @@ then a missing scheduler is a failure, never a silent skip.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import os
 import re
@@ -296,34 +295,73 @@ def real_backend(backend_name: str, work_root: Path) -> Backend:
                    kill_running)
 
 
+#: the test allocation's name; its comment names the pytest process that made it
+TEST_ALLOCATION_NAME = "pp-test-steps"
+#: minutes the test allocation may live at most: ended by SLURM even when the tests that
+#: made it are killed (xdist workers may end without running atexit handlers; four such
+#: leftovers once filled the test node, and every real test of a CI run waited for CPUs)
+TEST_ALLOCATION_MINUTES = 60
+
+
 def slurm_allocation_for_tests() -> str:
     """An allocation of 2 CPUs on the test SLURM for the steps backend, made with
     ``salloc --no-shell`` at its first use and kept for the session (made again when a
-    test that restarts the daemons ended it); cancelled when the tests end."""
-    global _allocation
+    test that restarts the daemons ended it, or its time ran out); cancelled when the
+    session ends (pytest_sessionfinish). Leftovers of test processes that are gone are
+    cancelled first. When none can be had within a minute, every test that needs one
+    fails at once with the reason, instead of each waiting for CPUs."""
+    global _allocation, _allocation_refused
+    if _allocation_refused is not None:
+        pytest.fail(_allocation_refused)
     if _allocation is not None:
         state = subprocess.run(["squeue", "--noheader", f"--jobs={_allocation}", "--format=%T"],
                                capture_output=True, text=True, timeout=30).stdout.strip()
         if state == "RUNNING":
             return _allocation
         subprocess.run(["scancel", _allocation], capture_output=True, timeout=30)
-    done = subprocess.run(["salloc", "--no-shell", "--ntasks=2", "--job-name=pp-test-steps"],
-                          capture_output=True, text=True, timeout=120, check=True)
+    cancel_leftover_test_allocations()
+    done = subprocess.run(["salloc", "--no-shell", "--ntasks=2", "--immediate=60",
+                           f"--time={TEST_ALLOCATION_MINUTES}",
+                           f"--job-name={TEST_ALLOCATION_NAME}",
+                           f"--comment=pytest-{os.uname().nodename}-{os.getpid()}"],
+                          capture_output=True, text=True, timeout=120)
+    if "Granted job allocation" not in done.stderr:
+        queue = subprocess.run(["squeue", "--all", "--format=%i %j %T %C %R"],
+                               capture_output=True, text=True, timeout=30).stdout
+        _allocation_refused = (f"no allocation of 2 CPUs for the steps backend's tests within "
+                               f"60 s: {done.stderr.strip()}\nthe queue:\n{queue}")
+        pytest.fail(_allocation_refused)
     _allocation = done.stderr.split("Granted job allocation")[1].split()[0]
-    atexit.register(subprocess.run, ["scancel", _allocation], capture_output=True, timeout=30)
     return _allocation
 
 
 _allocation: str | None = None
+_allocation_refused: str | None = None
+
+
+def cancel_leftover_test_allocations() -> None:
+    """Cancel test allocations whose pytest process (named in their comment) is gone."""
+    listed = subprocess.run(["squeue", "--noheader", f"--name={TEST_ALLOCATION_NAME}",
+                             "--format=%A %k"], capture_output=True, text=True, timeout=30).stdout
+    here = f"pytest-{os.uname().nodename}-"
+    for line in listed.splitlines():
+        job, _, comment = line.partition(" ")
+        owner = comment.strip().removeprefix(here)
+        if comment.startswith(here) and owner.isdigit() and not Path(f"/proc/{owner}").exists():
+            subprocess.run(["scancel", job], capture_output=True, timeout=30)
 
 
 def release_test_allocation() -> None:
-    """Give the test allocation's CPUs back (a test that needs all 8); the next test
-    of the steps backend makes another."""
+    """Give the test allocation's CPUs back (at the session's end, or for a test that
+    needs all 8); the next test of the steps backend makes another."""
     global _allocation
     if _allocation is not None:
         subprocess.run(["scancel", _allocation], capture_output=True, timeout=30)
         _allocation = None
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    release_test_allocation()
 
 
 def steps_backend(work_root: Path) -> Backend:

@@ -60,7 +60,8 @@ else:  # pragma: no cover - exercised on Python < 3.11 only
 log = logging.getLogger("poolparty")
 
 #: ``POOLPARTY_*`` variables that are not settings but are allowed (used by the test suite)
-NON_SETTING_VARIABLES = frozenset({"POOLPARTY_REQUIRE_SCHEDULERS", "POOLPARTY_DISRUPTIVE_TESTS"})
+NON_SETTING_VARIABLES = frozenset({"POOLPARTY_REQUIRE_SCHEDULERS", "POOLPARTY_DISRUPTIVE_TESTS",
+                                   "POOLPARTY_TEST_BUDGET_MINUTES"})
 PROJECT_FILE = "poolparty.toml"
 PYPROJECT_FILE = "pyproject.toml"
 

@@ -65,11 +65,30 @@ def require_scheduler(name: str) -> None:
     pytest.skip(message)
 
 
+#: minutes after which the tests not yet started fail at once, so that a suite held up
+#: (a cluster whose CPUs someone else holds) still reports before CI's limit ends it
+TEST_BUDGET_MINUTES = float(os.environ.get("POOLPARTY_TEST_BUDGET_MINUTES", "50"))
+_session_started = time.monotonic()
+
+
+def over_budget() -> str | None:
+    minutes = (time.monotonic() - _session_started) / 60
+    if minutes <= TEST_BUDGET_MINUTES:
+        return None
+    return (f"not run: the tests have taken {minutes:.0f} min, more than their budget of "
+            f"{TEST_BUDGET_MINUTES:.0f} (POOLPARTY_TEST_BUDGET_MINUTES); look at the slowest "
+            "tests and failures above")
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    """A test marked ``disruptive("slurm")`` stops, restarts or reconfigures daemons that
-    others may be using: it runs only where tests/cluster_gate.py allows it (enabled, and
-    only on daemons scripts/test_cluster.sh started), before any fixture touches them."""
+    """Past the budget, fail at once. A test marked ``disruptive("slurm")`` stops,
+    restarts or reconfigures daemons that others may be using: it runs only where
+    tests/cluster_gate.py allows it (enabled, and only on daemons scripts/test_cluster.sh
+    started), before any fixture touches them."""
+    late = over_budget()
+    if late is not None:
+        pytest.fail(late)
     mark = item.get_closest_marker("disruptive")
     if mark is None:
         return

@@ -13,7 +13,9 @@ environment), and the user must be told which. The sources, most trusted first:
    ``*** JOB 12 ON node CANCELLED AT 2026-12-06T20:00:00 DUE TO TIME LIMIT ***`` (or
    ``DUE TO PREEMPTION``, ``DUE TO JOB REQUEUE``, ``DUE TO NODE FAILURE``, nothing for
    a plain scancel), and
-   ``Exceeded job memory limit`` or ``oom_kill event`` for memory; the shell writes
+   ``Exceeded job memory limit`` or ``oom_kill event`` for memory; PBS writes
+   ``=>> PBS: job killed: walltime 65 exceeded limit 60``, LSF ``TERM_RUNLIMIT: job
+   killed after reaching LSF run time limit.`` and the like; the shell writes
    ``No module named`` or ``not found`` when the node's python is not the client's.
 
 Accounting (sacct, qacct) is not asked: it is not always there, and may be slow.
@@ -32,7 +34,7 @@ class Ending(enum.Enum):
     OUT_OF_MEMORY = "its job ran out of memory"
     PREEMPTED = "its job was preempted or requeued by the scheduler"
     NODE_FAILURE = "its job's node failed"
-    CANCELLED = "its job was cancelled by someone else (scancel, qdel)"
+    CANCELLED = "its job was cancelled by someone else (scancel, qdel, bkill)"
     ENVIRONMENT = "the node could not start the worker (python or a module missing)"
     CRASHED = "its worker's process died"
     LOST = "its job left the queue without a result, and without a sign why"
@@ -58,6 +60,19 @@ _SLURM_REASONS = {
     b"JOB REQUEUE": Ending.PREEMPTED,  # scontrol requeue (captured on the test SLURM)
     b"NODE FAILURE": Ending.NODE_FAILURE,
 }
+#: what PBS (MoM: "=>> PBS: job killed: walltime 65 exceeded limit 60"; Torque writes it
+#: without the arrow) and LSF (the job report's termination reason, TERM_RUNLIMIT and the
+#: like, from IBM's "Termination reasons displayed by bacct, bhist, and bjobs") write
+#: into a job's output when they end it
+_OTHER_REASONS = (
+    (re.compile(rb"PBS: job killed: walltime \d+ exceeded limit"), Ending.TIME_LIMIT),
+    (re.compile(rb"PBS: job killed: p?v?mem \d+\w* exceeded limit"), Ending.OUT_OF_MEMORY),
+    (re.compile(rb"^TERM_RUNLIMIT\b", re.MULTILINE), Ending.TIME_LIMIT),
+    (re.compile(rb"^TERM_(?:MEMLIMIT|SWAP)\b", re.MULTILINE), Ending.OUT_OF_MEMORY),
+    (re.compile(rb"^TERM_(?:PREEMPT|REQUEUE_OWNER|REQUEUE_ADMIN)\b", re.MULTILINE),
+     Ending.PREEMPTED),
+    (re.compile(rb"^TERM_(?:FORCE_)?(?:OWNER|ADMIN)\b", re.MULTILINE), Ending.CANCELLED),
+)
 _OUT_OF_MEMORY = re.compile(
     rb"Exceeded (?:job|step) memory limit|exceeded memory limit|oom[-_]kill|"
     rb"Out of memory: Killed process|^poolparty worker: out of memory:",
@@ -75,12 +90,16 @@ def ending_in_log(log: bytes, worker_started: bool) -> Ending | None:
     """The class of ending a job's log shows, or None (no sign). ``worker_started``:
     the worker wrote its first event (then python and poolparty were there).
 
-    A reason slurmstepd gives comes first; then memory (SLURM cancels a job over its
-    memory with a plain cancel line after saying why); then a plain cancel; then the
-    worker's own note that its time limit came (SGE ends such a job without a word)."""
+    A reason slurmstepd gives comes first, then one PBS or LSF gives; then memory
+    (SLURM cancels a job over its memory with a plain cancel line after saying why);
+    then a plain cancel; then the worker's own note that its time limit came (SGE ends
+    such a job without a word)."""
     reasons = [match.group(1) for match in _SLURM_CANCELLED.finditer(log)]
     if reasons and reasons[-1]:
         return _SLURM_REASONS.get(reasons[-1], Ending.CANCELLED)
+    for pattern, ending in _OTHER_REASONS:
+        if pattern.search(log):
+            return ending
     if _OUT_OF_MEMORY.search(log):
         return Ending.OUT_OF_MEMORY
     if reasons:

@@ -208,7 +208,9 @@ def states_of_chunks(work_dir: WorkDir, jobs: Iterable[QueuedJob]) -> dict[int, 
     return states
 
 
-KNOWN_COMMANDS = {"sbatch", "squeue", "scancel", "scontrol", "qsub", "qstat", "qdel", "qconf"}
+#: the tools of every backend: a DummyQueue offers all of them at once
+KNOWN_COMMANDS = {"sbatch", "squeue", "scancel", "scontrol", "qsub", "qstat", "qdel", "qconf",
+                  "qmgr", "bsub", "bjobs", "bkill", "badmin"}
 
 
 class CommandLineScheduler(Scheduler):

@@ -25,9 +25,19 @@ import pytest
 
 import poolparty
 from poolparty import config
+from poolparty.backends import REGISTRY
 
 SLURM_COMMANDS = {"submit": "sbatch", "query": "squeue", "cancel": "scancel"}
 SGE_COMMANDS = {"submit": "qsub", "query": "qstat", "cancel": "qdel"}
+#: each backend's commands by their role (SLURM's for the others)
+COMMANDS_OF_BACKEND = {
+    "sge": SGE_COMMANDS,
+    "pbs": {"submit": "qsub", "query": "qstat", "cancel": "qdel"},
+    "lsf": {"submit": "bsub", "query": "bjobs", "cancel": "bkill"},
+}
+#: the dummy scheduler whose commands a backend calls (DummyQueue.commands), where its
+#: commands' names alone don't say (PBS's qsub is not SGE's)
+DUMMY_OF_BACKEND = {"pbs": "pbs", "lsf": "lsf"}
 HOW_TO_ENABLE = "start one with: sudo bash scripts/test_cluster.sh {name}"
 
 
@@ -243,7 +253,8 @@ def dummy_backend(backend_name: str, work_root: Path, queue_dir: Path, **queue_o
         options.setdefault("polling_interval", 0.2)
         options.setdefault("call_timeout", 10)
         options.setdefault("work_dir", work_root)
-        return dict(options, backend=backend_name, commands=queue.commands())
+        return dict(options, backend=backend_name,
+                    commands=queue.commands(DUMMY_OF_BACKEND.get(backend_name)))
 
     def queued_jobs() -> list[str]:
         return [job["id"] for job in queue.jobs()]
@@ -251,7 +262,7 @@ def dummy_backend(backend_name: str, work_root: Path, queue_dir: Path, **queue_o
     def running_count() -> int:
         return sum(1 for job in queue.jobs() if job["state"] == "RUNNING")
 
-    command = SGE_COMMANDS if backend_name == "sge" else SLURM_COMMANDS
+    command = COMMANDS_OF_BACKEND.get(backend_name, SLURM_COMMANDS)
     return Backend(f"dummy-{backend_name}", pool_options, queued_jobs, running_count,
                    queue.kill_running, queue, dict(command))
 
@@ -407,8 +418,13 @@ def steps_named(allocation: str, names: set[str]) -> list[str]:
     return [line for line in text.splitlines() if line.split("|")[-1] in names]
 
 
-CLUSTER_BACKENDS = ["slurm-array", "slurm", "sge"]
-ALL_CLUSTER_PARAMS = [f"{kind}-{name}" for kind in ("dummy", "real") for name in CLUSTER_BACKENDS]
+#: the cluster backends tested on a real scheduler (and on their dummies)
+REAL_BACKENDS = ["slurm-array", "slurm", "sge"]
+#: the cluster backends tested on their dummies only (no PBS or LSF can be installed here)
+DUMMY_ONLY_BACKENDS = [name for name in ("pbs", "lsf") if name in REGISTRY]
+CLUSTER_BACKENDS = [*REAL_BACKENDS, *DUMMY_ONLY_BACKENDS]
+ALL_CLUSTER_PARAMS = [*(f"dummy-{name}" for name in CLUSTER_BACKENDS),
+                      *(f"real-{name}" for name in REAL_BACKENDS)]
 
 
 def make_backend(param: str, work_root: Path, tmp_path: Path) -> Backend:

@@ -1,5 +1,5 @@
-"""Telling how a job ended from its log (poolparty.endings): the lines SLURM's slurmstepd
-and the node's shell write, as captured on the test clusters (tests/data/endings/, each
+"""Telling how a job ended from its log (poolparty.endings): the lines SLURM's slurmstepd,
+PBS's MoM, LSF's job report and the node's shell write, as captured on the test clusters (tests/data/endings/, each
 file says how it was made) and as the SLURM sources write them."""
 
 from __future__ import annotations
@@ -32,6 +32,24 @@ WRITTEN = [
     (b"slurmstepd: error: Detected 1 oom_kill event in StepId=11.batch. Some of the step "
      b"tasks have been OOM Killed.\n", True, Ending.OUT_OF_MEMORY),
     (b"slurmstepd: error: Exceeded job memory limit\n", True, Ending.OUT_OF_MEMORY),
+    # PBS's MoM (PBS Professional; Torque writes the same without "=>> ")
+    (b"=>> PBS: job killed: walltime 65 exceeded limit 60\n", True, Ending.TIME_LIMIT),
+    (b"PBS: job killed: walltime 125 exceeded limit 120\n", True, Ending.TIME_LIMIT),
+    (b"=>> PBS: job killed: mem 2097160kb exceeded limit 1048576kb\n", True,
+     Ending.OUT_OF_MEMORY),
+    (b"=>> PBS: job killed: vmem 4194304kb exceeded limit 2097152kb\n", True,
+     Ending.OUT_OF_MEMORY),
+    # LSF's job report (IBM's "Termination reasons displayed by bacct, bhist, and bjobs")
+    (b"TERM_RUNLIMIT: job killed after reaching LSF run time limit.\nExited with exit code "
+     b"140.\n", True, Ending.TIME_LIMIT),
+    (b"TERM_MEMLIMIT: job killed after reaching LSF memory usage limit.\n", True,
+     Ending.OUT_OF_MEMORY),
+    (b"TERM_PREEMPT: job killed after preemption.\n", True, Ending.PREEMPTED),
+    (b"TERM_OWNER: job killed by owner.\n", True, Ending.CANCELLED),
+    (b"TERM_FORCE_ADMIN: job killed by root or LSF administrator without time for "
+     b"cleanup.\n", True, Ending.CANCELLED),
+    # a task that prints such a word mid-line says nothing of its job
+    (b"my task read: TERM_RUNLIMIT is LSF's\n", True, None),
     (b"/usr/bin/python3: No module named poolparty\n", False, Ending.ENVIRONMENT),
     (b"job.sh: line 3: /opt/venv/bin/python: No such file or directory\n", False,
      Ending.ENVIRONMENT),

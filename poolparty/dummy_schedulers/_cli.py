@@ -3,7 +3,7 @@
 Each CLI module supplies two functions, ``parse(argv)`` and
 ``act(queue_dir, request) -> stdout text``; ``run_command`` wires them to
 the call counting and fault injection that tests rely on, so those behave
-identically for the SLURM and the SGE commands.
+identically for every scheduler's commands.
 """
 
 from __future__ import annotations
@@ -22,7 +22,18 @@ Request = TypeVar("Request")
 
 SLURM_COMMANDS = ("sbatch", "squeue", "scancel", "scontrol")
 SGE_COMMANDS = ("qsub", "qstat", "qdel", "qconf")
-COMMANDS = SLURM_COMMANDS + SGE_COMMANDS
+PBS_COMMANDS = ("qsub", "qstat", "qdel", "qmgr")
+LSF_COMMANDS = ("bsub", "bjobs", "bkill", "badmin")
+#: each scheduler's commands -> the dummy module that plays it (PBS's qsub, qstat and
+#: qdel share their names with SGE's, so theirs are modules of their own)
+MODULES = {
+    "slurm": {command: command for command in SLURM_COMMANDS},
+    "sge": {command: command for command in SGE_COMMANDS},
+    "pbs": {command: f"pbs_{command}" for command in PBS_COMMANDS},
+    "lsf": {command: command for command in LSF_COMMANDS},
+}
+#: every command name a fault may be injected into
+COMMANDS = tuple(dict.fromkeys(SLURM_COMMANDS + SGE_COMMANDS + PBS_COMMANDS + LSF_COMMANDS))
 
 # What each SLURM command was doing when the controller stopped answering.
 _SLURM_FAILED_CALL = {
@@ -35,6 +46,11 @@ _SGE_TIMEOUT = (
     "error: failed receiving gdi request response for mid=1 "
     "(got syncron message receive timeout error)."
 )
+# PBS's and LSF's words when their server does not answer (PBS Professional's
+# "pbs_errno 15010"-style failures; LSF's "batch system daemon not responding").
+_PBS_TIMEOUT = "{command}: cannot connect to server pbs-server (errno=15010)"
+_LSF_TIMEOUT = ("LSF daemon (LIM) not responding ... still trying\n"
+                "batch system daemon not responding")
 
 
 class CommandError(Exception):
@@ -76,6 +92,7 @@ def run_command(
     argv: Sequence[str] | None,
     parse: Callable[[list[str]], Request],
     act: Callable[[Path, Request], str],
+    scheduler: str | None = None,
 ) -> int:
     """Run one dummy command and return its exit code.
 
@@ -90,7 +107,7 @@ def run_command(
         if fault.hang:
             time.sleep(fault.hang)
         if fault.fail:
-            raise CommandError(_failure_message(command))
+            raise CommandError(_failure_message(command, scheduler))
         if fault.empty:
             return 0
         sys.stdout.write(act(queue_dir, request))
@@ -140,8 +157,13 @@ def _take(counts: dict[str, int], command: str) -> bool:
     return left > 0
 
 
-def _failure_message(command: str) -> str:
-    """The stderr of a command whose controller timed out."""
+def _failure_message(command: str, scheduler: str | None = None) -> str:
+    """The stderr of a command whose controller timed out (``scheduler``: whose
+    command it is, where the name alone does not say: PBS's qsub)."""
+    if scheduler == "pbs":
+        return _PBS_TIMEOUT.format(command=command)
+    if scheduler == "lsf" or command in LSF_COMMANDS:
+        return _LSF_TIMEOUT
     if command in SLURM_COMMANDS:
         what = _SLURM_FAILED_CALL[command]
         return f"{command}: error: {what}: Socket timed out on send/recv operation"

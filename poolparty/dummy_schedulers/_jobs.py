@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from ._flavours import flavour_of
 from ._state import ALIVE_LOCK_FILE, RUNNER_LOCK_FILE, RUNNER_LOG_FILE, SPOOL_DIR, State
 
 Task = dict[str, Any]
@@ -125,11 +126,11 @@ def job_of(state: State, task: Task) -> Job:
 
 
 def task_label(state: State, task: Task) -> str:
-    """Name a task the way its own scheduler does: ``1000_3`` (SLURM), ``1000.3`` (SGE)."""
+    """Name a task the way its own scheduler does: ``1000_3`` (SLURM), ``1000.3`` (SGE),
+    ``1000[3]`` (PBS, LSF)."""
     if task["index"] is None:
         return str(task["job_id"])
-    separator = "_" if job_of(state, task)["scheduler"] == "slurm" else "."
-    return f"{task['job_id']}{separator}{task['index']}"
+    return flavour_of(job_of(state, task)).label(task["job_id"], task["index"])
 
 
 def tasks_in(state: State, *states: str) -> list[Task]:

@@ -20,6 +20,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from ._flavours import flavour_of
 from ._jobs import (
     Task,
     cancel_tasks,
@@ -142,16 +143,17 @@ class Runner:
             if task["kill_at"] is not None and task["kill_at"] <= now
         ]
         for task in doomed:
-            if task.get("kill_reason") == "time" and job_of(state, task)["scheduler"] == "slurm":
-                stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
-                note(task, f"slurmstepd: error: *** JOB {task['task_job_id']} ON localhost "
-                           f"CANCELLED AT {stamp} DUE TO TIME LIMIT ***")
+            job = job_of(state, task)
+            says = flavour_of(job).time_limit_line
+            if task.get("kill_reason") == "time" and says is not None:
+                note(task, says(task["task_job_id"], job["time_limit"]))
         cancel_tasks(self.queue_dir, state, doomed)
 
     def enforce_memory(self, state: State) -> None:
-        """Kill the SLURM tasks whose processes hold more memory than their job's
-        ``--mem`` (as jobacct_gather's OverMemoryKill does: it looks now and then, and
-        writes why into the job's log). SGE's h_vmem is a resource limit (launch)."""
+        """Kill the tasks whose processes hold more memory than their job asked for
+        (as SLURM's OverMemoryKill, PBS's MoM and LSF's per-job limit do: they look now
+        and then, and write why into the job's log). SGE's h_vmem is a resource limit
+        (launch)."""
         if time.time() < self.memory_look_at:
             return
         self.memory_look_at = time.time() + MEMORY_LOOK_SECONDS
@@ -159,13 +161,12 @@ class Runner:
         for task in tasks_in(state, "RUNNING"):
             job = job_of(state, task)
             limit = job.get("memory_limit")
-            if limit is None or job["scheduler"] != "slurm" or task["pid"] is None:
+            says = flavour_of(job).memory_line
+            if limit is None or says is None or task["pid"] is None:
                 continue
             used = group_memory(task["pid"])
             if used > limit:
-                note(task, f"slurmstepd: error: Job {task['task_job_id']} exceeded memory limit "
-                           f"({used // 1024} > {limit // 1024}), being killed\n"
-                           f"slurmstepd: error: Exceeded job memory limit")
+                note(task, says(task["task_job_id"], used, limit))
                 doomed.append(task)
         cancel_tasks(self.queue_dir, state, doomed)
 
@@ -194,13 +195,12 @@ class Runner:
 
     def launch(self, state: State, task: Task) -> str | None:
         """Start a task's process and return None; if it cannot even start,
-        return how the real scheduler fails such a task.
-
-        A missing output or working directory puts an SGE task in the error
-        state (Eqw), while SLURM drops the job: ``"error_state"``, ``"vanish"``.
-        """
+        return how the real scheduler fails such a task (its flavour's launch_failure:
+        a missing output or working directory puts an SGE task in the error state,
+        Eqw, while SLURM drops the job)."""
         job = job_of(state, task)
-        address_space = job.get("memory_limit") if job["scheduler"] == "sge" else None
+        flavour = flavour_of(job)
+        address_space = job.get("memory_limit") if flavour.memory_line is None else None
         try:
             with open(task["output"], "ab" if job["append_output"] else "wb") as output:
                 child = subprocess.Popen(
@@ -219,7 +219,7 @@ class Runner:
         except OSError as error:
             print(f"runner: cannot start task {task['job_id']}.{task['index']}: {error}",
                   file=sys.stderr, flush=True)
-            return "error_state" if job["scheduler"] == "sge" else "vanish"
+            return flavour.launch_failure
         self.children[child.pid] = child
         task.update(state="RUNNING", pid=child.pid, start_time=time.time())
         kill_after = state["faults"]["kill_after"]
@@ -234,7 +234,7 @@ class Runner:
         return None
 
 
-#: how often the memory of SLURM tasks with a --mem is looked at
+#: how often the memory of tasks with a watched memory limit is looked at
 MEMORY_LOOK_SECONDS = 0.25
 
 

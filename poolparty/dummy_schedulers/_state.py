@@ -22,7 +22,7 @@ State format (``<queue dir>/state.json``)::
       "tasks": [TASK, ...]         # in submission order
     }
 
-    JOB  = {"scheduler": "slurm"|"sge", "name", "owner", "partition",
+    JOB  = {"scheduler": "slurm"|"sge"|"pbs"|"lsf", "name", "owner", "partition",
             "command": argv, "cwd", "env": {...}, "throttle": int|null,
             "step": int, "slots": int, "append_output": bool,
             "submit_time": float}

@@ -1,4 +1,4 @@
-"""``DummyQueue``: the test-side handle on one fake SLURM/SGE queue."""
+"""``DummyQueue``: the test-side handle on one fake SLURM, SGE, PBS or LSF queue."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ._cli import COMMANDS
+from ._cli import COMMANDS, MODULES
 from ._jobs import cancel_tasks, job_of, runner_alive, task_label, tasks_in
 from ._state import read_state, transaction
 
@@ -19,7 +19,7 @@ _POLL_SECONDS = 0.01
 class DummyQueue:
     """One fake batch queue whose state lives in a directory.
 
-    The SLURM and SGE dummy commands returned by ``commands()`` act on it and
+    The dummy commands returned by ``commands()`` act on it and
     really run the submitted scripts as local processes, at most ``slots``
     at a time.  Several queues (several directories) are fully independent,
     so tests may run in parallel.
@@ -35,16 +35,21 @@ class DummyQueue:
     def __repr__(self) -> str:
         return f"DummyQueue({str(self.path)!r})"
 
-    def commands(self) -> dict[str, list[str]]:
+    def commands(self, scheduler: str | None = None) -> dict[str, list[str]]:
         """Return the argv prefix of each dummy command, e.g. ``commands()["sbatch"]``.
 
         Append the real command's arguments.  Nothing global (PATH, files in
         bin directories) is involved, so each queue's commands stay its own.
+        ``scheduler``: "slurm", "sge", "pbs" or "lsf" for that one's commands only;
+        by default SLURM's and SGE's (PBS's ``qsub`` is not SGE's: ask for "pbs").
         """
+        if scheduler is not None and scheduler not in MODULES:
+            raise ValueError(f"unknown scheduler {scheduler!r}; known: {sorted(MODULES)}")
+        chosen = [scheduler] if scheduler else ["slurm", "sge"]
         return {
-            command: [sys.executable, "-m", f"poolparty.dummy_schedulers.{command}",
+            command: [sys.executable, "-m", f"poolparty.dummy_schedulers.{module}",
                       "--queue", str(self.path)]
-            for command in COMMANDS
+            for name in chosen for command, module in MODULES[name].items()
         }
 
     def inject(
@@ -102,7 +107,8 @@ class DummyQueue:
 
         Each is ``{"id": "1000_3" (SLURM) or "1000.3" (SGE) or "1000",
         "job_id": 1000, "index": 3 or None, "state": "PENDING" | "RUNNING" |
-        "ERROR", "name": ..., "pid": int or None, "scheduler": "slurm" | "sge"}``.
+        "ERROR", "name": ..., "pid": int or None, "scheduler": "slurm" | "sge" |
+        "pbs" | "lsf"}`` (PBS and LSF name array tasks ``1000[3]``).
         """
         state = read_state(self.path)
         return [

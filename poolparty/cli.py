@@ -5,6 +5,7 @@
     poolparty exec --params FILE -- CMD {}       map a command over parameters
     poolparty status|top [WORK_DIR]              how far a map has got, what failed
     poolparty config                             the effective settings and their sources
+    poolparty doctor [--import MODULE]           check that maps can run on this cluster
     poolparty worker MAP_DIR                     join a map by hand and run its tasks
 
 Each subcommand but ``demo`` lives in its own module of ``poolparty.commands``.
@@ -25,7 +26,7 @@ from .errors import PoolpartyError
 from .pool import Pool
 
 #: the modules of poolparty.commands that add subcommands, in the order ``--help`` lists them
-SUBCOMMAND_MODULES = ("run", "exec", "status", "config", "worker")
+SUBCOMMAND_MODULES = ("run", "exec", "status", "config", "doctor", "worker")
 
 
 def _square(x: int) -> int:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from .endings import Ending
 from .errors import InvalidInputError, SchedulerCommandError, SchedulerNotFoundError
-from .escalation import DEFAULT_FACTOR, OWN, Steps, memory_bytes, scaled_memory
+from .escalation import DEFAULT_FACTOR, OWN, Steps, clock_time, memory_bytes, scaled_memory
 from .settings import FACTOR, SECONDS, STRING, Setting
 
 if TYPE_CHECKING:
@@ -160,6 +160,11 @@ class Scheduler(abc.ABC):
         scheduler's default is not known here, so it can't be raised)."""
         return False
 
+    def limits(self) -> dict[str, str]:
+        """What the scheduler allows a map, as read from it (``poolparty doctor`` shows
+        it): the largest job array, the longest run time. Empty when nothing is known."""
+        return {}
+
 
 @dataclass(frozen=True)
 class Submission:
@@ -290,6 +295,11 @@ class CommandLineScheduler(Scheduler):
     def max_time_seconds(self) -> float | None:
         """The longest run time the jobs' queue allows (None: not known, no cap)."""
         return None
+
+    def limits(self) -> dict[str, str]:
+        seconds = self.max_time_seconds()
+        return {"longest run time": "not limited or not known" if seconds is None
+                else clock_time(seconds)}
 
     def worker_arguments(self, steps: Steps) -> list[str]:
         """What a worker raised by ``steps`` is told first: its steps (which reopened

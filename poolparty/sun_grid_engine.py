@@ -289,6 +289,9 @@ class SunGridEngine(CommandLineScheduler):
                 self._max_aj_tasks = DEFAULT_MAX_AJ_TASKS
         return self._max_aj_tasks
 
+    def limits(self) -> dict[str, str]:
+        return {"tasks per array job (max_aj_tasks)": str(self.max_aj_tasks)}
+
     def check_work_dir(self, root: Path) -> None:
         """The work_dir holds the logs (-o); the current directory is the jobs' -wd,
         where qsub replaces $HOME and the like too."""

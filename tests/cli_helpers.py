@@ -50,13 +50,14 @@ def cli_runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> CliRu
 
 
 @contextlib.contextmanager
-def dummy_scheduler_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-                            ) -> Iterator[DummyQueue]:
-    """A dummy SLURM (and SGE) whose commands are on PATH; shut down after the test."""
+def dummy_scheduler_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                            scheduler: str | None = None) -> Iterator[DummyQueue]:
+    """A dummy SLURM (and SGE), or the dummy ``scheduler`` ("pbs", "lsf"), whose
+    commands are on PATH; shut down after the test."""
     queue = DummyQueue(tmp_path / "queue")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for name, argv in queue.commands().items():
+    for name, argv in queue.commands(scheduler).items():
         wrapper = bin_dir / name
         wrapper.write_text(f'#!/bin/sh\nexec {shlex.join(argv)} "$@"\n')
         wrapper.chmod(0o755)

@@ -53,6 +53,10 @@ class SlurmArray(SlurmBase):
                 self._max_array_size = 1001
         return self._max_array_size
 
+    def limits(self) -> dict[str, str]:
+        return {"largest job array (MaxArraySize)": str(self.max_array_size),
+                **super().limits()}
+
     def plan(self, work_dir: WorkDir, chunk_ids: Sequence[int], steps: Steps = OWN
              ) -> list[Submission]:
         """One array per block of MaxArraySize chunk ids."""

@@ -34,6 +34,8 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "slurm-array": ("poolparty.slurm.array", "SlurmArray"),
     "slurm": ("poolparty.slurm", "SlurmJobs"),
     "sge": ("poolparty.sun_grid_engine", "SunGridEngine"),
+    "pbs": ("poolparty.pbs", "Pbs"),
+    "lsf": ("poolparty.lsf", "Lsf"),
 }
 #: the backend ``auto`` falls back on when no scheduler is found here
 FALLBACK = "local"

@@ -37,3 +37,16 @@ def expand_ranges(text: str) -> list[int]:
         stop = int(last) if last else int(first)
         numbers.extend(range(int(first), stop + 1, int(step) if step else 1))
     return numbers
+
+
+def contiguous_runs(numbers: Iterable[int], max_length: int) -> list[range]:
+    """Sorted numbers cut into runs of consecutive ones, none longer than max_length:
+    the job arrays of one submission round (SGE, PBS and LSF arrays are contiguous)."""
+    runs: list[range] = []
+    for number in sorted(set(numbers)):
+        last = runs[-1] if runs else None
+        if last is not None and number == last.stop and len(last) < max_length:
+            runs[-1] = range(last.start, number + 1)
+        else:
+            runs.append(range(number, number + 1))
+    return runs

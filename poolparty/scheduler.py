@@ -296,6 +296,21 @@ class CommandLineScheduler(Scheduler):
         """The longest run time the jobs' queue allows (None: not known, no cap)."""
         return None
 
+    def limit_read_once(self, name: str, tool: str, arguments: Sequence[str],
+                        parse: Callable[[str], int], default: int) -> int:
+        """A limit of the cluster's (the largest job array), read with one of the tools
+        the first time it is needed and kept (copies for other resources share it); the
+        scheduler's default, with a warning, when it can't be read: a map must not fail
+        for want of a limit it may never reach."""
+        known = self.__dict__.setdefault("limits_read", {})
+        if name not in known:
+            try:
+                known[name] = parse(self.run(tool, arguments))
+            except SchedulerCommandError as error:
+                log.warning("could not read %s, assuming %d: %s", name, default, error)
+                known[name] = default
+        return known[name]
+
     def limits(self) -> dict[str, str]:
         seconds = self.max_time_seconds()
         return {"longest run time": "not limited or not known" if seconds is None
@@ -373,6 +388,26 @@ class CommandLineScheduler(Scheduler):
 
     def is_transient(self, error: SchedulerCommandError) -> bool:
         return error.returncode is None or bool(self.transient_errors.search(error.stderr))
+
+    def listed_jobs(self, tool: str, arguments: Sequence[str],
+                    parse: Callable[[str], list[QueuedJob]]) -> list[QueuedJob]:
+        """The jobs a listing tool shows, parsed; output that can't be read (torn or empty
+        while a controller restarts) is a SchedulerCommandError like a failed call, which
+        the engine survives as a bad poll."""
+        text = self.run(tool, arguments)
+        try:
+            return parse(text)
+        except Exception as error:
+            raise SchedulerCommandError(self.argv(tool, arguments), 0, text[-2000:], "",
+                                        reason=f"unreadable output: {error}") from error
+
+    @staticmethod
+    def job_ids_of_chunks(work_dir: WorkDir, chunk_ids: Iterable[int],
+                          element: Callable[[str, int], str]) -> list[str]:
+        """The ids to cancel the jobs of these chunks by: a plain job's own id, an array
+        element's as ``element(job_id, index)`` names it (``12_3``, ``12.3``, ``12[3]``)."""
+        return sorted({ref.job_id if ref.index is None else element(ref.job_id, ref.index)
+                       for chunk_id in chunk_ids for ref in work_dir.jobs_of_chunk(chunk_id)})
 
     def job_name(self, work_dir: WorkDir) -> str:
         """Every job of a map carries this name, so one query finds them all."""

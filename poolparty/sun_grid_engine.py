@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import scheduler
-from .errors import InvalidInputError, SchedulerCommandError
+from .errors import InvalidInputError
 from .escalation import OWN, Steps, clock_time, duration_seconds, scaled_memory
-from .ranges import expand_ranges
+from .ranges import contiguous_runs, expand_ranges
 from .scheduler import (
     CommandLineScheduler,
     QueuedJob,
@@ -107,16 +107,6 @@ def parse_max_aj_tasks(text: str) -> int:
     return value or 10**9
 
 
-def contiguous_runs(numbers: Iterable[int], max_length: int) -> list[range]:
-    """Sorted numbers cut into runs of consecutive ones, none longer than max_length."""
-    runs: list[range] = []
-    for number in sorted(set(numbers)):
-        last = runs[-1] if runs else None
-        if last is not None and number == last.stop and len(last) < max_length:
-            runs[-1] = range(last.start, number + 1)
-        else:
-            runs.append(range(number, number + 1))
-    return runs
 
 
 #: the resources that limit a job's run time, and those that ask for memory: raised
@@ -189,7 +179,6 @@ class SunGridEngine(CommandLineScheduler):
         self.parallel_environment = parallel_environment
         self.read_limits()
         self.extra_args = self.argument_list(qsub_args, "['-P', 'project']", RESERVED)
-        self._max_aj_tasks: int | None = None
 
     #: a bare memory number counts in bytes
     memory_unit = 1
@@ -280,14 +269,8 @@ class SunGridEngine(CommandLineScheduler):
     @property
     def max_aj_tasks(self) -> int:
         """The cluster's max_aj_tasks, asked once; SGE's default if it can't be read."""
-        if self._max_aj_tasks is None:
-            try:
-                self._max_aj_tasks = parse_max_aj_tasks(self.run("qconf", ["-sconf"]))
-            except SchedulerCommandError as error:
-                log.warning("could not read max_aj_tasks, assuming %d: %s",
-                            DEFAULT_MAX_AJ_TASKS, error)
-                self._max_aj_tasks = DEFAULT_MAX_AJ_TASKS
-        return self._max_aj_tasks
+        return self.limit_read_once("max_aj_tasks", "qconf", ["-sconf"], parse_max_aj_tasks,
+                                    DEFAULT_MAX_AJ_TASKS)
 
     def limits(self) -> dict[str, str]:
         return {"tasks per array job (max_aj_tasks)": str(self.max_aj_tasks)}
@@ -324,22 +307,14 @@ class SunGridEngine(CommandLineScheduler):
         return output.strip().split(".")[0]
 
     def query(self, work_dir: WorkDir) -> dict[int, State]:
-        text = self.run("qstat", ["-xml"])
-        try:
-            jobs = parse_qstat_xml(text, self.job_name(work_dir), self.error_state_indicator)
-        except Exception as error:  # empty or torn XML while the qmaster restarts
-            raise SchedulerCommandError(
-                self.commands["qstat"] + ["-xml"], 0, text[-2000:], "",
-                reason=f"unreadable output: {error}",
-            ) from error
+        name = self.job_name(work_dir)
+        jobs = self.listed_jobs("qstat", ["-xml"], lambda text: parse_qstat_xml(
+            text, name, self.error_state_indicator))
         return states_of_chunks(work_dir, jobs)
 
     def cancel(self, work_dir: WorkDir, chunk_ids: Iterable[int]) -> None:
-        job_ids = sorted({
-            ref.job_id if ref.index is None else f"{ref.job_id}.{ref.index}"
-            for chunk_id in chunk_ids for ref in work_dir.jobs_of_chunk(chunk_id)
-        })
-        self.cancel_ids("qdel", job_ids)
+        self.cancel_ids("qdel", self.job_ids_of_chunks(
+            work_dir, chunk_ids, lambda job_id, index: f"{job_id}.{index}"))
 
 
 def is_sun_grid_engine(qstat_help: str) -> bool:

@@ -92,7 +92,7 @@ def test_unknown_keyword_arguments_are_a_type_error():
 
 def test_an_unknown_backend_is_refused():
     with pytest.raises(poolparty.InvalidInputError, match="unknown backend"):
-        poolparty.Pool(backend="pbs")
+        poolparty.Pool(backend="condor")
 
 
 def test_max_num_resubmissions_must_be_bounded():
@@ -100,9 +100,14 @@ def test_max_num_resubmissions_must_be_bounded():
         poolparty.Pool(backend="local", max_num_resubmissions=-1)
 
 
+#: how each scheduler refuses a queue it doesn't have (SLURM: a partition)
+QUEUE_REFUSED = {"sge": "unknown queue", "pbs": "unknown queue", "lsf": "no such queue"}
+
+
 def test_the_scheduler_rejecting_the_job_raises_with_its_stderr(cluster_backend, work_root):
-    if cluster_backend.name.endswith("sge"):
-        pool, says = cluster_backend.make_pool(queue="no-such-queue"), "unknown queue"
+    scheduler = cluster_backend.name.split("-", 1)[1]
+    if scheduler in QUEUE_REFUSED:
+        pool, says = cluster_backend.make_pool(queue="no-such-queue"), QUEUE_REFUSED[scheduler]
     else:
         pool, says = cluster_backend.make_pool(partition="no-such-partition"), "invalid partition"
     with pytest.raises(poolparty.SchedulerCommandError, match=f"(?i){says}") as caught:

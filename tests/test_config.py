@@ -198,7 +198,7 @@ def test_a_path_from_the_environment_expands_the_home_directory(monkeypatch):
     ("POOLPARTY_SBATCH_ARGS", "[oops", "not valid JSON"),
     ("POOLPARTY_RESOURCES", "h_vmem", "key=value"),
     ("POOLPARTY_PARALLEL_ENVIRONMENT", "smp", "name,slots"),
-    ("POOLPARTY_BACKEND", "pbs", "one of auto, local"),
+    ("POOLPARTY_BACKEND", "condor", "one of auto, local"),
 ])
 def test_a_bad_environment_value_names_the_variable_and_the_format(
         monkeypatch, variable, text, message):
@@ -254,7 +254,7 @@ def test_an_unknown_key_in_the_user_file_is_an_error_too():
     ("partition = 5", "partition: expected a string"),
     ('sbatch_args = "--qos=long"', "sbatch_args: expected a list of strings"),
     ('parallel_environment = ["smp"]', "parallel_environment: expected [name, slots]"),
-    ('backend = "pbs"', "backend: expected one of"),
+    ('backend = "condor"', "backend: expected one of"),
 ])
 def test_a_bad_value_in_a_file_names_the_file_and_the_key(project, text, message):
     path = write(project / "poolparty.toml", text + "\n")

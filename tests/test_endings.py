@@ -1,6 +1,7 @@
 """Telling how a job ended from its log (poolparty.endings): the lines SLURM's slurmstepd,
-PBS's MoM, LSF's job report and the node's shell write, as captured on the test clusters (tests/data/endings/, each
-file says how it was made) and as the SLURM sources write them."""
+PBS's MoM, LSF's job report and the node's shell write, as captured on the test clusters
+(tests/data/endings/, each file says how it was made) and as the SLURM sources and the
+PBS and LSF manuals write them."""
 
 from __future__ import annotations
 

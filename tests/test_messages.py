@@ -59,7 +59,8 @@ def test_a_misspelt_pool_option_suggests_the_pool_option():
     ("local", "backend", "slurm_array", "unknown backend 'slurm_array' (did you mean "
                                         "'slurm-array'?); choose one of auto, local"),
     ("local", "backend", 5,
-     "backend must be one of auto, local, slurm-steps, slurm-array, slurm, sge, not 5"),
+     "backend must be one of auto, local, slurm-steps, slurm-array, slurm, sge, pbs, lsf, "
+     "not 5"),
     ("slurm-array", "cpus_per_task", "2", "cpus_per_task must be an int >= 1, not '2' (str)"),
     ("slurm-array", "call_timeout", "x", "call_timeout must be a number > 0, not 'x' (str)"),
     ("slurm-array", "sbatch_args", "--qos=long", "sbatch_args must be a list of strings"),

@@ -6,11 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from poolparty.ranges import compress_ranges, expand_ranges
+from poolparty.ranges import compress_ranges, contiguous_runs, expand_ranges
 from poolparty.scheduler import State
 from poolparty.slurm import parse_max_array_size, parse_squeue
 from poolparty.sun_grid_engine import (
-    contiguous_runs,
     is_sun_grid_engine,
     job_lists,
     parse_max_aj_tasks,

@@ -329,11 +329,8 @@ class SlurmBase(CommandLineScheduler):
         return states_of_chunks(work_dir, parse_squeue(text))
 
     def cancel(self, work_dir: WorkDir, chunk_ids: Iterable[int]) -> None:
-        job_ids = sorted({
-            ref.job_id if ref.index is None else f"{ref.job_id}_{ref.index}"
-            for chunk_id in chunk_ids for ref in work_dir.jobs_of_chunk(chunk_id)
-        })
-        self.cancel_ids("scancel", job_ids)
+        self.cancel_ids("scancel", self.job_ids_of_chunks(
+            work_dir, chunk_ids, lambda job_id, index: f"{job_id}_{index}"))
 
 
 class SlurmJobs(SlurmBase):

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from .. import scheduler
-from ..errors import SchedulerCommandError
 from ..escalation import OWN, Steps
 from ..ranges import compress_ranges
 from ..scheduler import Submission
@@ -29,10 +28,6 @@ class SlurmArray(SlurmBase):
 
     name = "slurm-array"
 
-    def __init__(self, max_running: int | None = None, **options: Any) -> None:
-        super().__init__(max_running, **options)
-        self._max_array_size: int | None = None
-
     @classmethod
     def found_here(cls) -> bool:
         """sbatch on PATH: SLURM, and its arrays are the fast way to use it."""
@@ -44,14 +39,8 @@ class SlurmArray(SlurmBase):
     @property
     def max_array_size(self) -> int:
         """The cluster's MaxArraySize, asked once; 1001 (SLURM's default) if unknown."""
-        if self._max_array_size is None:
-            try:
-                text = self.run("scontrol", ["show", "config"])
-                self._max_array_size = parse_max_array_size(text)
-            except SchedulerCommandError as error:
-                log.warning("could not read MaxArraySize, assuming 1001: %s", error)
-                self._max_array_size = 1001
-        return self._max_array_size
+        return self.limit_read_once("MaxArraySize", "scontrol", ["show", "config"],
+                                    parse_max_array_size, 1001)
 
     def limits(self) -> dict[str, str]:
         return {"largest job array (MaxArraySize)": str(self.max_array_size),

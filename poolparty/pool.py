@@ -86,9 +86,10 @@ def check_max_num_resubmissions(value: object) -> int:
 class Pool:
     """A process pool whose workers are batch jobs: multiprocessing.Pool's interface.
 
-    ``Pool()`` uses SLURM job arrays when ``sbatch`` is on PATH, Sun Grid Engine when
-    its ``qsub`` is, and local processes otherwise; ``backend=`` forces one
-    (``"local"``, ``"slurm-array"``, ``"slurm"``, ``"sge"``). Each job is a worker that
+    ``Pool()`` uses the steps of the SLURM allocation it runs in, SLURM job arrays when
+    ``sbatch`` is on PATH, Sun Grid Engine, PBS or LSF when their commands are, and local
+    processes otherwise; ``backend=`` forces one (``"local"``, ``"slurm-steps"``,
+    ``"slurm-array"``, ``"slurm"``, ``"sge"``, ``"pbs"``, ``"lsf"``). Each job is a worker that
     claims chunks of tasks from the work_dir until none is left; ``processes`` is the
     most workers of a map at once. ``chunksize`` given is exactly what a worker claims
     at a time; by default the workers size their claims from the durations they measure.

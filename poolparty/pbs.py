@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import os
 import re
 import shutil
 import subprocess
@@ -198,6 +199,13 @@ def check_resource(name: str, value: Any) -> Any:
     return value
 
 
+#: PBS starts a job in the user's home directory and has no option for another (SGE's
+#: -wd): the job changes to the client's directory first, as jobs of the other
+#: schedulers start there, so that a task's relative paths mean what they mean to the
+#: caller (arguments: the directory, then the job script and its arguments)
+IN_CLIENT_DIRECTORY = 'cd "$1" && shift && exec /bin/sh "$@"'
+
+
 class Pbs(CommandLineScheduler):
     """Chunks run as subjobs of PBS Professional / OpenPBS array jobs.
 
@@ -361,7 +369,8 @@ class Pbs(CommandLineScheduler):
         ``i``), a plain job for a run of one."""
         common = ["-N", self.job_name(work_dir), "-j", "oe", "-k", "od", "-V",
                   *self.resource_arguments(steps)]
-        script = ["--", str(work_dir.script_path), *self.worker_arguments(steps)]
+        script = ["--", "/bin/sh", "-c", IN_CLIENT_DIRECTORY, "sh", os.getcwd(),
+                  str(work_dir.script_path), *self.worker_arguments(steps)]
         plan = []
         for run in contiguous_runs(chunk_ids, self.max_array_size):
             if len(run) == 1:

@@ -36,6 +36,16 @@ def test_map_of_a_lambda_returns_results_in_input_order(backend):
     assert pool.map(lambda x: x * x + offset, range(200)) == [x * x + 3 for x in range(200)]
 
 
+def test_tasks_run_in_the_callers_current_directory(backend, tmp_path, monkeypatch):
+    """As with multiprocessing: a task's relative paths mean what they mean to the caller
+    (PBS starts jobs in the home directory; its jobs change to the caller's first)."""
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    with backend.make_pool(processes=1) as pool:
+        assert pool.map(lambda _: os.getcwd(), range(2)) == [str(here)] * 2
+
+
 def test_starmap_unpacks_argument_tuples(backend):
     pool = backend.make_pool()
     assert pool.starmap(square_plus, [(1, 1), (2, 0), (3, 10)], chunksize=1) == [2, 4, 19]

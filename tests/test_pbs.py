@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -184,8 +185,10 @@ def test_a_run_of_workers_is_one_array_whose_indices_are_the_worker_ids(tmp_path
     assert first[first.index("-N") + 1] == f"poolparty-{work_dir.map_id}"
     assert [first[first.index(flag) + 1] for flag in ("-j", "-k")] == ["oe", "od"]
     assert "-V" in first
-    assert first[first.index("--") + 1:] == (str(work_dir.script_path), "--array", "0",
-                                             "PBS_ARRAY_INDEX")
+    # PBS starts jobs in $HOME: the job changes to the client's directory first
+    assert first[first.index("--") + 1:] == ("/bin/sh", "-c", pbs.IN_CLIENT_DIRECTORY, "sh",
+                                             os.getcwd(), str(work_dir.script_path),
+                                             "--array", "0", "PBS_ARRAY_INDEX")
     assert plan[1].record("1240[]") == {5: (5, "5.log"), 6: (6, "6.log")}
 
 

@@ -38,6 +38,7 @@ _LAZY = {
     "Pool": "pool",
     "Scheduler": "scheduler",
     "State": "scheduler",
+    "map_report": "report",
 }
 
 __all__ = [
@@ -61,6 +62,7 @@ __all__ = [
     "TaskCrashedError",
     "UnpicklableError",
     "__version__",
+    "map_report",
 ]
 
 

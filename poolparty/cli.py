@@ -4,6 +4,7 @@
     poolparty run SCRIPT.py:FUNC --args NAME     map a script's function (also: collect)
     poolparty exec --params FILE -- CMD {}       map a command over parameters
     poolparty status|top [WORK_DIR]              how far a map has got, what failed
+    poolparty report [WORK_DIR] [--html FILE]    where a finished map's time went
     poolparty config                             the effective settings and their sources
     poolparty doctor [--import MODULE]           check that maps can run on this cluster
     poolparty worker MAP_DIR                     join a map by hand and run its tasks
@@ -26,7 +27,7 @@ from .errors import PoolpartyError
 from .pool import Pool
 
 #: the modules of poolparty.commands that add subcommands, in the order ``--help`` lists them
-SUBCOMMAND_MODULES = ("run", "exec", "status", "config", "doctor", "worker")
+SUBCOMMAND_MODULES = ("run", "exec", "status", "report", "config", "doctor", "worker")
 
 
 def _square(x: int) -> int:

@@ -353,6 +353,7 @@ class MapRun:
         terminated pool) cancels the map's workers, so nothing stays queued.
         """
         finished = False
+        client_cpu = time.process_time()  # the client's CPU while the map runs (report)
         self.events.map_started(self.scheduler, self.num_tasks, self.block,
                                 self.work_dir.resumed)
         try:
@@ -385,7 +386,8 @@ class MapRun:
                 self._end_workers(finished)
                 self._gather_logs(list(self.workers))
                 self._gather_guest_logs()
-                self.events.map_ended(finished, sys.exc_info()[1])
+                self.events.map_ended(finished, sys.exc_info()[1],
+                                      time.process_time() - client_cpu)
             finally:
                 self.ended.set()
 

@@ -46,6 +46,7 @@ import time
 from collections.abc import Container, Iterable, Sequence
 from pathlib import Path
 
+from .escalation import memory_bytes
 from .ranges import compress_ranges
 
 TYPE_CHECKING = False  # not typing's: workers import this module on every job start
@@ -75,8 +76,9 @@ MAP_ENDED = "map_ended"  #: how the map ended
 CHUNK_STARTED = "chunk_started"  #: a worker began a chunk
 TASK_FAILED = "task_failed"  #: a task of a worker's chunk raised
 CHUNK_FINISHED = "chunk_finished"  #: a worker ran all of its chunk's tasks
+CLAIM_DONE = "claim_done"  #: a worker wrote a claim's result: each task's times (report)
 CLIENT_KINDS = (MAP_STARTED, SUBMITTED, RESUBMIT, LOST, ABANDONED, GATHERED, MAP_ENDED)
-WORKER_KINDS = (CHUNK_STARTED, TASK_FAILED, CHUNK_FINISHED)
+WORKER_KINDS = (CHUNK_STARTED, TASK_FAILED, CHUNK_FINISHED, CLAIM_DONE)
 KINDS = CLIENT_KINDS + WORKER_KINDS
 
 
@@ -99,6 +101,9 @@ JOB_VARIABLES = (
     ("JOB_ID", "SGE_TASK_ID"),
 )
 MAX_MESSAGE = 200
+#: how many tasks of a claim a worker records one by one for the map's report (past
+#: that, the claim's totals: a line per claim must stay a line)
+MAX_TASKS_RECORDED = 2000
 #: task failures a worker reports one by one; past that only its final count (they
 #: share the job's log with its output), the client's "gathered" event lists them all
 MAX_WORKER_FAILURES = 100
@@ -217,6 +222,12 @@ class WorkerEvents(EventWriter):
         self.emit(TASK_FAILED, worker=self.worker_id, task=task_index, type=kind,
                   message=message)
 
+    def claim_done(self, claim: int, first: int, result_bytes: int, measured: dict) -> None:
+        """A claim's result is written: its tasks as TaskMeter measured them, for the
+        map's report (poolparty.report). One line per claim, not per task."""
+        self.emit(CLAIM_DONE, worker=self.worker_id, claim=claim, first=first,
+                  bytes=result_bytes, **measured)
+
     def finished(self, ok: int, failed: int) -> None:
         """``seconds`` is a difference on this node's clock: skew between nodes can't
         distort it."""
@@ -244,6 +255,9 @@ class ClientEvents(EventWriter):
             resumed=resumed,
             commands={name: [str(part) for part in commands[name]]
                       for name in [scheduler.query_command] if name in commands},
+            cpus=scheduler.cpus_per_worker, memory=scheduler.asked_memory,
+            memory_bytes=memory_bytes(scheduler.asked_memory,
+                                      getattr(scheduler, "memory_unit", 2**20)),
         )
 
     def submitted(self, worker_ids: Sequence[int]) -> None:
@@ -283,10 +297,14 @@ class ClientEvents(EventWriter):
                   tasks=sum(len(outcomes) for _, _, outcomes in arrived), errors=errors,
                   recovered=recovered)
 
-    def map_ended(self, finished: bool, error: BaseException | None) -> None:
-        """Record how the map ended, then archive the journal (see the module doc)."""
+    def map_ended(self, finished: bool, error: BaseException | None,
+                  cpu: float | None = None) -> None:
+        """Record how the map ended (``cpu``: the CPU seconds its client's process used
+        while the map ran, for the map's report), then archive the journal (see the
+        module doc)."""
         how, fields = end_of(finished, error)
-        self.emit(MAP_ENDED, how=how, **fields)
+        self.emit(MAP_ENDED, how=how, **fields,
+                  **({} if cpu is None else {"client_cpu": round(cpu, 3)}))
         self.archive()
 
     # ------------------------------------------------------------------ folding

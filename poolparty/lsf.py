@@ -246,6 +246,7 @@ class Lsf(CommandLineScheduler):
         self.time_limit_seconds = None if minutes is None else minutes * 60.0
         self.asked_time = None if minutes is None else run_limit(minutes)
         self.asked_memory = None if self.memory is None else lsf_memory(str(self.memory))
+        self.cpus_per_worker = int(self.cpus or 1)
 
     @property
     def resource_args(self) -> list[str]:

@@ -107,6 +107,8 @@ class Maps:
         self._warm: list[tuple[str, WorkDir, list[int]]] = []
         #: the group of each prepared map that is part of one call (imap's segments)
         self._groups: dict[MapRun, object] = {}
+        #: the directory of the last map that ended (its report: poolparty.report)
+        self.last_map_dir: Path | None = None
 
     # ------------------------------------------------------------------ preparing
     def check_map_arguments(self, func: Callable, chunksize: int | None,
@@ -378,7 +380,10 @@ class Maps:
             prepared.log.error("a task raised, or the map failed or was interrupted; "
                                "work_dir kept: %s", prepared.work_dir.path)
         close_map_logger(prepared.log)
+        self.last_map_dir = prepared.work_dir.path
         if discard:
+            if succeeded:  # its events outlive it, for its report (poolparty.report)
+                save_report_events(prepared.work_dir, prepared.log)
             prepared.work_dir.remove()
             return
         if succeeded:  # kept (keep_work_dir): a handful of files, as a finished map
@@ -425,6 +430,19 @@ class Maps:
             runs = list(self._running)
         stop_and_wait(runs, timeout)
         self._end_warm_workers(close=True)
+
+
+def save_report_events(work_dir: WorkDir, log: logging.Logger) -> None:
+    """Keep the events of a map about to be removed, for its report: its journal,
+    archived in logs.zip by now. A failure to keep them costs the report only."""
+    from .events import JOURNAL
+    from .report import save_events
+
+    try:
+        save_events(work_dir.path.parent, work_dir.map_id,
+                    b"".join(work_dir.archived_logs(JOURNAL)))
+    except OSError as error:
+        log.info("could not keep the map's events for its report: %s", error)
 
 
 def stop_and_wait(runs: Iterable[MapRun], timeout: float) -> None:

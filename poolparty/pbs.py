@@ -304,6 +304,7 @@ class Pbs(CommandLineScheduler):
         self.time_limit_seconds = None if walltime is None else walltime_seconds(walltime)
         memory = self.named.get("mem", self.resources.get("mem"))
         self.asked_memory = None if memory is None else str(memory)
+        self.cpus_per_worker = int(self.named.get("ncpus") or 1)
 
     @property
     def resource_args(self) -> list[str]:

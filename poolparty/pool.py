@@ -14,7 +14,7 @@ import threading
 import warnings
 import weakref
 from collections.abc import Iterable, Sequence
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from . import config
 from .backends import detect_backend, make_scheduler
@@ -26,6 +26,9 @@ from .maps import MapPreview, Maps, MapSettings, PreparedMap
 from .scheduler import Scheduler
 from .waiting import CANCEL_WAIT_SECONDS, cancelled_on_interrupt, wait_in_slices
 from .work_dir import resolve_root
+
+if TYPE_CHECKING:
+    from .report import Report
 
 log = logging.getLogger("poolparty")
 
@@ -272,6 +275,18 @@ class Pool:
         if self._state == RUN:
             self._state = CLOSE
             self.maps.close()
+
+    def report(self) -> Report:
+        """Where the time of this pool's last map went (poolparty.report): its timeline,
+        efficiency and cost; in Jupyter it shows itself. Raises NoMapError before any
+        map ended."""
+        from .report import map_report
+
+        if self.maps.last_map_dir is None:
+            from .map_status import NoMapError
+
+            raise NoMapError("this pool has run no map yet: nothing to report.")
+        return map_report(self.maps.last_map_dir)
 
     def terminate(self) -> None:
         """Stop now: every running map cancels its jobs (and keeps its work_dir)."""

@@ -128,6 +128,10 @@ class Scheduler(abc.ABC):
     #: the run time each job was given, in seconds (None: no limit asked for): a worker
     #: claims no tasks it could not finish before it
     time_limit_seconds: float | None = None
+    #: the CPUs each worker's job holds (its reservation, for a map's report)
+    cpus_per_worker: int = 1
+    #: the memory each job asks for, in the scheduler's words (None: its default)
+    asked_memory: str | None = None
 
     def is_transient(self, error: SchedulerCommandError) -> bool:
         """Whether a failed command may work if tried again later (a busy or absent
@@ -262,9 +266,8 @@ class CommandLineScheduler(Scheduler):
         self.memory_escalation = check_factor("memory_escalation", memory_escalation)
         self.max_memory = max_memory
 
-    #: the time each job asks for (the backend's own words) and the memory, or None
+    #: the time each job asks for (the backend's own words), or None
     asked_time: str | None = None
-    asked_memory: str | None = None
     #: what a bare memory number counts in (SLURM: megabytes, SGE: bytes)
     memory_unit: int = 2**20
 

@@ -223,6 +223,8 @@ class SunGridEngine(CommandLineScheduler):
         self.time_limit_seconds = sge_time_limit(self.resources)
         self.asked_memory = next((str(self.resources[key]) for key in MEMORY_RESOURCES
                                   if key in self.resources), None)
+        self.cpus_per_worker = (1 if self.parallel_environment is None
+                                else int(self.parallel_environment[1]))
 
     @property
     def resource_args(self) -> list[str]:

@@ -31,6 +31,7 @@ import faulthandler
 import math
 import os
 import pickle
+import resource
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -40,7 +41,7 @@ from .chunking import claim_size
 from .claims import Claimer
 from .errors import RemoteError, TaskCrashedError
 from .escalation import OWN, Steps
-from .events import WorkerEvents
+from .events import MAX_TASKS_RECORDED, WorkerEvents
 from .map_files import MapFiles
 
 TYPE_CHECKING = False  # typing is not imported at run time: see below
@@ -177,17 +178,63 @@ def load_tasks(work_dir: MapFiles, start: int, stop: int, block: int) -> list:
 
 
 def run_tasks(function: Callable, tasks: list, star: bool, first_task: int,
-              events: WorkerEvents) -> list[Outcome]:
+              events: WorkerEvents, meter: TaskMeter | None = None) -> list[Outcome]:
     """Run the tasks in order; each one that raises is an event at once, so a status
-    shows it while the rest of the chunk still runs."""
+    shows it while the rest of the chunk still runs. ``meter`` records each task for
+    the map's report."""
     outcomes = []
     for offset, task in enumerate(tasks):
         events.task_starting(first_task + offset)
+        before = usage()
         outcome = run_task(function, task, star, first_task + offset)
+        if meter is not None:
+            meter.ran(before, usage(), outcome[0])
         if not outcome[0]:
             events.task_failed(first_task + offset, outcome[1])
         outcomes.append(outcome)
     return outcomes
+
+
+def usage() -> tuple[float, float, float, int]:
+    """Now (wall and monotonic), the CPU seconds this process and its children used so
+    far, and the larger of their peak resident memories, in kB (Linux's unit)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
+        resource.RUSAGE_CHILDREN)
+    cpu = own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    return time.time(), time.monotonic(), cpu, max(own.ru_maxrss, children.ru_maxrss)
+
+
+class TaskMeter:
+    """Each task of a claim, for the map's report (poolparty.report): when it started
+    (seconds after the claim began), how long it ran, the CPU it used and the worker's
+    peak memory after it, and whether it returned. Two getrusage calls a task (a few
+    microseconds); past MAX_TASKS_RECORDED tasks only the claim's totals are kept."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.began = time.time()
+        self.records: list[list] = []
+        self.count = self.failed = 0
+        self.seconds = self.cpu = 0.0
+        self.peak = 0
+
+    def ran(self, before: tuple, after: tuple, ok: bool) -> None:
+        seconds, cpu = after[1] - before[1], after[2] - before[2]
+        self.count += 1
+        self.failed += not ok
+        self.seconds += seconds
+        self.cpu += cpu
+        self.peak = max(self.peak, after[3])
+        if self.count <= self.limit:
+            self.records.append([round(before[0] - self.began, 4), round(seconds, 4),
+                                 round(cpu, 4), after[3], int(ok)])
+
+    def summary(self) -> dict:
+        """The fields of the worker's ``claim_done`` event."""
+        totals = {"count": self.count, "failed": self.failed, "seconds": round(self.seconds, 4),
+                  "cpu": round(self.cpu, 4), "peak_kb": self.peak}
+        return {"began": round(self.began, 4), "totals": totals,
+                "tasks": self.records if self.count <= self.limit else None}
 
 
 class Pace:
@@ -330,6 +377,7 @@ def run_worker(work_dir: MapFiles, worker_id: int | None, environ: dict[str, str
         if code is not None:
             code.note()
     ok = failed = claims = 0
+    meter: TaskMeter | None = None
     while (pace.time_left() and (guest is None or guest.still_open())
            and work_dir.incarnation() == signature):
         claim = claimer.claim_next(pace.size_for)
@@ -343,13 +391,15 @@ def run_worker(work_dir: MapFiles, worker_id: int | None, environ: dict[str, str
         if heartbeat is not None:
             heartbeat.claim = claim
         if broken is not None or loaded is None:
+            meter = None
             outcomes = [broken] * (claim.stop - claim.start)
             for task_index in range(claim.start, claim.stop):
                 events.task_failed(task_index, broken[1])
         else:
             began = time.monotonic()
             tasks = load_tasks(work_dir, claim.start, claim.stop, pace.block)
-            outcomes = run_tasks(loaded[0], tasks, loaded[1], claim.start, events)
+            meter = TaskMeter(MAX_TASKS_RECORDED)
+            outcomes = run_tasks(loaded[0], tasks, loaded[1], claim.start, events, meter)
             pace.ran(len(tasks), time.monotonic() - began)
             if metadata.get("memory_raisable") or steps.memory:
                 leave_if_out_of_memory(outcomes, claim.start)
@@ -359,7 +409,10 @@ def run_worker(work_dir: MapFiles, worker_id: int | None, environ: dict[str, str
             code.note()
         sys.stdout.flush()
         sys.stderr.flush()
-        work_dir.write_result(claim.number, encode_outcomes(outcomes, claim.start))
+        result = encode_outcomes(outcomes, claim.start)
+        work_dir.write_result(claim.number, result)
+        if meter is not None:
+            events.claim_done(claim.number, claim.start, len(result), meter.summary())
         if heartbeat is not None:
             heartbeat.claim = None
         if broken is not None:

@@ -267,6 +267,17 @@ def dummy_backend(backend_name: str, work_root: Path, queue_dir: Path, **queue_o
                    queue.kill_running, queue, dict(command))
 
 
+def left_behind(work_root: Path) -> list[str]:
+    """What maps left in a work_dir root, but for the saved events of the maps that
+    succeeded (``reports/``: at most KEPT_REPORTS small files, for their reports)."""
+    from poolparty.report import KEPT_REPORTS, REPORTS_DIR
+
+    saved = work_root / REPORTS_DIR
+    if saved.is_dir():
+        assert len(list(saved.iterdir())) <= KEPT_REPORTS
+    return sorted(path.name for path in work_root.iterdir() if path.name != REPORTS_DIR)
+
+
 def job_names_under(work_root: Path) -> set[str]:
     """The job names of the maps under work_root: a test only looks at its own jobs."""
     if not work_root.exists():

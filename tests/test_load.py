@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import make_backend
+from conftest import left_behind, make_backend
 
 
 @pytest.fixture(params=["real-slurm-array", "real-sge"])
@@ -29,7 +29,7 @@ def real_slurm(work_root: Path, tmp_path: Path):
 def test_a_map_of_100000_tasks(real_slurm, work_root):
     results = real_slurm.make_pool().map(lambda x: 2 * x + 1, range(100_000))
     assert results == [2 * x + 1 for x in range(100_000)]
-    assert list(work_root.iterdir()) == []
+    assert left_behind(work_root) == []
 
 
 def tagged_square(tag_and_x):
@@ -47,7 +47,7 @@ def test_ten_maps_at_once_from_threads_of_one_pool(real, work_root):
                    for tag in tags]
         for tag, future in zip(tags, futures):
             assert future.result(timeout=240) == [(tag, x * x) for x in range(30)]
-    assert list(work_root.iterdir()) == []
+    assert left_behind(work_root) == []
     assert real.queued_jobs() == []
 
 
@@ -87,7 +87,7 @@ def test_maps_from_two_processes_in_the_same_directory(real, work_root, tmp_path
         assert set(results) == {"shared"} | {f"{name}-{i}" for i in range(4)}
         for tag, values in results.items():
             assert values == [[tag, x + 1000] for x in range(25)]
-    assert list(work_root.iterdir()) == []
+    assert left_behind(work_root) == []
 
 
 def one_megabyte(x):

@@ -8,6 +8,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import left_behind
 
 import poolparty
 
@@ -53,7 +54,7 @@ def test_starmap_unpacks_argument_tuples(backend):
 
 def test_success_removes_the_work_dir(backend, work_root):
     backend.make_pool().map(abs, [-1, -2], chunksize=1)
-    assert list(work_root.iterdir()) == []
+    assert left_behind(work_root) == []
 
 
 def test_keep_work_dir_leaves_about_ten_files_with_results_and_logs_archived(backend, work_root):

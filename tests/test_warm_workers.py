@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REAL_QUEUES, steps_named, wait_for
+from conftest import REAL_QUEUES, left_behind, steps_named, wait_for
 
 import poolparty
 import poolparty.engine
@@ -91,7 +91,7 @@ def test_later_maps_and_calls_run_on_the_first_maps_workers_without_a_submission
     wait_for(lambda: jobs_of(backend, submissions.names) == [], GONE_WITHIN,
              "the warm workers to end")
     assert lobbies(work_root) == []
-    assert list(work_root.iterdir()) == []  # nothing left behind
+    assert left_behind(work_root) == []  # nothing left behind
 
 
 def test_fewer_warm_workers_than_wanted_take_a_small_map_alone_and_a_long_one_gets_more(

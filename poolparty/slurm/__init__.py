@@ -249,6 +249,7 @@ class SlurmBase(CommandLineScheduler):
         self.time_limit_seconds = (None if self.asked_time is None
                                    else duration_seconds(self.asked_time))
         self.partition = self.resources["partition"]
+        self.cpus_per_worker = int(self.resources["cpus-per-task"] or 1)
         self._max_time: tuple[float | None] | None = None
 
     #: the names ``resources=`` takes for a map: the pool's option names and sbatch's

@@ -94,7 +94,7 @@ class SlurmSteps(Local):
                 "client runs in, but SLURM_JOB_ID is not set here: run inside salloc or "
                 "an sbatch script, pass allocation='JOBID', or use backend='slurm-array'.")
         self.job_id = str(job)
-        self.cpus_per_task = cpus_per_task or 1
+        self.cpus_per_task = self.cpus_per_worker = cpus_per_task or 1
         self.call_timeout = call_timeout
         self._time_left: tuple[float | None, float] | None = None
         self._names: set[str] = set()  # of the maps whose steps it started

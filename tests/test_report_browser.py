@@ -1,0 +1,67 @@
+"""A report's page in a real browser: headless Chromium renders it, and the DOM it built
+has a bar per claim and the failures; its screenshot is kept as an artifact of the run
+(``$POOLPARTY_ARTIFACTS``, else artifacts/ at the repository's root) for a person to look at.
+
+Chromium is driven through scripts/report_example.py's functions, those that make the
+docs' screenshot. Skipped where Chromium is not installed (``apt-get install chromium``),
+a failure instead in CI (.ci/run installs it)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from test_report_html import Elements, make_report
+
+ROOT = Path(__file__).resolve().parent.parent
+#: set in CI: there a browser test that can't run fails (as tests/conftest.py's views)
+REQUIRED_BY = ("CI", "POOLPARTY_REQUIRE_SCHEDULERS")
+#: a screenshot of the page is tens of kilobytes; a blank one, a few
+SMALLEST_SCREENSHOT = 10_000
+
+
+def example_script():
+    spec = importlib.util.spec_from_file_location(
+        "report_example", ROOT / "scripts" / "report_example.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def browser():
+    """scripts/report_example.py as a module (rendered_dom, screenshot), where
+    Chromium is installed."""
+    script = example_script()
+    if shutil.which(script.CHROMIUM) is None:
+        message = f"{script.CHROMIUM} is not installed: apt-get install chromium enables it"
+        if any(os.environ.get(name) not in (None, "", "false") for name in REQUIRED_BY):
+            pytest.fail(message + " (required here: CI)")
+        pytest.skip(message)
+    return script
+
+
+def artifacts() -> Path:
+    return Path(os.environ.get("POOLPARTY_ARTIFACTS") or ROOT / "artifacts")
+
+
+def test_chromium_renders_a_bar_per_claim_and_the_failures(browser, tmp_path):
+    report = make_report(workers=5, claims=40, failures={"its job reached its time limit": 2},
+                         task_errors={"ZeroDivisionError": 3})
+    page = tmp_path / "report.html"
+    page.write_text(report.html())
+    rendered = Elements(browser.rendered_dom(page))
+    assert len(rendered.of_class("rect", "claim")) == len(report.claims)
+    assert len(rendered.of_class("rect", "failed")) == sum(c.failed > 0 for c in report.claims)
+    cells = rendered.texts["td"]
+    assert cells[cells.index("worker lost: its job reached its time limit") + 1] == "2"
+    assert cells[cells.index("task raised: ZeroDivisionError") + 1] == "3"
+
+    png = artifacts() / "report_browser.png"
+    png.unlink(missing_ok=True)
+    browser.screenshot(page, png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert png.stat().st_size > SMALLEST_SCREENSHOT

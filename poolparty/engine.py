@@ -841,6 +841,7 @@ class MapRun:
                                      and self._work_waiting()):
                 self._barren.append(worker_id)
                 self._barren_logs[worker_id] = self.work_dir.log_tail(worker_id)
+                self.events.worker_lost(worker_id, ending or "it ended before claiming")
             if crash is not None and crash.task is None:  # before its first task
                 self._early_crashes += 1
                 if self._early_crashes > 1:  # every worker would die so (none delivered)

@@ -69,6 +69,7 @@ TASK_MARK = b"poolparty-task: "
 MAP_STARTED = "map_started"  #: the client began (or resumed) the map
 SUBMITTED = "submitted"  #: the client submitted workers
 RESUBMIT = "resubmit"  #: the client reopened a lost worker's claim, and why
+WORKER_LOST = "worker_lost"  #: a worker ended before it claimed anything, and why
 LOST = "lost"  #: chunks resubmitted too often: given up
 ABANDONED = "abandoned"  #: chunks nobody needs any more (their futures were cancelled)
 GATHERED = "gathered"  #: chunks whose results the client has
@@ -77,7 +78,8 @@ CHUNK_STARTED = "chunk_started"  #: a worker began a chunk
 TASK_FAILED = "task_failed"  #: a task of a worker's chunk raised
 CHUNK_FINISHED = "chunk_finished"  #: a worker ran all of its chunk's tasks
 CLAIM_DONE = "claim_done"  #: a worker wrote a claim's result: each task's times (report)
-CLIENT_KINDS = (MAP_STARTED, SUBMITTED, RESUBMIT, LOST, ABANDONED, GATHERED, MAP_ENDED)
+CLIENT_KINDS = (MAP_STARTED, SUBMITTED, RESUBMIT, WORKER_LOST, LOST, ABANDONED, GATHERED,
+                MAP_ENDED)
 WORKER_KINDS = (CHUNK_STARTED, TASK_FAILED, CHUNK_FINISHED, CLAIM_DONE)
 KINDS = CLIENT_KINDS + WORKER_KINDS
 
@@ -269,6 +271,11 @@ class ClientEvents(EventWriter):
         """The engine reopened a claim whose worker ended without its result (that
         worker is lost), and why."""
         self.emit(RESUBMIT, chunk=number, attempt=attempt, reason=reason, worker=worker)
+
+    def worker_lost(self, worker: int, reason: str) -> None:
+        """A worker ended holding no claim while work waited (its job died before it
+        claimed): nothing to reopen, but a loss the map's report counts."""
+        self.emit(WORKER_LOST, worker=worker, reason=reason)
 
     def lost(self, chunk_ids: Sequence[int]) -> None:
         self.emit(LOST, chunks=compress_ranges(chunk_ids))

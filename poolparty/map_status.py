@@ -60,6 +60,7 @@ from .events import (
     ABANDONED,
     CHUNK_FINISHED,
     CHUNK_STARTED,
+    CLAIM_DONE,
     GATHERED,
     LOST,
     MAP_ENDED,
@@ -67,6 +68,7 @@ from .events import (
     RESUBMIT,
     SUBMITTED,
     TASK_FAILED,
+    WORKER_LOST,
     EventLog,
     read_events,
 )
@@ -307,6 +309,10 @@ class MapView:
         if isinstance(event.get("worker"), int):  # known after the claims are archived too
             self.files.lost_workers.add(event["worker"])
 
+    def _on_worker_lost(self, event: Event) -> None:
+        if isinstance(event.get("worker"), int):
+            self.files.lost_workers.add(event["worker"])
+
     def _on_lost(self, event: Event) -> None:
         self.lost.update(expand_ranges(event["chunks"]))
 
@@ -349,11 +355,16 @@ class MapView:
         worker = self.worker(event["worker"])
         worker.finished = (int(event["ok"]), int(event["failed"]), float(event["seconds"]))
 
+    def _on_claim_done(self, event: Event) -> None:
+        """Each task's times, for the map's report (poolparty.report); the status counts
+        tasks from the results and the claims."""
+
     #: what each kind of event does to the view
     handlers: ClassVar[dict[str, Callable[[MapView, Event], None]]] = {
         MAP_STARTED: _on_map_started,
         SUBMITTED: _on_submitted,
         RESUBMIT: _on_resubmit,
+        WORKER_LOST: _on_worker_lost,
         LOST: _on_lost,
         ABANDONED: _on_abandoned,
         GATHERED: _on_gathered,
@@ -361,6 +372,7 @@ class MapView:
         CHUNK_STARTED: _on_chunk_started,
         TASK_FAILED: _on_task_failed,
         CHUNK_FINISHED: _on_chunk_finished,
+        CLAIM_DONE: _on_claim_done,
     }
 
     # summaries

@@ -328,7 +328,7 @@ class Timeline:
                 record.ending = "finished"
         elif kind == kinds.CLAIM_DONE and isinstance(number, int):
             self.claim_done(number, event)
-        elif kind == kinds.RESUBMIT:
+        elif kind in (kinds.RESUBMIT, kinds.WORKER_LOST):
             how = str(event.get("reason") or "lost").split(" (")[0]
             self.lost.append(how)
             if isinstance(number, int):

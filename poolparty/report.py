@@ -125,36 +125,63 @@ class Report:
 
 def format_text(report: Report) -> str:
     """What ``poolparty report`` prints: a few lines, the numbers a user acts on."""
-    def hours(value: float) -> str:
-        return f"{value:.3f}" if value < 10 else f"{value:.1f}"
-
-    lines = [f"map {report.map_id} on {report.backend or '?'}: {report.state}, "
-             f"{report.num_tasks} task(s), {len(report.workers)} worker(s), "
-             f"{len(report.claims)} claim(s)"]
-    if report.wall_seconds is not None:
-        lines.append(f"wall time        {report.wall_seconds:.1f} s")
-    lines.append(f"core-hours       {hours(report.core_hours_used)} used of "
-                 f"{hours(report.core_hours_reserved)} reserved "
-                 f"({report.cpus_per_worker} CPU(s) per worker)")
-    if report.cpu_efficiency is not None:
-        lines.append(f"CPU efficiency   {report.cpu_efficiency:.0%} (task CPU / worker time)")
-    lines.append(f"idle             {report.idle_seconds:.1f} worker-seconds ran no task")
-    if report.queue_wait_mean is not None:
-        lines.append(f"queue wait       {report.queue_wait_mean:.1f} s mean, "
-                     f"{report.queue_wait_max:.1f} s at most (submitted -> started)")
-    if report.peak_memory is not None:
-        lines.append(f"memory peak      {size_text(report.peak_memory)}"
-                     + (f"; {report.memory_hint}" if report.memory_hint else ""))
-    if report.client_cpu_seconds is not None:
-        lines.append(f"client CPU       {report.client_cpu_seconds:.2f} s")
-    if report.slowest:
-        shown = ", ".join(f"#{t.index} {t.seconds:.2f} s" for t in report.slowest)
-        lines.append(f"slowest tasks    {shown}")
-    for name, count in report.failures.items():
-        lines.append(f"workers lost     {count}: {name}")
-    for name, count in report.task_errors.items():
-        lines.append(f"tasks raised     {count}: {name}")
+    lines = [headline(report)]
+    lines += [f"{name:<16} {value}" for name, value in summary_rows(report)]
+    lines += [f"{'workers lost':<16} {count}: {name}" for name, count in report.failures.items()]
+    lines += [f"{'tasks raised':<16} {count}: {name}"
+              for name, count in report.task_errors.items()]
     return "\n".join(lines)
+
+
+def headline(report: Report) -> str:
+    return (f"map {report.map_id} on {report.backend or '?'}: {report.state}, "
+            f"{report.num_tasks} task(s), {len(report.workers)} worker(s), "
+            f"{len(report.claims)} claim(s)")
+
+
+def summary_rows(report: Report) -> list[tuple[str, str]]:
+    """The summary's lines, (name, value), as the text and the page show them; the
+    fields not known (None) left out."""
+    rows = []
+    if report.wall_seconds is not None:
+        rows.append(("wall time", f"{seconds_text(report.wall_seconds)} s"))
+    rows.append(core_time_row(report))
+    if report.cpu_efficiency is not None:
+        rows.append(("CPU efficiency", f"{report.cpu_efficiency:.0%} (task CPU / worker time)"))
+    rows.append(("idle", f"{seconds_text(report.idle_seconds)} worker-seconds ran no task"))
+    if report.queue_wait_mean is not None:
+        rows.append(("queue wait", f"{seconds_text(report.queue_wait_mean)} s mean, "
+                     f"{seconds_text(report.queue_wait_max or 0.0)} s at most "
+                     "(submitted -> started)"))
+    if report.peak_memory is not None:
+        rows.append(("memory peak", size_text(report.peak_memory)
+                     + (f" (asked {report.memory_asked})" if report.memory_asked else "")))
+    if report.memory_hint:
+        rows.append(("memory hint", report.memory_hint))
+    if report.client_cpu_seconds is not None:
+        rows.append(("client CPU", f"{report.client_cpu_seconds:.2f} s"))
+    if report.slowest:
+        rows.append(("slowest tasks", ", ".join(
+            f"#{task.index} {seconds_text(task.seconds)} s (worker {task.worker})"
+            for task in report.slowest)))
+    return rows
+
+
+def core_time_row(report: Report) -> tuple[str, str]:
+    """Core-hours; a short map's in core-seconds, which it would show as 0.000."""
+    per_worker = f"({report.cpus_per_worker} CPU(s) per worker)"
+    if report.core_hours_reserved >= 0.1:
+        return ("core-hours", f"{report.core_hours_used:.2f} used of "
+                f"{report.core_hours_reserved:.2f} reserved {per_worker}")
+    return ("core-seconds", f"{seconds_text(report.core_hours_used * 3600)} used of "
+            f"{seconds_text(report.core_hours_reserved * 3600)} reserved {per_worker}")
+
+
+def seconds_text(seconds: float) -> str:
+    """Two decimals for short times, fewer for long ones: a bar's precision."""
+    if abs(seconds) < 10:
+        return f"{seconds:.2f}"
+    return f"{seconds:.1f}" if abs(seconds) < 1000 else f"{seconds:.0f}"
 
 
 def size_text(size: float) -> str:

@@ -14,7 +14,14 @@ from __future__ import annotations
 import math
 from html import escape
 
-from .report import ClaimRecord, Report, WorkerRecord, size_text
+from .report import (
+    ClaimRecord,
+    Report,
+    WorkerRecord,
+    headline,
+    seconds_text,
+    summary_rows,
+)
 
 #: the charts' width in SVG units (the page scales them down to fit)
 WIDTH = 900
@@ -99,47 +106,10 @@ def render_page(report: Report) -> str:
 def summary(report: Report) -> str:
     """The numbers a user acts on, as the text report has them; the fields not known
     (None) left out."""
-    head = (f"map {report.map_id} on {report.backend or '?'}: {report.state}, "
-            f"{report.num_tasks} task(s), {len(report.workers)} worker(s), "
-            f"{len(report.claims)} claim(s)")
+    head = headline(report)
     rows = "\n".join(f"<tr><th>{escape(name)}</th><td>{escape(value)}</td></tr>"
                      for name, value in summary_rows(report))
     return f'<p class="headline">{escape(head)}</p>\n<table class="summary">\n{rows}\n</table>'
-
-
-def summary_rows(report: Report) -> list[tuple[str, str]]:
-    rows = []
-    if report.wall_seconds is not None:
-        rows.append(("wall time", f"{seconds_text(report.wall_seconds)} s"))
-    rows.append(("core-hours", f"{report.core_hours_used:.3f} used of "
-                 f"{report.core_hours_reserved:.3f} reserved "
-                 f"({report.cpus_per_worker} CPU(s) per worker)"))
-    if report.cpu_efficiency is not None:
-        rows.append(("CPU efficiency", f"{report.cpu_efficiency:.0%} (task CPU / worker time)"))
-    rows.append(("idle", f"{seconds_text(report.idle_seconds)} worker-seconds ran no task"))
-    if report.queue_wait_mean is not None:
-        rows.append(("queue wait", f"{seconds_text(report.queue_wait_mean)} s mean, "
-                     f"{seconds_text(report.queue_wait_max or 0.0)} s at most "
-                     "(submitted -> started)"))
-    if report.peak_memory is not None:
-        rows.append(("memory peak", size_text(report.peak_memory)
-                     + (f" (asked {report.memory_asked})" if report.memory_asked else "")))
-    if report.memory_hint:
-        rows.append(("memory hint", report.memory_hint))
-    if report.client_cpu_seconds is not None:
-        rows.append(("client CPU", f"{report.client_cpu_seconds:.2f} s"))
-    if report.slowest:
-        rows.append(("slowest tasks", ", ".join(
-            f"#{task.index} {seconds_text(task.seconds)} s (worker {task.worker})"
-            for task in report.slowest)))
-    return rows
-
-
-def seconds_text(seconds: float) -> str:
-    """Two decimals for short times, fewer for long ones: a bar's precision."""
-    if abs(seconds) < 10:
-        return f"{seconds:.2f}"
-    return f"{seconds:.1f}" if abs(seconds) < 1000 else f"{seconds:.0f}"
 
 
 def legend() -> str:

@@ -147,7 +147,7 @@ def test_the_command_prints_the_report_and_writes_the_page(local, work_root, run
     done = run_cli("report", work_root, "--html", page)
     assert done.code == 0
     assert done.out.startswith("map map-") and "4 claim(s)" in done.out
-    assert "core-hours" in done.out and "queue wait" in done.out
+    assert "core-seconds" in done.out and "queue wait" in done.out  # a short map
     assert page.read_text().count("<rect class=\"claim ") == 4
     assert page.stat().st_mode & 0o077 == 0
 

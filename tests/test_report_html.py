@@ -141,10 +141,18 @@ def test_no_failures_is_said():
 
 def test_the_summary_has_the_numbers_known():
     document = render_fragment(make_report())
-    for text in ("wall time", "core-hours", "CPU efficiency", "50%", "queue wait",
+    for text in ("wall time", "core-seconds", "36.0 used of 72.0 reserved",
+                 "CPU efficiency", "50%", "queue wait",
                  "memory peak", "50M", "asked 8G, peak 50M: 256M would do", "client CPU",
                  "slowest tasks"):
         assert text in document
+
+
+def test_core_time_is_in_hours_for_long_maps():
+    report = make_report()
+    report.core_hours_used, report.core_hours_reserved = 1.5, 3.0
+    document = render_fragment(report)
+    assert "core-hours" in document and "1.50 used of 3.00 reserved" in document
 
 
 def test_unknown_numbers_are_left_out():

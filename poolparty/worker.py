@@ -183,12 +183,14 @@ def run_tasks(function: Callable, tasks: list, star: bool, first_task: int,
     shows it while the rest of the chunk still runs. ``meter`` records each task for
     the map's report."""
     outcomes = []
+    before = usage() if meter is not None else None
     for offset, task in enumerate(tasks):
         events.task_starting(first_task + offset)
-        before = usage()
         outcome = run_task(function, task, star, first_task + offset)
-        if meter is not None:
-            meter.ran(before, usage(), outcome[0])
+        if meter is not None:  # a task's end is the next one's start: one reading a task
+            after = usage()
+            meter.ran(before, after, outcome[0])
+            before = after
         if not outcome[0]:
             events.task_failed(first_task + offset, outcome[1])
         outcomes.append(outcome)
@@ -207,8 +209,8 @@ def usage() -> tuple[float, float, float, int]:
 class TaskMeter:
     """Each task of a claim, for the map's report (poolparty.report): when it started
     (seconds after the claim began), how long it ran, the CPU it used and the worker's
-    peak memory after it, and whether it returned. Two getrusage calls a task (a few
-    microseconds); past MAX_TASKS_RECORDED tasks only the claim's totals are kept."""
+    peak memory after it, and whether it returned. One reading of getrusage a task (a
+    few microseconds); past MAX_TASKS_RECORDED tasks only the claim's totals are kept."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit

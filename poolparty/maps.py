@@ -107,8 +107,11 @@ class Maps:
         self._warm: list[tuple[str, WorkDir, list[int]]] = []
         #: the group of each prepared map that is part of one call (imap's segments)
         self._groups: dict[MapRun, object] = {}
-        #: the directory of the last map that ended (its report: poolparty.report)
+        #: the directory of the last map started (its report: poolparty.report), and
+        #: whether it ended: its last results reach the caller before the end of a map
+        #: whose task raised is written
         self.last_map_dir: Path | None = None
+        self.last_map_ended = threading.Event()
 
     # ------------------------------------------------------------------ preparing
     def check_map_arguments(self, func: Callable, chunksize: int | None,
@@ -334,6 +337,8 @@ class Maps:
             if self._stopped:
                 prepared.run.stop.set()
             self._running.add(prepared.run)
+            self.last_map_dir = prepared.work_dir.path
+            self.last_map_ended.clear()
         if prepared.run.lobby is not None:  # not a map with resources of its own
             prepared.run.lobby.announce(prepared.run.lobby_key, prepared.work_dir.path,
                                         prepared.work_dir.metadata().get("incarnation"))
@@ -380,15 +385,28 @@ class Maps:
             prepared.log.error("a task raised, or the map failed or was interrupted; "
                                "work_dir kept: %s", prepared.work_dir.path)
         close_map_logger(prepared.log)
-        self.last_map_dir = prepared.work_dir.path
-        if discard:
-            if succeeded:  # its events outlive it, for its report (poolparty.report)
-                save_report_events(prepared.work_dir, prepared.log)
-            prepared.work_dir.remove()
-            return
-        if succeeded:  # kept (keep_work_dir): a handful of files, as a finished map
-            prepared.work_dir.archive_claims()
-        prepared.work_dir.release()
+        try:
+            if discard:
+                if succeeded:  # its events outlive it, for its report (poolparty.report)
+                    save_report_events(prepared.work_dir, prepared.log)
+                prepared.work_dir.remove()
+                return
+            if succeeded:  # kept (keep_work_dir): a handful of files, as a finished map
+                prepared.work_dir.archive_claims()
+            prepared.work_dir.release()
+        finally:
+            if self.last_map_dir == prepared.work_dir.path:
+                self.last_map_ended.set()
+
+    def wait_for_last_end(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` s) for the end of the last map started to be
+        written, if it is ending: its work has stopped, but its results reached the
+        caller before its end (a task raised). A map still at work is not waited for."""
+        with self._lock:
+            working = [run for run in self._running
+                       if run.work_dir.path == self.last_map_dir and not run.ended.is_set()]
+        if not working:
+            self.last_map_ended.wait(timeout)
 
     def collect(self, prepared: PreparedMap | None) -> list:
         """All results in input order; the first task error is raised at once."""

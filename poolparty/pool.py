@@ -278,14 +278,15 @@ class Pool:
 
     def report(self) -> Report:
         """Where the time of this pool's last map went (poolparty.report): its timeline,
-        efficiency and cost; in Jupyter it shows itself. Raises NoMapError before any
-        map ended."""
+        efficiency and cost; in Jupyter it shows itself. A map still at work is reported
+        as far as it got. Raises NoMapError before any map started."""
         from .report import map_report
 
         if self.maps.last_map_dir is None:
             from .map_status import NoMapError
 
             raise NoMapError("this pool has run no map yet: nothing to report.")
+        self.maps.wait_for_last_end(timeout=30)
         return map_report(self.maps.last_map_dir)
 
     def terminate(self) -> None:

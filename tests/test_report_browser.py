@@ -65,3 +65,45 @@ def test_chromium_renders_a_bar_per_claim_and_the_failures(browser, tmp_path):
     browser.screenshot(page, png)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert png.stat().st_size > SMALLEST_SCREENSHOT
+
+
+def nap_and_raise_on_three(x: int) -> int:
+    """Every task sleeps, so a worker killed at any moment holds a claim; 3 raises."""
+    import time
+
+    time.sleep(0.4)
+    if x == 3:
+        raise ValueError("three")
+    return x
+
+
+def test_chromium_shows_a_real_maps_chunks_and_failures(browser, work_root, tmp_path):
+    """A map on the dummy SLURM whose first worker is killed mid-claim and whose task 3
+    raises (imap goes on past it): the rendered page has one bar per claim that ran
+    (the claim files say how many), the lost worker and the task's exception in its
+    failure table."""
+    from conftest import attempts_per_claim, made_backend, the_map_dir
+
+    with made_backend("dummy-slurm-array", work_root, tmp_path) as slurm:
+        slurm.queue.inject(kill_after=(0.6, 1))
+        with slurm.make_pool(processes=2, max_num_resubmissions=2,
+                             keep_work_dir=True) as pool:
+            results = pool.imap(nap_and_raise_on_three, range(8), chunksize=1)
+            for position in range(8):
+                if position == 3:
+                    with pytest.raises(ValueError):
+                        next(results)
+                else:
+                    assert next(results) == position
+            assert list(results) == []  # the end: the map is over
+            report = pool.report()
+        claims_run = len(attempts_per_claim(the_map_dir(work_root)))
+    page = tmp_path / "real.html"
+    page.write_text(report.html())
+    rendered = Elements(browser.rendered_dom(page))
+    assert len(rendered.of_class("rect", "claim")) == len(report.claims) == claims_run == 8
+    assert len(rendered.of_class("rect", "failed")) == 1
+    cells = rendered.texts["td"]
+    assert cells[cells.index("task raised: ValueError") + 1] == "1"
+    assert any(cell.startswith("worker lost: ") for cell in cells)
+    browser.screenshot(page, artifacts() / "report_real_map.png")

@@ -26,6 +26,7 @@ import pytest
 import poolparty
 from poolparty import config
 from poolparty.backends import REGISTRY
+from poolparty.report import REPORTS_DIR
 
 SLURM_COMMANDS = {"submit": "sbatch", "query": "squeue", "cancel": "scancel"}
 SGE_COMMANDS = {"submit": "qsub", "query": "qstat", "cancel": "qdel"}
@@ -190,7 +191,8 @@ def the_map_dir(work_root: Path, timeout: float = 60, holding: str | None = None
     not the short-lived hidden directory a pool makes to check that it may create
     directories in the root."""
     def found() -> Path | None:
-        dirs = [p for p in work_root.glob("[!.]*") if p.is_dir()] if work_root.exists() else []
+        dirs = [p for p in work_root.glob("[!.]*") if p.is_dir() and p.name != REPORTS_DIR
+                ] if work_root.exists() else []
         if len(dirs) == 1 and (holding is None or (dirs[0] / holding).exists()):
             return dirs[0]
         return None
@@ -270,7 +272,7 @@ def dummy_backend(backend_name: str, work_root: Path, queue_dir: Path, **queue_o
 def left_behind(work_root: Path) -> list[str]:
     """What maps left in a work_dir root, but for the saved events of the maps that
     succeeded (``reports/``: at most KEPT_REPORTS small files, for their reports)."""
-    from poolparty.report import KEPT_REPORTS, REPORTS_DIR
+    from poolparty.report import KEPT_REPORTS
 
     saved = work_root / REPORTS_DIR
     if saved.is_dir():

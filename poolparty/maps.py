@@ -400,11 +400,13 @@ class Maps:
 
     def wait_for_last_end(self, timeout: float) -> None:
         """Wait (at most ``timeout`` s) for the end of the last map started to be
-        written, if it is ending: its work has stopped, but its results reached the
-        caller before its end (a task raised). A map still at work is not waited for."""
+        written, if it is ending: every task has its outcome, which may have reached the
+        caller before the end is written (a task raised). A map still at work is not
+        waited for."""
         with self._lock:
             working = [run for run in self._running
-                       if run.work_dir.path == self.last_map_dir and not run.ended.is_set()]
+                       if run.work_dir.path == self.last_map_dir and not run.all_done()
+                       and not run.ended.is_set()]
         if not working:
             self.last_map_ended.wait(timeout)
 

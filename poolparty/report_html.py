@@ -289,11 +289,11 @@ def histogram(durations: list[float]) -> str:
         height = (bottom - top) * tasks / tallest
         first, last = low + number * width, low + (number + 1) * width
         parts.append(rect("bin", x(number) + 1, x(number + 1) - 1, bottom - height, height,
-                          COLOURS["bin"], f"{tasks} tasks of {range_text(first, last)} s")
+                          COLOURS["bin"], f"{tasks} tasks of {range_text(first, last, width)} s")
                      if tasks else "")
     parts += [line(left, bottom, WIDTH - 10, bottom), line(left, top, left, bottom)]
     parts += [f'<text x="{x(edge):.2f}" y="{bottom + 15}" text-anchor="middle">'
-              f"{seconds_text(low + edge * width)}</text>" for edge in edge_labels(count)]
+              f"{edge_text(low + edge * width, width)}</text>" for edge in edge_labels(count)]
     parts += [f'<text x="{left - 6}" y="{top + 4}" text-anchor="end">{tallest}</text>',
               f'<text x="{left - 6}" y="{bottom}" text-anchor="end">0</text>',
               f'<text x="{(left + WIDTH) / 2:.0f}" y="{bottom + 30}" text-anchor="middle">'
@@ -304,9 +304,17 @@ def histogram(durations: list[float]) -> str:
     return "\n".join(part for part in parts if part)
 
 
-def range_text(first: float, last: float) -> str:
-    return seconds_text(first) if first == last else \
-        f"{seconds_text(first)}-{seconds_text(last)}"
+def range_text(first: float, last: float, width: float = 0.0) -> str:
+    return edge_text(first, width) if first == last else \
+        f"{edge_text(first, width)}-{edge_text(last, width)}"
+
+
+def edge_text(seconds: float, width: float) -> str:
+    """An edge of the histogram's bins ``width`` apart, with the decimals that tell it
+    from the next: tasks that all take about 0.40 s have edges 0.4001, 0.4006..."""
+    if width <= 0 or width >= 0.01:
+        return seconds_text(seconds)
+    return f"{seconds:.{min(6, 1 - math.floor(math.log10(width)))}f}"
 
 
 def edge_labels(count: int) -> list[int]:

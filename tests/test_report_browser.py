@@ -98,6 +98,7 @@ def test_chromium_shows_a_real_maps_chunks_and_failures(browser, work_root, tmp_
             assert list(results) == []  # the end: the map is over
             report = pool.report()
         claims_run = len(attempts_per_claim(the_map_dir(work_root)))
+    assert report.state == "finished" and report.wall_seconds is not None  # its end read
     page = tmp_path / "real.html"
     page.write_text(report.html())
     rendered = Elements(browser.rendered_dom(page))

@@ -253,3 +253,12 @@ def test_the_histogram_counts_every_task():
 def test_the_histogram_of_equal_durations_is_one_bar():
     report = make_report(workers=2, claims=5, tasks_per_claim=1)
     assert histogram_bins(report) == [(5, "5 tasks of 1.50 s")]
+
+
+def test_histogram_edges_of_nearly_equal_durations_are_told_apart():
+    """Tasks that all take about 0.40 s: the axis must not read 0.40 at every edge."""
+    from poolparty.report_html import histogram
+
+    document = Elements(histogram([0.4001 + 0.0005 * i for i in range(10)]))
+    labels = [text for text in document.texts.get("text", []) if text.startswith("0.4")]
+    assert len(labels) == len(set(labels)) > 2

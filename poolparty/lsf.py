@@ -15,7 +15,6 @@ import logging
 import math
 import re
 import shutil
-import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from .scheduler import (
     Submission,
     refuse_characters,
     states_of_chunks,
+    what_command_says,
 )
 from .settings import INT_OR_STRING, POSITIVE_INT, STRING, STRING_LIST, Setting
 from .work_dir import WorkDir
@@ -282,11 +282,7 @@ class Lsf(CommandLineScheduler):
         if not (shutil.which("bsub") and shutil.which("bjobs")):
             return False
         probe = ["lsid"] if shutil.which("lsid") else ["bsub", "-V"]
-        try:
-            done = subprocess.run(probe, capture_output=True, text=True, timeout=30)
-            said = done.stdout + done.stderr
-        except (OSError, subprocess.TimeoutExpired):
-            said = ""
+        said = what_command_says(probe)
         if is_lsf(said):
             log.info("IBM LSF found (%s): running on LSF job arrays",
                      said.strip().splitlines()[0])

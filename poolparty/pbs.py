@@ -17,7 +17,6 @@ import logging
 import os
 import re
 import shutil
-import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +30,7 @@ from .scheduler import (
     State,
     refuse_characters,
     states_of_chunks,
+    what_command_says,
 )
 from .settings import INT_OR_STRING, POSITIVE_INT, STRING, STRING_LIST, TABLE, Setting
 from .work_dir import WorkDir
@@ -338,12 +338,7 @@ class Pbs(CommandLineScheduler):
         ``qsub`` and ``qstat`` too: PBS is recognised by what ``qstat --version`` says."""
         if not (shutil.which("qsub") and shutil.which("qstat")):
             return False
-        try:
-            done = subprocess.run(["qstat", "--version"], capture_output=True, text=True,
-                                  timeout=30)
-            said = done.stdout + done.stderr
-        except (OSError, subprocess.TimeoutExpired):
-            said = ""
+        said = what_command_says(["qstat", "--version"])
         if is_pbs_professional(said):
             log.info("PBS found (%s): running on PBS array jobs", said.strip().splitlines()[0])
             return True

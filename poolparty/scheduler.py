@@ -427,6 +427,18 @@ class CommandLineScheduler(Scheduler):
                 log.info("%s did not cancel everything: %s", name, error)
 
 
+def what_command_says(argv: Sequence[str], timeout: float = 30.0) -> str:
+    """What a command prints (its output, then its errors), to tell whose scheduler's
+    tools are on PATH (``found_here``: SGE, PBS and Torque all ship a ``qsub``); "" when
+    it can't be run. A probe, not a call to the scheduler: no retries."""
+    try:
+        done = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return done.stdout + done.stderr
+
+
 def check_factor(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 1:
         raise InvalidInputError(f"{name} must be a number >= 1 (1: never raised), not {value!r}")

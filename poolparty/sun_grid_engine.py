@@ -13,7 +13,6 @@ import logging
 import os
 import re
 import shutil
-import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +27,7 @@ from .scheduler import (
     State,
     refuse_characters,
     states_of_chunks,
+    what_command_says,
 )
 from .settings import PARALLEL_ENVIRONMENT, STRING, STRING_LIST, TABLE, Setting
 from .work_dir import WorkDir
@@ -255,12 +255,7 @@ class SunGridEngine(CommandLineScheduler):
         recognised by what ``qstat -help`` says."""
         if not (shutil.which("qsub") and shutil.which("qstat")):
             return False
-        try:
-            help_text = subprocess.run(
-                ["qstat", "-help"], capture_output=True, text=True, timeout=30
-            ).stdout
-        except (OSError, subprocess.TimeoutExpired):
-            help_text = ""
+        help_text = what_command_says(["qstat", "-help"])
         if is_sun_grid_engine(help_text):
             log.info("Sun Grid Engine found (%s): running on SGE array jobs",
                      help_text.splitlines()[0].strip())
